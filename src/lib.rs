@@ -2,4 +2,28 @@
 //!
 //! Customers buy plans and prepaid credits through Stripe, the operator's product
 //! consumes credits through the metering API, and everyone watches balances, ledgers
-//! and usage in server-rendered pages. See `README.md` for the run book.
+//! and usage in server-rendered pages. See `README.md` for the run book and
+//! `DESIGN.md`'s vocabulary for the words used here.
+//!
+//! Dependency direction: `web` → domain modules (`accounts`, `catalog`, `ledger`,
+//! `api_keys`, `top_ups`) → PostgreSQL. `stripe` is the only module that imports
+//! async-stripe; `charts` imports neither sqlx nor axum.
+
+pub mod accounts;
+pub mod api_keys;
+pub mod catalog;
+pub mod charts;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod embedded_pg;
+pub mod ledger;
+pub mod money;
+#[cfg(feature = "sandbox")]
+pub mod sandbox;
+pub mod startup;
+pub mod stripe;
+pub mod stripe_events;
+pub mod telemetry;
+pub mod top_ups;
+pub mod web;

@@ -1,0 +1,113 @@
+//! Charts rendered on the server as SVG with plotters. Pure functions: no database,
+//! no HTTP. Labels come only from our own data (dates, numbers), never user strings.
+
+use plotters::prelude::*;
+use time::Date;
+
+/// Why a chart could not be drawn.
+#[derive(Debug, thiserror::Error)]
+#[error("draw chart: {0}")]
+pub struct ChartError(String);
+
+/// A bar chart of credits used per day, as an SVG document with a `<title>` for
+/// screen readers. `size` is (width, height) in px. Empty input draws an empty axis.
+pub fn usage_svg(days: &[(Date, i64)], title: &str, size: (u32, u32)) -> Result<String, ChartError> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        let err = |e: &dyn std::fmt::Display| ChartError(e.to_string());
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let max = days.iter().map(|(_, v)| *v).max().unwrap_or(0).max(1);
+        let y_top = max + max / 10 + 1;
+        let n = days.len().max(1) as u32;
+        let mut chart = ChartBuilder::on(&root)
+            .margin(12)
+            .x_label_area_size(28)
+            .y_label_area_size(48)
+            .build_cartesian_2d((0u32..n).into_segmented(), 0i64..y_top)
+            .map_err(|e| err(&e))?;
+        let label = |i: &SegmentValue<u32>| match i {
+            SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => days
+                .get(*i as usize)
+                .map(|(d, _)| format!("{} {}", d.day(), &month_abbrev(d.month())))
+                .unwrap_or_default(),
+            SegmentValue::Last => String::new(),
+        };
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .light_line_style(RGBColor(235, 238, 242))
+            .bold_line_style(RGBColor(225, 229, 235))
+            .axis_style(RGBColor(180, 186, 196))
+            .x_labels(8)
+            .x_label_formatter(&label)
+            .y_labels(5)
+            .y_label_formatter(&|v| crate::money::format_credits(*v))
+            .label_style(("sans-serif", 12).into_font().color(&RGBColor(90, 98, 112)))
+            .draw()
+            .map_err(|e| err(&e))?;
+        let bar = RGBColor(79, 70, 229);
+        chart
+            .draw_series(days.iter().enumerate().map(|(i, (_, v))| {
+                let i = i as u32;
+                let mut r = Rectangle::new(
+                    [(SegmentValue::Exact(i), 0), (SegmentValue::Exact(i + 1), *v)],
+                    bar.filled(),
+                );
+                r.set_margin(0, 0, 2, 2);
+                r
+            }))
+            .map_err(|e| err(&e))?;
+        root.present().map_err(|e| err(&e))?;
+    }
+    // plotters writes no <title>; add one so the chart has an accessible name.
+    let escaped = title.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    Ok(match svg.find('>') {
+        Some(end) => {
+            let (open, rest) = svg.split_at(end + 1);
+            format!("{}<title>{escaped}</title>{rest}", open.replacen("<svg ", "<svg role=\"img\" ", 1))
+        }
+        None => svg,
+    })
+}
+
+fn month_abbrev(m: time::Month) -> &'static str {
+    use time::Month::*;
+    match m {
+        January => "Jan",
+        February => "Feb",
+        March => "Mar",
+        April => "Apr",
+        May => "May",
+        June => "Jun",
+        July => "Jul",
+        August => "Aug",
+        September => "Sep",
+        October => "Oct",
+        November => "Nov",
+        December => "Dec",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::date;
+
+    #[test]
+    fn draws_one_bar_per_day_with_a_title() {
+        let days = [(date!(2026 - 11 - 20), 5), (date!(2026 - 11 - 21), 12), (date!(2026 - 11 - 22), 0)];
+        let svg = usage_svg(&days, "Credits used <per day>", (640, 240)).unwrap();
+        assert!(svg.starts_with("<svg role=\"img\" "), "{svg:.80}");
+        assert!(svg.contains("<title>Credits used &lt;per day&gt;</title>"));
+        assert!(svg.contains("21 Nov"));
+        // Two non-empty bars in the bar colour.
+        assert!(svg.matches("fill=\"#4F46E5\"").count() >= 2, "bars missing");
+    }
+
+    #[test]
+    fn empty_input_still_renders() {
+        let svg = usage_svg(&[], "Nothing yet", (320, 160)).unwrap();
+        assert!(svg.contains("</svg>"));
+    }
+}

@@ -1,0 +1,174 @@
+//! The command line: `billfold [serve]`, `migrate`, `seed-demo`, `create-user`,
+//! `api-key create`, `db url`. Configuration comes from the environment (see
+//! [`crate::config`]); flags only say what to do.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::startup::{self, Application};
+use crate::{accounts, api_keys, demo, telemetry};
+
+/// billfold: a self-hostable billing portal.
+#[derive(Debug, Parser)]
+#[command(name = "billfold", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the portal (the default): migrate, seed an empty database, listen on BIND.
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Create the demo catalog and demo users (if missing) and exit.
+    SeedDemo,
+    /// Create a user with their own workspace on the free plan.
+    CreateUser {
+        /// Email address (login).
+        #[arg(long)]
+        email: String,
+        /// Password, 12 to 128 characters.
+        #[arg(long)]
+        password: String,
+        /// Make the user staff (admin pages).
+        #[arg(long)]
+        staff: bool,
+    },
+    /// Manage metering API keys.
+    ApiKey {
+        #[command(subcommand)]
+        command: ApiKeyCommand,
+    },
+    /// Database helpers.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ApiKeyCommand {
+    /// Create a key for the workspace of the user with this email; prints it once.
+    Create {
+        /// The user's email.
+        #[arg(long)]
+        email: String,
+        /// A name to recognise the key by.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DbCommand {
+    /// Print the database URL (DATABASE_URL, or the embedded server's, started if needed).
+    Url,
+}
+
+/// Entry point of the binary: parses arguments, runs the command, and turns an error
+/// into one line on stderr and exit code 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    telemetry::init(config.log_format);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config).await,
+        Command::Migrate => {
+            let (db, pg) = startup::connect(&config).await?;
+            startup::migrate(&db).await?;
+            crate::catalog::seed_default(&db).await?;
+            println!("migrations applied");
+            finish(db, pg).await
+        }
+        Command::SeedDemo => {
+            let (db, pg) = startup::connect(&config).await?;
+            startup::migrate(&db).await?;
+            crate::catalog::seed_default(&db).await?;
+            let created = demo::seed(&db).await?;
+            println!("{}", if created { "demo data created" } else { "demo users exist already" });
+            demo::print_logins();
+            finish(db, pg).await
+        }
+        Command::CreateUser { email, password, staff } => {
+            let (db, pg) = startup::connect(&config).await?;
+            startup::migrate(&db).await?;
+            crate::catalog::seed_default(&db).await?;
+            let user = accounts::sign_up(&db, &email, &password, staff).await?;
+            println!("created {}{}", user.email, if staff { " (staff)" } else { "" });
+            finish(db, pg).await
+        }
+        Command::ApiKey { command: ApiKeyCommand::Create { email, name } } => {
+            let (db, pg) = startup::connect(&config).await?;
+            startup::migrate(&db).await?;
+            let user = accounts::find_by_email(&db, &email.trim().to_lowercase())
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no user with email {email}"))?;
+            let ws = accounts::primary_workspace(&db, user.user_id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("{email} has no workspace"))?;
+            let created = api_keys::create(&db, ws.workspace_id, Some(user.user_id), &name).await?;
+            println!("{}", created.plaintext);
+            eprintln!("API key {:?} for workspace {:?}: shown once, store it now", created.key.name, ws.workspace_name);
+            finish(db, pg).await
+        }
+        Command::Db { command: DbCommand::Url } => {
+            use secrecy::ExposeSecret;
+            match &config.database_url {
+                Some(url) => println!("{}", url.expose_secret()),
+                None => {
+                    // Leave the server running: the caller (script/test) uses the URL.
+                    let pg = crate::embedded_pg::EmbeddedPostgres::start(&config.data_dir).await?;
+                    println!("{}", pg.database_url());
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Closes the pool and stops an embedded server this command started.
+async fn finish(db: sqlx::PgPool, pg: Option<crate::embedded_pg::EmbeddedPostgres>) -> anyhow::Result<()> {
+    db.close().await;
+    if let Some(pg) = pg {
+        pg.stop().await?;
+    }
+    Ok(())
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let app = Application::build(config).await?;
+    let seeded = demo::seed(app.db()).await?;
+    println!();
+    println!("  billfold is running at {}", app.base_url());
+    if seeded {
+        println!("  demo data created. Sign in at {}/login with:", app.base_url());
+    } else {
+        println!("  sign in at {}/login (demo logins, if you kept them):", app.base_url());
+    }
+    demo::print_logins();
+    println!("  Stripe: {}", if app.base_url().is_empty() { "" } else { "see README for real Stripe; without STRIPE_SECRET_KEY the built-in sandbox is used" });
+    println!("  stop with Ctrl-C");
+    println!();
+    app.run_until_stopped().await
+}

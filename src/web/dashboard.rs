@@ -1,0 +1,206 @@
+//! The dashboard (plan, balance, usage chart, recent ledger entries) and the credit
+//! statement (paginated, with running balance, CSV download).
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Redirect, Response};
+use futures_util::StreamExt;
+use serde::Deserialize;
+
+use super::AppState;
+use super::error::{AppError, Result};
+use super::extract::AccountMember;
+use super::views::{PageCtx, filters};
+use crate::ledger::{self, Balance, LedgerEntry};
+use crate::telemetry::spawn_blocking_with_tracing;
+use crate::{catalog, charts};
+
+/// `GET /`: the dashboard for the signed-in (else the login page).
+pub async fn root() -> Redirect {
+    Redirect::to("/dashboard")
+}
+
+/// One day of the usage table (the chart's text alternative).
+struct UsageDay {
+    label: String,
+    credits: i64,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "dashboard/dashboard.html")]
+struct DashboardPage {
+    page: PageCtx,
+    plan: catalog::Plan,
+    balance: Balance,
+    chart_svg: String,
+    usage_days: Vec<UsageDay>,
+    usage_total: i64,
+    entries: Vec<LedgerEntry>,
+}
+
+/// Days shown on the usage chart.
+const CHART_DAYS: i32 = 30;
+
+/// `GET /dashboard`.
+pub async fn show_dashboard(State(state): State<AppState>, member: AccountMember) -> Result<Response> {
+    let ws = member.workspace.workspace_id;
+    let plan = catalog::plan(&state.db, &member.workspace.plan_code).await?.ok_or(AppError::NotFound)?;
+    let balance = ledger::balance(&state.db, ws).await?;
+    let days = ledger::daily_usage(&state.db, ws, CHART_DAYS).await?;
+    let entries = ledger::entries(&state.db, ws, None, 8).await?;
+    let usage_total = days.iter().map(|(_, c)| c).sum();
+    let usage_days = days
+        .iter()
+        .rev()
+        .filter(|(_, c)| *c > 0)
+        .map(|(d, c)| UsageDay { label: d.to_string(), credits: *c })
+        .collect();
+    let chart_svg = spawn_blocking_with_tracing(move || {
+        charts::usage_svg(&days, "Credits used per day, last 30 days", (720, 240))
+    })
+    .await
+    .map_err(anyhow::Error::from)?
+    .map_err(anyhow::Error::from)?;
+    Ok(DashboardPage {
+        page: member.page_with_flash("dashboard").await,
+        plan,
+        balance,
+        chart_svg,
+        usage_days,
+        usage_total,
+        entries,
+    }
+    .into_response())
+}
+
+/// Statement page size.
+const PAGE_SIZE: i64 = 50;
+
+#[derive(Debug, Deserialize)]
+pub struct StatementQuery {
+    /// Show entries older than this ledger entry id (keyset pagination).
+    before: Option<i64>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "dashboard/statement.html")]
+struct StatementPage {
+    page: PageCtx,
+    balance: Balance,
+    entries: Vec<LedgerEntry>,
+    total_entries: i64,
+    older: Option<i64>,
+    is_first_page: bool,
+}
+
+/// `GET /credits?before=<id>`: the full statement, newest first, 50 per page.
+pub async fn show_statement(
+    State(state): State<AppState>,
+    member: AccountMember,
+    Query(q): Query<StatementQuery>,
+) -> Result<Response> {
+    let ws = member.workspace.workspace_id;
+    let mut entries = ledger::entries(&state.db, ws, q.before, PAGE_SIZE + 1).await?;
+    let older = if entries.len() as i64 > PAGE_SIZE {
+        entries.truncate(PAGE_SIZE as usize);
+        entries.last().map(|e| e.ledger_entry_id)
+    } else {
+        None
+    };
+    Ok(StatementPage {
+        page: member.page("credits"),
+        balance: ledger::balance(&state.db, ws).await?,
+        entries,
+        total_entries: ledger::count_entries(&state.db, ws).await?,
+        older,
+        is_first_page: q.before.is_none(),
+    }
+    .into_response())
+}
+
+/// `GET /credits.csv`: the whole statement, oldest first, streamed as CSV
+/// (columns: id, created_at RFC 3339, kind, description, plan_delta,
+/// purchased_delta, amount, plan_balance, purchased_balance, balance).
+pub async fn download_statement(State(state): State<AppState>, member: AccountMember) -> Result<Response> {
+    let ws = member.workspace.workspace_id;
+    let header_row = csv_line(&[
+        "ledger_entry_id",
+        "created_at",
+        "kind",
+        "description",
+        "plan_delta",
+        "purchased_delta",
+        "amount",
+        "plan_balance",
+        "purchased_balance",
+        "balance",
+    ]);
+    let db = state.db.clone();
+    let rows = async_stream(db, ws);
+    let body = futures_util::stream::once(async move { Ok::<_, std::io::Error>(header_row) }).chain(rows);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (header::CONTENT_DISPOSITION, "attachment; filename=\"billfold-credits.csv\"".to_owned()),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+fn async_stream(
+    db: sqlx::PgPool,
+    ws: uuid::Uuid,
+) -> impl futures_util::Stream<Item = Result<String, std::io::Error>> + Send + 'static {
+    futures_util::stream::unfold((db, None::<i64>, false), move |(db, after, done)| async move {
+        if done {
+            return None;
+        }
+        // Pages of 1,000 oldest-first via keyset, so the pool connection is not held
+        // for the whole download.
+        let page: Result<Vec<LedgerEntry>, anyhow::Error> = ledger::entries_after(&db, ws, after, 1000).await;
+        match page {
+            Ok(entries) if entries.is_empty() => None,
+            Ok(entries) => {
+                let last = entries.last().map(|e| e.ledger_entry_id);
+                let done = entries.len() < 1000;
+                let chunk: String = entries.iter().map(csv_entry).collect();
+                Some((Ok(chunk), (db, last, done)))
+            }
+            Err(e) => {
+                tracing::error!(error = ?e, "csv export failed");
+                Some((Err(std::io::Error::other("csv export failed")), (db, after, true)))
+            }
+        }
+    })
+}
+
+fn csv_entry(e: &LedgerEntry) -> String {
+    let created = e
+        .created_at
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    csv_line(&[
+        &e.ledger_entry_id.to_string(),
+        &created,
+        e.kind.label(),
+        &e.description,
+        &e.plan_delta.to_string(),
+        &e.purchased_delta.to_string(),
+        &e.amount().to_string(),
+        &e.plan_balance_after.to_string(),
+        &e.purchased_balance_after.to_string(),
+        &e.balance_after().to_string(),
+    ])
+}
+
+/// One CSV record with the `csv` crate's quoting rules.
+fn csv_line(fields: &[&str]) -> String {
+    let mut w = csv::WriterBuilder::new().from_writer(Vec::new());
+    let _ = w.write_record(fields);
+    let bytes = w.into_inner().unwrap_or_default();
+    String::from_utf8(bytes).unwrap_or_default()
+}

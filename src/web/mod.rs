@@ -1,0 +1,151 @@
+//! Everything HTTP: the router, its layers, extractors, error pages and handlers.
+//! Handlers are thin: extract, call a domain module, build the view.
+//!
+//! Layer order (outermost first): request id → trace → timeout → body limit →
+//! security headers → error pages; session routes add sessions → auth → CSRF. The
+//! metering API, the Stripe webhook and the sandbox get no session, CSRF or login.
+
+pub mod api;
+pub mod auth;
+pub mod csrf;
+pub mod dashboard;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod settings;
+pub mod top_up;
+pub mod views;
+pub mod webhooks;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::FromRef;
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::routing::{get, post};
+use axum::{Router, middleware};
+use axum_login::AuthManagerLayerBuilder;
+use secrecy::SecretString;
+use sqlx::PgPool;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::services::ServeDir;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+use tower_sessions::cookie::SameSite;
+use tower_sessions::{Expiry, SessionManagerLayer};
+use tower_sessions_sqlx_store::PostgresStore;
+
+use crate::config::Config;
+use crate::stripe::StripeClient;
+
+/// Shared state of every handler (cheap to clone).
+#[derive(Clone)]
+pub struct AppState {
+    /// The connection pool.
+    pub db: PgPool,
+    /// Configuration as loaded at startup.
+    pub config: Arc<Config>,
+    /// Stripe (or the sandbox).
+    pub stripe: StripeClient,
+    /// Where users reach billfold, no trailing slash.
+    pub base_url: Arc<str>,
+    /// Secret that verifies `Stripe-Signature`.
+    pub webhook_secret: Arc<SecretString>,
+}
+
+impl FromRef<AppState> for PgPool {
+    fn from_ref(s: &AppState) -> Self {
+        s.db.clone()
+    }
+}
+
+/// The request id header set on every request and echoed on every response.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Strict CSP: only our own scripts and styles, no inline code, no framing.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   form-action 'self' http: https:; frame-ancestors 'none'; base-uri 'self'; object-src 'none'";
+
+/// Builds the whole application router. `sandbox` is the Stripe sandbox router to
+/// mount at `/sandbox` (only when no real Stripe key is configured).
+pub fn router(state: AppState, session_store: PostgresStore, sandbox: Option<Router>) -> Router {
+    let sessions = SessionManagerLayer::new(session_store)
+        .with_name("billfold.sid")
+        .with_http_only(true)
+        .with_same_site(SameSite::Lax)
+        .with_secure(state.config.session_secure)
+        .with_expiry(Expiry::OnInactivity(time::Duration::days(7)));
+    let auth = AuthManagerLayerBuilder::new(auth::Backend::new(state.db.clone()), sessions).build();
+
+    let session_routes = Router::new()
+        .route("/", get(dashboard::root))
+        .route("/signup", get(auth::signup_form).post(auth::sign_up))
+        .route("/login", get(auth::login_form).post(auth::log_in))
+        .route("/logout", post(auth::log_out))
+        .route("/dashboard", get(dashboard::show_dashboard))
+        .route("/credits", get(dashboard::show_statement))
+        .route("/credits.csv", get(dashboard::download_statement))
+        .route("/billing/top-up", get(top_up::top_up_form).post(top_up::create_top_up))
+        .route("/billing/top-up/success", get(top_up::show_top_up_success))
+        .route("/billing/top-up/status", get(top_up::top_up_status_partial))
+        .route("/settings/api-keys", get(settings::list_api_keys).post(settings::create_api_key))
+        .route("/settings/api-keys/{api_key_id}/revoke", post(settings::revoke_api_key))
+        .layer(middleware::from_fn(csrf::verify_csrf))
+        .layer(auth);
+
+    let machine_routes = Router::new()
+        .route("/api/v1/usage", post(api::record_usage))
+        .route("/api/v1/balance", get(api::show_balance))
+        .route("/webhooks/stripe", post(webhooks::receive_stripe_event))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz));
+
+    let mut app = Router::new()
+        .merge(session_routes)
+        .merge(machine_routes)
+        .nest_service("/static", ServeDir::new(static_dir()))
+        .fallback(error::not_found);
+    if let Some(sandbox) = sandbox {
+        app = app.nest_service("/sandbox", sandbox);
+    }
+    app.layer(middleware::from_fn_with_state(state.clone(), error::render_error_pages))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("same-origin"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(256 * 1024))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            let request_id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+            let path = req
+                .extensions()
+                .get::<axum::extract::MatchedPath>()
+                .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
+            tracing::info_span!("request", method = %req.method(), path, request_id)
+        }))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Where static assets live: `static/` beside Cargo.toml in development, or
+/// `STATIC_DIR`-free installs next to the binary's working directory.
+fn static_dir() -> std::path::PathBuf {
+    let here = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("static");
+    if here.is_dir() { here } else { std::path::PathBuf::from("static") }
+}

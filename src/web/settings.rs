@@ -1,0 +1,93 @@
+//! API key settings: create (the key is shown once), list with last use, revoke.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::Form;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::{AppError, Result};
+use super::extract::AccountMember;
+use super::views::{PageCtx, filters, set_flash};
+use crate::api_keys::{self, ApiKey, ApiKeyError};
+
+#[derive(Template, WebTemplate)]
+#[template(path = "settings/api_keys.html")]
+struct ApiKeysPage {
+    page: PageCtx,
+    keys: Vec<ApiKey>,
+    created: Option<String>,
+    created_name: String,
+    name: String,
+    error: Option<String>,
+    can_manage: bool,
+    base_url: String,
+}
+
+async fn render(state: &AppState, member: &AccountMember) -> Result<ApiKeysPage> {
+    Ok(ApiKeysPage {
+        page: member.page_with_flash("api-keys").await,
+        keys: api_keys::list(&state.db, member.workspace.workspace_id).await?,
+        created: None,
+        created_name: String::new(),
+        name: String::new(),
+        error: None,
+        can_manage: member.workspace.role.can_manage(),
+        base_url: state.base_url.to_string(),
+    })
+}
+
+/// `GET /settings/api-keys`.
+pub async fn list_api_keys(State(state): State<AppState>, member: AccountMember) -> Result<Response> {
+    Ok(render(&state, &member).await?.into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CreateKeyForm {
+    name: String,
+}
+
+/// `POST /settings/api-keys`: creates a key and answers with the page showing it
+/// once. Unlike other forms this does not redirect: the plaintext key must never be
+/// stored, not even in the session for one redirect.
+pub async fn create_api_key(
+    State(state): State<AppState>,
+    member: AccountMember,
+    Form(form): Form<CreateKeyForm>,
+) -> Result<Response> {
+    member.require_manager()?;
+    match api_keys::create(&state.db, member.workspace.workspace_id, Some(member.user.user_id), &form.name).await {
+        Ok(created) => {
+            let mut page = render(&state, &member).await?;
+            page.created = Some(created.plaintext);
+            page.created_name = created.key.name;
+            Ok((StatusCode::CREATED, [("cache-control", "no-store")], page).into_response())
+        }
+        Err(ApiKeyError::Unexpected(e)) => Err(AppError::Internal(e)),
+        Err(e) => {
+            let mut page = render(&state, &member).await?;
+            page.name = form.name;
+            page.error = Some(e.to_string());
+            Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
+        }
+    }
+}
+
+/// `POST /settings/api-keys/{id}/revoke`: revokes a key of this workspace; another
+/// workspace's key (or an unknown id) is a 404.
+pub async fn revoke_api_key(
+    State(state): State<AppState>,
+    member: AccountMember,
+    Path(api_key_id): Path<Uuid>,
+) -> Result<Response> {
+    member.require_manager()?;
+    if !api_keys::revoke(&state.db, member.workspace.workspace_id, api_key_id).await? {
+        return Err(AppError::NotFound);
+    }
+    set_flash(&member.session, "API key revoked. Calls with it now get 401.").await;
+    Ok(Redirect::to("/settings/api-keys").into_response())
+}

@@ -1,0 +1,79 @@
+//! What every page shares: the chrome (nav, flash, CSRF token, sandbox banner),
+//! flash messages, and askama filters for credits, money and dates.
+
+use tower_sessions::Session;
+
+/// Chrome of every page (rendered by `templates/base.html`).
+#[derive(Debug, Clone, Default)]
+pub struct PageCtx {
+    /// Signed-in user's email; `None` on public pages.
+    pub email: Option<String>,
+    /// Current workspace name.
+    pub workspace_name: Option<String>,
+    /// CSRF token for forms and htmx (`hx-headers`).
+    pub csrf_token: String,
+    /// Which nav item is active.
+    pub active: &'static str,
+    /// Show the "Stripe sandbox" banner.
+    pub sandbox: bool,
+    /// One-time message from the previous request.
+    pub flash: Option<String>,
+}
+
+const FLASH_KEY: &str = "web.flash";
+
+/// Stores a message shown once on the next page.
+pub async fn set_flash(session: &Session, message: impl Into<String>) {
+    if let Err(e) = session.insert(FLASH_KEY, message.into()).await {
+        tracing::warn!(error = %e, "could not store flash message");
+    }
+}
+
+/// Takes the pending flash message, if any.
+pub async fn take_flash(session: &Session) -> Option<String> {
+    session.remove::<String>(FLASH_KEY).await.ok().flatten()
+}
+
+/// askama filters: `{{ n|credits }}`, `{{ n|signed_credits }}`, `{{ t|datetime }}`,
+/// `{{ t|date }}`. Money renders through [`crate::money::Money`]'s `Display`.
+pub mod filters {
+    use time::OffsetDateTime;
+    use time::macros::format_description;
+
+    /// A credit count however askama hands it over (`i64`, `&i64`, `&&i64`).
+    pub trait Credits {
+        /// The count.
+        fn get(&self) -> i64;
+    }
+    impl Credits for i64 {
+        fn get(&self) -> i64 {
+            *self
+        }
+    }
+    impl<T: Credits + ?Sized> Credits for &T {
+        fn get(&self) -> i64 {
+            (**self).get()
+        }
+    }
+
+    /// `1234` → `1,234`.
+    #[askama::filter_fn]
+    pub fn credits<N: Credits>(n: N, _: &dyn askama::Values) -> askama::Result<String> {
+        Ok(crate::money::format_credits(n.get()))
+    }
+
+    /// `1234` → `+1,234`, `-5` → `-5`, `0` → `0`.
+    #[askama::filter_fn]
+    pub fn signed_credits<N: Credits>(n: N, _: &dyn askama::Values) -> askama::Result<String> {
+        let n = n.get();
+        let s = crate::money::format_credits(n);
+        Ok(if n > 0 { format!("+{s}") } else { s })
+    }
+
+    /// `2026-11-21 14:05 UTC`.
+    #[askama::filter_fn]
+    pub fn datetime(t: &OffsetDateTime, _: &dyn askama::Values) -> askama::Result<String> {
+        let f = format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+        t.to_offset(time::UtcOffset::UTC).format(&f).map_err(|e| askama::Error::Custom(Box::new(e)))
+    }
+}
