@@ -3,3 +3,5 @@
 //! Customers buy plans and prepaid credits through Stripe, the operator's product
 //! consumes credits through the metering API, and everyone watches balances, ledgers
 //! and usage in server-rendered pages. See `README.md` for the run book.
+
+pub mod embedded_pg;
