@@ -73,7 +73,10 @@ enum DbCommand {
 /// into one line on stderr and exit code 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -106,19 +109,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             startup::migrate(&db).await?;
             crate::catalog::seed_default(&db).await?;
             let created = demo::seed(&db).await?;
-            println!("{}", if created { "demo data created" } else { "demo users exist already" });
+            println!(
+                "{}",
+                if created {
+                    "demo data created"
+                } else {
+                    "demo users exist already"
+                }
+            );
             demo::print_logins();
             finish(db, pg).await
         }
-        Command::CreateUser { email, password, staff } => {
+        Command::CreateUser {
+            email,
+            password,
+            staff,
+        } => {
             let (db, pg) = startup::connect(&config).await?;
             startup::migrate(&db).await?;
             crate::catalog::seed_default(&db).await?;
             let user = accounts::sign_up(&db, &email, &password, staff).await?;
-            println!("created {}{}", user.email, if staff { " (staff)" } else { "" });
+            println!(
+                "created {}{}",
+                user.email,
+                if staff { " (staff)" } else { "" }
+            );
             finish(db, pg).await
         }
-        Command::ApiKey { command: ApiKeyCommand::Create { email, name } } => {
+        Command::ApiKey {
+            command: ApiKeyCommand::Create { email, name },
+        } => {
             let (db, pg) = startup::connect(&config).await?;
             startup::migrate(&db).await?;
             let user = accounts::find_by_email(&db, &email.trim().to_lowercase())
@@ -129,10 +149,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow::anyhow!("{email} has no workspace"))?;
             let created = api_keys::create(&db, ws.workspace_id, Some(user.user_id), &name).await?;
             println!("{}", created.plaintext);
-            eprintln!("API key {:?} for workspace {:?}: shown once, store it now", created.key.name, ws.workspace_name);
+            eprintln!(
+                "API key {:?} for workspace {:?}: shown once, store it now",
+                created.key.name, ws.workspace_name
+            );
             finish(db, pg).await
         }
-        Command::Db { command: DbCommand::Url } => {
+        Command::Db {
+            command: DbCommand::Url,
+        } => {
             use secrecy::ExposeSecret;
             match &config.database_url {
                 Some(url) => println!("{}", url.expose_secret()),
@@ -148,7 +173,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Closes the pool and stops an embedded server this command started.
-async fn finish(db: sqlx::PgPool, pg: Option<crate::embedded_pg::EmbeddedPostgres>) -> anyhow::Result<()> {
+async fn finish(
+    db: sqlx::PgPool,
+    pg: Option<crate::embedded_pg::EmbeddedPostgres>,
+) -> anyhow::Result<()> {
     db.close().await;
     if let Some(pg) = pg {
         pg.stop().await?;
@@ -162,12 +190,25 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     println!();
     println!("  billfold is running at {}", app.base_url());
     if seeded {
-        println!("  demo data created. Sign in at {}/login with:", app.base_url());
+        println!(
+            "  demo data created. Sign in at {}/login with:",
+            app.base_url()
+        );
     } else {
-        println!("  sign in at {}/login (demo logins, if you kept them):", app.base_url());
+        println!(
+            "  sign in at {}/login (demo logins, if you kept them):",
+            app.base_url()
+        );
     }
     demo::print_logins();
-    println!("  Stripe: {}", if app.base_url().is_empty() { "" } else { "see README for real Stripe; without STRIPE_SECRET_KEY the built-in sandbox is used" });
+    println!(
+        "  Stripe: {}",
+        if app.base_url().is_empty() {
+            ""
+        } else {
+            "see README for real Stripe; without STRIPE_SECRET_KEY the built-in sandbox is used"
+        }
+    );
     println!("  stop with Ctrl-C");
     println!();
     app.run_until_stopped().await

@@ -26,8 +26,12 @@ pub fn print_logins() {
 /// Seeds the demo users unless any user exists. Returns whether it created them.
 pub async fn seed(db: &PgPool) -> anyhow::Result<bool> {
     let mut tx = db.begin().await?;
-    sqlx::query("select pg_advisory_xact_lock(7242100002)").execute(&mut *tx).await?;
-    let any: bool = sqlx::query_scalar("select exists (select 1 from users)").fetch_one(&mut *tx).await?;
+    sqlx::query("select pg_advisory_xact_lock(7242100002)")
+        .execute(&mut *tx)
+        .await?;
+    let any: bool = sqlx::query_scalar("select exists (select 1 from users)")
+        .fetch_one(&mut *tx)
+        .await?;
     tx.commit().await?;
     if any {
         return Ok(false);
@@ -39,7 +43,9 @@ pub async fn seed(db: &PgPool) -> anyhow::Result<bool> {
             customer = Some(user);
         }
     }
-    let Some(customer) = customer else { return Ok(true) };
+    let Some(customer) = customer else {
+        return Ok(true);
+    };
     let ws = accounts::primary_workspace(db, customer.user_id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("demo customer has no workspace"))?;
@@ -60,7 +66,12 @@ pub async fn seed(db: &PgPool) -> anyhow::Result<bool> {
     .await?;
     // Two weeks of usage, dated in the past, written exactly as consume_credits
     // would (usage event + ledger entry + balance), so balance = Σ ledger holds.
-    let features = [("manager.process", 1_i64), ("graph.query", 3), ("risk.score", 2), ("validator.validate", 1)];
+    let features = [
+        ("manager.process", 1_i64),
+        ("graph.query", 3),
+        ("risk.score", 2),
+        ("validator.validate", 1),
+    ];
     let now = OffsetDateTime::now_utc();
     for day in (1..=14_i64).rev() {
         let (feature, cost) = features[(day as usize) % features.len()];

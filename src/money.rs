@@ -14,7 +14,10 @@ pub struct Money {
 impl Money {
     /// Builds an amount from minor units and a currency code (any case).
     pub fn new(minor: i64, currency: &str) -> Self {
-        Self { minor, currency: currency.to_ascii_lowercase() }
+        Self {
+            minor,
+            currency: currency.to_ascii_lowercase(),
+        }
     }
 }
 
@@ -40,7 +43,7 @@ pub fn group_thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

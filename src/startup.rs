@@ -42,7 +42,10 @@ pub async fn connect(config: &Config) -> anyhow::Result<(PgPool, Option<Embedded
 /// migrating, so several processes starting together apply each migration once.
 pub async fn migrate(db: &PgPool) -> anyhow::Result<()> {
     sqlx::migrate!().run(db).await.context("run migrations")?;
-    PostgresStore::new(db.clone()).migrate().await.context("create session table")?;
+    PostgresStore::new(db.clone())
+        .migrate()
+        .await
+        .context("create session table")?;
     Ok(())
 }
 
@@ -70,14 +73,22 @@ impl Application {
     pub async fn build_with_pool(config: Config, db: PgPool) -> anyhow::Result<Self> {
         migrate(&db).await?;
         crate::catalog::seed_default(&db).await?;
-        let listener = TcpListener::bind(config.bind).await.with_context(|| format!("bind {}", config.bind))?;
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .with_context(|| format!("bind {}", config.bind))?;
         let addr = listener.local_addr()?;
-        let base_url = config.base_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+        let base_url = config
+            .base_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"));
         let webhook_secret = webhook_secret(&config)?;
         let session_store = PostgresStore::new(db.clone());
 
         let (stripe, sandbox) = if let Some(key) = &config.stripe_secret_key {
-            (StripeClient::new(key, config.stripe_api_base.as_deref())?, None)
+            (
+                StripeClient::new(key, config.stripe_api_base.as_deref())?,
+                None,
+            )
         } else {
             sandbox_parts(&config, &db, &base_url, &webhook_secret)?
         };
@@ -89,7 +100,14 @@ impl Application {
             webhook_secret: Arc::new(webhook_secret),
         };
         let router = web::router(state, session_store.clone(), sandbox);
-        Ok(Self { listener, router, base_url, db, embedded: None, session_store })
+        Ok(Self {
+            listener,
+            router,
+            base_url,
+            db,
+            embedded: None,
+            session_store,
+        })
     }
 
     /// The bound port.
@@ -111,9 +129,13 @@ impl Application {
     /// embedded PostgreSQL if this process started it.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let deletion = tokio::spawn(
-            self.session_store.clone().continuously_delete_expired(std::time::Duration::from_secs(3600)),
+            self.session_store
+                .clone()
+                .continuously_delete_expired(std::time::Duration::from_secs(3600)),
         );
-        let served = axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown_signal()).await;
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown_signal())
+            .await;
         deletion.abort();
         self.db.close().await;
         if let Some(pg) = self.embedded {
@@ -131,7 +153,10 @@ fn sandbox_parts(
     webhook_secret: &SecretString,
 ) -> anyhow::Result<(StripeClient, Option<axum::Router>)> {
     use crate::sandbox::{self, SANDBOX_SECRET_KEY, SandboxConfig};
-    let stripe = StripeClient::new(&SecretString::from(SANDBOX_SECRET_KEY), Some(&format!("{base_url}/sandbox/")))?;
+    let stripe = StripeClient::new(
+        &SecretString::from(SANDBOX_SECRET_KEY),
+        Some(&format!("{base_url}/sandbox/")),
+    )?;
     let router = sandbox::router(
         db.clone(),
         SandboxConfig {
@@ -152,7 +177,9 @@ fn sandbox_parts(
     _base_url: &str,
     _webhook_secret: &SecretString,
 ) -> anyhow::Result<(StripeClient, Option<axum::Router>)> {
-    anyhow::bail!("STRIPE_SECRET_KEY is not set and this binary was built without the Stripe sandbox")
+    anyhow::bail!(
+        "STRIPE_SECRET_KEY is not set and this binary was built without the Stripe sandbox"
+    )
 }
 
 /// `STRIPE_WEBHOOK_SECRET`, or in sandbox mode a secret generated once and kept in

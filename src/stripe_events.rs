@@ -20,7 +20,11 @@ pub enum Processed {
 /// Stores and applies one verified event in one transaction. `raw` is the body as
 /// received (kept for audit and replay).
 #[tracing::instrument(skip_all, fields(event_id = %event.id, event_type = %event.event_type))]
-pub async fn record_and_apply(db: &PgPool, event: &VerifiedEvent, raw: &serde_json::Value) -> anyhow::Result<Processed> {
+pub async fn record_and_apply(
+    db: &PgPool,
+    event: &VerifiedEvent,
+    raw: &serde_json::Value,
+) -> anyhow::Result<Processed> {
     let mut tx = db.begin().await?;
     let fresh = sqlx::query(
         "insert into stripe_events (stripe_event_id, event_type, livemode, payload)
@@ -43,7 +47,9 @@ pub async fn record_and_apply(db: &PgPool, event: &VerifiedEvent, raw: &serde_js
             let applied = top_ups::apply_completed_session(&mut tx, session).await?;
             tracing::info!(session = %session.id, ?applied, "checkout session completed");
         }
-        EventPayload::CheckoutSessionExpired(session) => top_ups::mark_expired(&mut tx, &session.id).await?,
+        EventPayload::CheckoutSessionExpired(session) => {
+            top_ups::mark_expired(&mut tx, &session.id).await?
+        }
         EventPayload::Other => tracing::debug!("event type not handled; acknowledged"),
     }
     sqlx::query("update stripe_events set processed_at = now() where stripe_event_id = $1")

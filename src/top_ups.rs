@@ -34,7 +34,11 @@ pub enum TopUpError {
     #[error("choose one of the credit packs")]
     UnknownPack,
     /// Custom amount outside 5..=1000 EUR.
-    #[error("enter a whole amount from {} to {} EUR", custom_top_up::MIN_EUR, custom_top_up::MAX_EUR)]
+    #[error(
+        "enter a whole amount from {} to {} EUR",
+        custom_top_up::MIN_EUR,
+        custom_top_up::MAX_EUR
+    )]
     AmountOutOfRange,
     /// Stripe did not answer or refused.
     #[error("the payment provider is unavailable, please try again")]
@@ -61,7 +65,9 @@ pub struct Quote {
 pub async fn quote(db: &PgPool, choice: &TopUpChoice) -> Result<Quote, TopUpError> {
     match choice {
         TopUpChoice::Pack(code) => {
-            let pack = catalog::credit_pack(db, code).await?.ok_or(TopUpError::UnknownPack)?;
+            let pack = catalog::credit_pack(db, code)
+                .await?
+                .ok_or(TopUpError::UnknownPack)?;
             Ok(Quote {
                 name: pack.name.clone(),
                 credits: pack.credits,
@@ -120,7 +126,9 @@ pub async fn ensure_customer(
     if let Some(id) = existing {
         return Ok(id);
     }
-    let created = stripe.create_customer(email, workspace_name, &workspace_id.to_string()).await?;
+    let created = stripe
+        .create_customer(email, workspace_name, &workspace_id.to_string())
+        .await?;
     let stored: String = sqlx::query_scalar(
         "update workspaces set stripe_customer_id = coalesce(stripe_customer_id, $2)
           where workspace_id = $1 returning stripe_customer_id",
@@ -143,7 +151,14 @@ pub async fn start(
     choice: &TopUpChoice,
 ) -> Result<String, TopUpError> {
     let quote = quote(db, choice).await?;
-    let customer_id = ensure_customer(db, stripe, buyer.workspace_id, buyer.workspace_name, buyer.email).await?;
+    let customer_id = ensure_customer(
+        db,
+        stripe,
+        buyer.workspace_id,
+        buyer.workspace_name,
+        buyer.email,
+    )
+    .await?;
     let mut metadata = HashMap::from([
         ("workspace_id".to_owned(), buyer.workspace_id.to_string()),
         ("purpose".to_owned(), "top_up".to_owned()),
@@ -160,7 +175,10 @@ pub async fn start(
             customer_id,
             client_reference_id: buyer.workspace_id.to_string(),
             metadata,
-            success_url: format!("{}/billing/top-up/success?session_id={{CHECKOUT_SESSION_ID}}", buyer.base_url),
+            success_url: format!(
+                "{}/billing/top-up/success?session_id={{CHECKOUT_SESSION_ID}}",
+                buyer.base_url
+            ),
             cancel_url: format!("{}/billing/top-up?canceled=1", buyer.base_url),
             idempotency_key: format!("top-up-{}", buyer.form_key),
         })
@@ -181,9 +199,12 @@ pub async fn start(
     .execute(db)
     .await
     .map_err(anyhow::Error::from)?;
-    session
-        .url
-        .ok_or_else(|| TopUpError::Unexpected(anyhow::anyhow!("checkout session {} has no url", session.id)))
+    session.url.ok_or_else(|| {
+        TopUpError::Unexpected(anyhow::anyhow!(
+            "checkout session {} has no url",
+            session.id
+        ))
+    })
 }
 
 /// What applying a completed session did.
@@ -260,7 +281,9 @@ async fn recover_from_metadata(
     }
     let (Some(workspace_id), Some(credits)) = (
         meta("workspace_id").and_then(|v| v.parse::<Uuid>().ok()),
-        meta("credits").and_then(|v| v.parse::<i64>().ok()).filter(|c| *c > 0),
+        meta("credits")
+            .and_then(|v| v.parse::<i64>().ok())
+            .filter(|c| *c > 0),
     ) else {
         tracing::warn!(session = %session.id, "top-up session with unreadable metadata ignored");
         return Ok(None);
@@ -319,7 +342,11 @@ impl TopUp {
 
 /// A workspace's top-up by checkout session id (scoped: another workspace's session
 /// is `None`).
-pub async fn find(db: &PgPool, workspace_id: Uuid, session_id: &str) -> anyhow::Result<Option<TopUp>> {
+pub async fn find(
+    db: &PgPool,
+    workspace_id: Uuid,
+    session_id: &str,
+) -> anyhow::Result<Option<TopUp>> {
     Ok(sqlx::query_as::<_, TopUp>(
         "select stripe_checkout_session_id, credits, amount_minor, currency, status::text as status, paid_at
            from top_ups where workspace_id = $1 and stripe_checkout_session_id = $2",

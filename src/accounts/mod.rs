@@ -102,7 +102,11 @@ pub fn parse_email(raw: &str) -> Result<String, SignupError> {
                 && !domain.ends_with('.')
         })
         && !email.chars().any(char::is_whitespace);
-    if ok { Ok(email) } else { Err(SignupError::InvalidEmail) }
+    if ok {
+        Ok(email)
+    } else {
+        Err(SignupError::InvalidEmail)
+    }
 }
 
 /// Checks the password length rule.
@@ -187,10 +191,17 @@ pub async fn sign_up(
 
 /// Checks an email and password. `Ok(None)` for an unknown email or a wrong password
 /// (indistinguishable, and equally slow).
-pub async fn authenticate(db: &PgPool, email: &str, password: &str) -> anyhow::Result<Option<User>> {
+pub async fn authenticate(
+    db: &PgPool,
+    email: &str,
+    password: &str,
+) -> anyhow::Result<Option<User>> {
     let email = email.trim().to_lowercase();
     let user = find_by_email(db, &email).await?;
-    let stored = user.as_ref().map_or_else(|| password::dummy_hash().to_owned(), |u| u.password_hash.clone());
+    let stored = user.as_ref().map_or_else(
+        || password::dummy_hash().to_owned(),
+        |u| u.password_hash.clone(),
+    );
     let pw = password.to_owned();
     let ok = spawn_blocking_with_tracing(move || password::verify(&pw, &stored)).await?;
     Ok(user.filter(|_| ok))
@@ -218,7 +229,10 @@ pub async fn find_by_id(db: &PgPool, user_id: Uuid) -> anyhow::Result<Option<Use
 
 /// The workspace a user works in: their oldest membership (a workspace switcher comes
 /// with team management). `None` for a user without any workspace.
-pub async fn primary_workspace(db: &PgPool, user_id: Uuid) -> anyhow::Result<Option<WorkspaceMembership>> {
+pub async fn primary_workspace(
+    db: &PgPool,
+    user_id: Uuid,
+) -> anyhow::Result<Option<WorkspaceMembership>> {
     Ok(sqlx::query_as::<_, WorkspaceMembership>(
         "select w.workspace_id, w.name as workspace_name, m.role, p.plan_code, p.name as plan_name
            from memberships m
@@ -239,8 +253,20 @@ mod tests {
 
     #[test]
     fn emails_are_normalised_and_checked() {
-        assert_eq!(parse_email("  Ada@Example.COM ").unwrap(), "ada@example.com");
-        for bad in ["", "ada", "ada@", "@example.com", "ada@example", "a b@example.com", "a@b@c.com", "ada@.com"] {
+        assert_eq!(
+            parse_email("  Ada@Example.COM ").unwrap(),
+            "ada@example.com"
+        );
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@example.com",
+            "ada@example",
+            "a b@example.com",
+            "a@b@c.com",
+            "ada@.com",
+        ] {
             assert!(parse_email(bad).is_err(), "{bad:?} should be refused");
         }
     }

@@ -16,7 +16,9 @@ pub fn hash(password: &str) -> anyhow::Result<String> {
 
 /// Whether `password` matches the PHC string. A malformed stored hash counts as no match.
 pub fn verify(password: &str, phc: &str) -> bool {
-    Argon2::default().verify_password(password.as_bytes(), phc).is_ok()
+    Argon2::default()
+        .verify_password(password.as_bytes(), phc)
+        .is_ok()
 }
 
 /// A hash of a password nobody knows, verified against when the email is unknown so

@@ -117,9 +117,11 @@ pub async fn credit_pack(db: &PgPool, code: &str) -> anyhow::Result<Option<Credi
 
 /// Every feature with its cost, by code.
 pub async fn features(db: &PgPool) -> anyhow::Result<Vec<Feature>> {
-    Ok(sqlx::query_as::<_, Feature>("select feature_code, credit_cost from features order by feature_code")
-        .fetch_all(db)
-        .await?)
+    Ok(sqlx::query_as::<_, Feature>(
+        "select feature_code, credit_cost from features order by feature_code",
+    )
+    .fetch_all(db)
+    .await?)
 }
 
 /// Inserts DESIGN.md's default catalog unless plans exist already. Returns whether it
@@ -128,18 +130,63 @@ pub async fn features(db: &PgPool) -> anyhow::Result<Vec<Feature>> {
 pub async fn seed_default(db: &PgPool) -> anyhow::Result<bool> {
     let mut tx = db.begin().await?;
     // Serialise concurrent seeders; released at commit.
-    sqlx::query("select pg_advisory_xact_lock(7242100001)").execute(&mut *tx).await?;
-    let exists: bool = sqlx::query_scalar("select exists (select 1 from plans)").fetch_one(&mut *tx).await?;
+    sqlx::query("select pg_advisory_xact_lock(7242100001)")
+        .execute(&mut *tx)
+        .await?;
+    let exists: bool = sqlx::query_scalar("select exists (select 1 from plans)")
+        .fetch_one(&mut *tx)
+        .await?;
     if exists {
         return Ok(false);
     }
     // (code, name, price cents, credits, rate limit/min, max members, max api keys)
-    let plans: [(&str, &str, i64, Option<i64>, Option<i32>, Option<i32>, Option<i32>); 6] = [
+    type PlanRow<'a> = (
+        &'a str,
+        &'a str,
+        i64,
+        Option<i64>,
+        Option<i32>,
+        Option<i32>,
+        Option<i32>,
+    );
+    let plans: [PlanRow; 6] = [
         ("free", "Free", 0, Some(100), Some(10), Some(1), Some(2)),
-        ("starter", "Starter", 2_900, Some(500), Some(30), Some(3), Some(5)),
-        ("pro", "Pro", 4_900, Some(2_000), Some(100), Some(10), Some(20)),
-        ("business", "Business", 9_900, Some(10_000), Some(200), Some(25), Some(50)),
-        ("plus", "Plus", 19_900, Some(50_000), Some(500), Some(100), Some(200)),
+        (
+            "starter",
+            "Starter",
+            2_900,
+            Some(500),
+            Some(30),
+            Some(3),
+            Some(5),
+        ),
+        (
+            "pro",
+            "Pro",
+            4_900,
+            Some(2_000),
+            Some(100),
+            Some(10),
+            Some(20),
+        ),
+        (
+            "business",
+            "Business",
+            9_900,
+            Some(10_000),
+            Some(200),
+            Some(25),
+            Some(50),
+        ),
+        (
+            "plus",
+            "Plus",
+            19_900,
+            Some(50_000),
+            Some(500),
+            Some(100),
+            Some(200),
+        ),
         ("enterprise", "Enterprise", 49_900, None, None, None, None),
     ];
     for (i, (code, name, price, credits, rate, members, keys)) in plans.iter().enumerate() {

@@ -11,7 +11,11 @@ pub struct ChartError(String);
 
 /// A bar chart of credits used per day, as an SVG document with a `<title>` for
 /// screen readers. `size` is (width, height) in px. Empty input draws an empty axis.
-pub fn usage_svg(days: &[(Date, i64)], title: &str, size: (u32, u32)) -> Result<String, ChartError> {
+pub fn usage_svg(
+    days: &[(Date, i64)],
+    title: &str,
+    size: (u32, u32),
+) -> Result<String, ChartError> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
@@ -51,7 +55,10 @@ pub fn usage_svg(days: &[(Date, i64)], title: &str, size: (u32, u32)) -> Result<
             .draw_series(days.iter().enumerate().map(|(i, (_, v))| {
                 let i = i as u32;
                 let mut r = Rectangle::new(
-                    [(SegmentValue::Exact(i), 0), (SegmentValue::Exact(i + 1), *v)],
+                    [
+                        (SegmentValue::Exact(i), 0),
+                        (SegmentValue::Exact(i + 1), *v),
+                    ],
                     bar.filled(),
                 );
                 r.set_margin(0, 0, 2, 2);
@@ -61,11 +68,17 @@ pub fn usage_svg(days: &[(Date, i64)], title: &str, size: (u32, u32)) -> Result<
         root.present().map_err(|e| err(&e))?;
     }
     // plotters writes no <title>; add one so the chart has an accessible name.
-    let escaped = title.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let escaped = title
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
     Ok(match svg.find('>') {
         Some(end) => {
             let (open, rest) = svg.split_at(end + 1);
-            format!("{}<title>{escaped}</title>{rest}", open.replacen("<svg ", "<svg role=\"img\" ", 1))
+            format!(
+                "{}<title>{escaped}</title>{rest}",
+                open.replacen("<svg ", "<svg role=\"img\" ", 1)
+            )
         }
         None => svg,
     })
@@ -96,7 +109,11 @@ mod tests {
 
     #[test]
     fn draws_one_bar_per_day_with_a_title() {
-        let days = [(date!(2026 - 11 - 20), 5), (date!(2026 - 11 - 21), 12), (date!(2026 - 11 - 22), 0)];
+        let days = [
+            (date!(2026 - 11 - 20), 5),
+            (date!(2026 - 11 - 21), 12),
+            (date!(2026 - 11 - 22), 0),
+        ];
         let svg = usage_svg(&days, "Credits used <per day>", (640, 240)).unwrap();
         assert!(svg.starts_with("<svg role=\"img\" "), "{svg:.80}");
         assert!(svg.contains("<title>Credits used &lt;per day&gt;</title>"));

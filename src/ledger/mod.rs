@@ -103,7 +103,10 @@ pub enum GrantOutcome {
 /// Grants of one workspace are serialised by the row lock, so the check is exact; the
 /// unique index `ledger_entries_grant_once_key` backs it up.
 pub async fn grant(conn: &mut PgConnection, grant: &Grant) -> anyhow::Result<GrantOutcome> {
-    anyhow::ensure!(grant.plan_credits >= 0 && grant.purchased_credits >= 0, "a grant cannot be negative");
+    anyhow::ensure!(
+        grant.plan_credits >= 0 && grant.purchased_credits >= 0,
+        "a grant cannot be negative"
+    );
     sqlx::query("select 1 from balances where workspace_id = $1 for update")
         .bind(grant.workspace_id)
         .fetch_one(&mut *conn)
@@ -161,7 +164,10 @@ pub async fn balance(db: &PgPool, workspace_id: Uuid) -> anyhow::Result<Balance>
 
 /// `balance == Σ ledger` for one workspace, bucket by bucket. Returns the stored
 /// balance and the ledger sums when they differ.
-pub async fn check_balance(db: &PgPool, workspace_id: Uuid) -> anyhow::Result<Result<Balance, (Balance, Balance)>> {
+pub async fn check_balance(
+    db: &PgPool,
+    workspace_id: Uuid,
+) -> anyhow::Result<Result<Balance, (Balance, Balance)>> {
     let (stored, plan_sum, purchased_sum): (Balance, i64, i64) = {
         let row: (i64, i64, i64, i64) = sqlx::query_as(
             "select b.plan_credits, b.purchased_credits,
@@ -173,10 +179,24 @@ pub async fn check_balance(db: &PgPool, workspace_id: Uuid) -> anyhow::Result<Re
         .bind(workspace_id)
         .fetch_one(db)
         .await?;
-        (Balance { plan: row.0, purchased: row.1 }, row.2, row.3)
+        (
+            Balance {
+                plan: row.0,
+                purchased: row.1,
+            },
+            row.2,
+            row.3,
+        )
     };
-    let summed = Balance { plan: plan_sum, purchased: purchased_sum };
-    Ok(if stored == summed { Ok(stored) } else { Err((stored, summed)) })
+    let summed = Balance {
+        plan: plan_sum,
+        purchased: purchased_sum,
+    };
+    Ok(if stored == summed {
+        Ok(stored)
+    } else {
+        Err((stored, summed))
+    })
 }
 
 /// One line of a credit statement.
@@ -236,10 +256,12 @@ pub async fn entries(
 
 /// Number of ledger entries of a workspace (statement pagination).
 pub async fn count_entries(db: &PgPool, workspace_id: Uuid) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar("select count(*) from ledger_entries where workspace_id = $1")
-        .bind(workspace_id)
-        .fetch_one(db)
-        .await?)
+    Ok(
+        sqlx::query_scalar("select count(*) from ledger_entries where workspace_id = $1")
+            .bind(workspace_id)
+            .fetch_one(db)
+            .await?,
+    )
 }
 
 /// Entries oldest first with id > `after` (CSV export, in pages).
@@ -266,7 +288,11 @@ pub async fn entries_after(
 
 /// Credits consumed per UTC day over the last `days` days, oldest first, with zero
 /// for days without usage.
-pub async fn daily_usage(db: &PgPool, workspace_id: Uuid, days: i32) -> anyhow::Result<Vec<(time::Date, i64)>> {
+pub async fn daily_usage(
+    db: &PgPool,
+    workspace_id: Uuid,
+    days: i32,
+) -> anyhow::Result<Vec<(time::Date, i64)>> {
     Ok(sqlx::query_as::<_, (time::Date, i64)>(
         "select d::date, coalesce(sum(u.credits_charged), 0)::bigint
            from generate_series((now() at time zone 'utc')::date - ($2 - 1), (now() at time zone 'utc')::date, interval '1 day') d
@@ -304,11 +330,23 @@ pub struct Consumption<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConsumeOutcome {
     /// Credits taken (0 on an unlimited plan); the balance after.
-    Charged { workspace_id: Uuid, charged: i64, balance: Balance },
+    Charged {
+        workspace_id: Uuid,
+        charged: i64,
+        balance: Balance,
+    },
     /// The same idempotency key and body were charged before: the first answer.
-    Replayed { workspace_id: Uuid, charged: i64, balance: Balance },
+    Replayed {
+        workspace_id: Uuid,
+        charged: i64,
+        balance: Balance,
+    },
     /// Not enough credits: cost and available total.
-    InsufficientCredits { workspace_id: Uuid, required: i64, available: i64 },
+    InsufficientCredits {
+        workspace_id: Uuid,
+        required: i64,
+        available: i64,
+    },
     /// Missing, unknown or revoked API key.
     UnknownKey,
     /// No such feature.
@@ -349,11 +387,24 @@ pub async fn consume(db: &PgPool, c: &Consumption<'_>) -> anyhow::Result<Consume
         .fetch_one(db)
         .await?;
     let balance = Balance { plan, purchased };
-    let ws = || workspace_id.ok_or_else(|| anyhow::anyhow!("consume_credits returned no workspace"));
+    let ws =
+        || workspace_id.ok_or_else(|| anyhow::anyhow!("consume_credits returned no workspace"));
     Ok(match outcome.as_str() {
-        "ok" => ConsumeOutcome::Charged { workspace_id: ws()?, charged, balance },
-        "replay" => ConsumeOutcome::Replayed { workspace_id: ws()?, charged, balance },
-        "insufficient_credits" => ConsumeOutcome::InsufficientCredits { workspace_id: ws()?, required, available },
+        "ok" => ConsumeOutcome::Charged {
+            workspace_id: ws()?,
+            charged,
+            balance,
+        },
+        "replay" => ConsumeOutcome::Replayed {
+            workspace_id: ws()?,
+            charged,
+            balance,
+        },
+        "insufficient_credits" => ConsumeOutcome::InsufficientCredits {
+            workspace_id: ws()?,
+            required,
+            available,
+        },
         "unknown_key" => ConsumeOutcome::UnknownKey,
         "unknown_feature" => ConsumeOutcome::UnknownFeature,
         "feature_not_in_plan" => ConsumeOutcome::FeatureNotInPlan,

@@ -40,9 +40,10 @@ pub enum StripeCallError {
 impl From<stripe::StripeError> for StripeCallError {
     fn from(e: stripe::StripeError) -> Self {
         match e {
-            stripe::StripeError::Stripe(err, status) => {
-                Self::Refused { status, message: format!("{err:?}") }
-            }
+            stripe::StripeError::Stripe(err, status) => Self::Refused {
+                status,
+                message: format!("{err:?}"),
+            },
             other => Self::Unavailable(other.to_string()),
         }
     }
@@ -113,7 +114,10 @@ impl From<stripe_shared::CheckoutSession> for CheckoutSessionInfo {
             url: s.url,
             mode: s.mode.as_str().to_owned(),
             status: s.status.map(|st| st.as_str().to_owned()),
-            paid: matches!(s.payment_status, stripe_shared::CheckoutSessionPaymentStatus::Paid),
+            paid: matches!(
+                s.payment_status,
+                stripe_shared::CheckoutSessionPaymentStatus::Paid
+            ),
             amount_total: s.amount_total,
             currency: s.currency.map(|c| c.to_string()),
             client_reference_id: s.client_reference_id,
@@ -133,10 +137,16 @@ impl StripeClient {
     pub fn new(secret_key: &SecretString, base_url: Option<&str>) -> anyhow::Result<Self> {
         let mut builder = ClientBuilder::new(secret_key.expose_secret());
         if let Some(base) = base_url {
-            let base = if base.ends_with('/') { base.to_owned() } else { format!("{base}/") };
+            let base = if base.ends_with('/') {
+                base.to_owned()
+            } else {
+                format!("{base}/")
+            };
             builder = builder.url(base);
         }
-        let client = builder.build().map_err(|e| anyhow::anyhow!("build stripe client: {e}"))?;
+        let client = builder
+            .build()
+            .map_err(|e| anyhow::anyhow!("build stripe client: {e}"))?;
         Ok(Self { client })
     }
 
@@ -170,11 +180,12 @@ impl StripeClient {
         let currency = req
             .currency
             .parse::<stripe_types::Currency>()
-            .map_err(|_| StripeCallError::Unavailable(format!("unsupported currency {}", req.currency)))?;
+            .map_err(|_| {
+                StripeCallError::Unavailable(format!("unsupported currency {}", req.currency))
+            })?;
         let mut price_data = CreateCheckoutSessionLineItemsPriceData::new(currency);
         price_data.unit_amount = Some(req.amount_minor);
-        price_data.product_data =
-            Some(ProductData::new(req.product_name.clone()));
+        price_data.product_data = Some(ProductData::new(req.product_name.clone()));
         let mut item = CreateCheckoutSessionLineItems::new();
         item.price_data = Some(price_data);
         item.quantity = Some(1);
@@ -194,7 +205,13 @@ impl StripeClient {
     }
 
     /// Fetches a Checkout session (webhook reconciliation).
-    pub async fn retrieve_checkout_session(&self, id: &str) -> Result<CheckoutSessionInfo, StripeCallError> {
-        Ok(RetrieveCheckoutSession::new(id).send(&self.client).await?.into())
+    pub async fn retrieve_checkout_session(
+        &self,
+        id: &str,
+    ) -> Result<CheckoutSessionInfo, StripeCallError> {
+        Ok(RetrieveCheckoutSession::new(id)
+            .send(&self.client)
+            .await?
+            .into())
     }
 }

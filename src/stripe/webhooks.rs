@@ -50,15 +50,21 @@ pub enum EventPayload {
 }
 
 /// Verifies `payload` against the `Stripe-Signature` header and parses it.
-pub fn verify(payload: &str, signature_header: &str, secret: &SecretString) -> Result<VerifiedEvent, VerifyError> {
-    let event = Webhook::construct_event(payload, signature_header, secret.expose_secret()).map_err(|e| match e {
-        WebhookError::BadKey | WebhookError::BadHeader(_) => VerifyError::BadHeader,
-        WebhookError::BadSignature => VerifyError::BadSignature,
-        WebhookError::BadTimestamp(_) => VerifyError::Stale,
-        WebhookError::BadParse(m) => VerifyError::BadPayload(m),
-    })?;
+pub fn verify(
+    payload: &str,
+    signature_header: &str,
+    secret: &SecretString,
+) -> Result<VerifiedEvent, VerifyError> {
+    let event = Webhook::construct_event(payload, signature_header, secret.expose_secret())
+        .map_err(|e| match e {
+            WebhookError::BadKey | WebhookError::BadHeader(_) => VerifyError::BadHeader,
+            WebhookError::BadSignature => VerifyError::BadSignature,
+            WebhookError::BadTimestamp(_) => VerifyError::Stale,
+            WebhookError::BadParse(m) => VerifyError::BadPayload(m),
+        })?;
     let payload = match event.data.object {
-        EventObject::CheckoutSessionCompleted(s) | EventObject::CheckoutSessionAsyncPaymentSucceeded(s) => {
+        EventObject::CheckoutSessionCompleted(s)
+        | EventObject::CheckoutSessionAsyncPaymentSucceeded(s) => {
             EventPayload::CheckoutSessionCompleted((*s).into())
         }
         EventObject::CheckoutSessionExpired(s) => EventPayload::CheckoutSessionExpired((*s).into()),

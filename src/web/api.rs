@@ -18,7 +18,9 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use crate::api_keys;
-use crate::ledger::{self, Balance, ConsumeOutcome, Consumption, MAX_IDEMPOTENCY_KEY_LEN, MAX_QUANTITY};
+use crate::ledger::{
+    self, Balance, ConsumeOutcome, Consumption, MAX_IDEMPOTENCY_KEY_LEN, MAX_QUANTITY,
+};
 
 /// A JSON error answer.
 fn error(status: StatusCode, code: &str, message: impl Into<String>, extra: Value) -> Response {
@@ -36,23 +38,39 @@ fn unauthorized() -> Response {
         "send a valid API key as `Authorization: Bearer <key>`",
         Value::Null,
     );
-    res.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+    res.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
     res
 }
 
 fn invalid(message: impl Into<String>) -> Response {
-    error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message, Value::Null)
+    error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+        message,
+        Value::Null,
+    )
 }
 
 fn internal(e: anyhow::Error) -> Response {
     tracing::error!(error = ?e, "metering api failed");
-    error(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "an internal error occurred; retry with the same idempotency key", Value::Null)
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+        "an internal error occurred; retry with the same idempotency key",
+        Value::Null,
+    )
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 fn balance_json(b: Balance) -> Value {
@@ -73,20 +91,35 @@ fn one() -> i64 {
 }
 
 /// `POST /api/v1/usage`.
-pub async fn record_usage(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let Some(key) = bearer(&headers) else { return unauthorized() };
+pub async fn record_usage(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(key) = bearer(&headers) else {
+        return unauthorized();
+    };
     let req: UsageRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return invalid(format!("body must be JSON {{\"feature\", \"quantity\", \"idempotency_key\"}}: {e}")),
+        Err(e) => {
+            return invalid(format!(
+                "body must be JSON {{\"feature\", \"quantity\", \"idempotency_key\"}}: {e}"
+            ));
+        }
     };
     let feature = req.feature.trim();
     if feature.is_empty() || feature.len() > 100 {
         return invalid("`feature` must be a feature code such as \"planner.create_plan\"");
     }
     if !(1..=MAX_QUANTITY).contains(&req.quantity) {
-        return invalid(format!("`quantity` must be an integer from 1 to {MAX_QUANTITY}"));
+        return invalid(format!(
+            "`quantity` must be an integer from 1 to {MAX_QUANTITY}"
+        ));
     }
-    let header_key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let header_key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let idempotency_key = match (req.idempotency_key, header_key) {
         (Some(body_key), Some(h)) if body_key != h => {
             return invalid("the `Idempotency-Key` header and `idempotency_key` differ");
@@ -96,15 +129,35 @@ pub async fn record_usage(State(state): State<AppState>, headers: HeaderMap, bod
         (None, None) => uuid::Uuid::new_v4().to_string(),
     };
     if idempotency_key.is_empty() || idempotency_key.len() > MAX_IDEMPOTENCY_KEY_LEN {
-        return invalid(format!("idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} characters"));
+        return invalid(format!(
+            "idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} characters"
+        ));
     }
     let key_hash = api_keys::hash_key(key);
-    let consumption = Consumption { key_hash: &key_hash, feature, quantity: req.quantity, idempotency_key: &idempotency_key };
+    let consumption = Consumption {
+        key_hash: &key_hash,
+        feature,
+        quantity: req.quantity,
+        idempotency_key: &idempotency_key,
+    };
     match ledger::consume(&state.db, &consumption).await {
-        Ok(ConsumeOutcome::Charged { charged, balance, .. } | ConsumeOutcome::Replayed { charged, balance, .. }) => {
-            (StatusCode::OK, axum::Json(json!({"charged": charged, "balance": balance_json(balance)}))).into_response()
-        }
-        Ok(ConsumeOutcome::InsufficientCredits { required, available, .. }) => error(
+        Ok(
+            ConsumeOutcome::Charged {
+                charged, balance, ..
+            }
+            | ConsumeOutcome::Replayed {
+                charged, balance, ..
+            },
+        ) => (
+            StatusCode::OK,
+            axum::Json(json!({"charged": charged, "balance": balance_json(balance)})),
+        )
+            .into_response(),
+        Ok(ConsumeOutcome::InsufficientCredits {
+            required,
+            available,
+            ..
+        }) => error(
             StatusCode::PAYMENT_REQUIRED,
             "insufficient_credits",
             format!("this call costs {required} credits and {available} are available"),
@@ -135,7 +188,9 @@ pub async fn record_usage(State(state): State<AppState>, headers: HeaderMap, bod
 
 /// `GET /api/v1/balance`.
 pub async fn show_balance(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let Some(key) = bearer(&headers) else { return unauthorized() };
+    let Some(key) = bearer(&headers) else {
+        return unauthorized();
+    };
     let workspace_id = match api_keys::authenticate(&state.db, key).await {
         Ok(Some((workspace_id, _))) => workspace_id,
         Ok(None) => return unauthorized(),

@@ -79,7 +79,9 @@ pub type AuthSession = axum_login::AuthSession<Backend>;
 /// (open-redirect prevention, OWASP Unvalidated Redirects Cheat Sheet).
 pub fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") => n.to_owned(),
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") => {
+            n.to_owned()
+        }
         _ => "/dashboard".to_owned(),
     }
 }
@@ -172,8 +174,14 @@ pub async fn sign_up(
             return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
         }
     };
-    auth.login(&user).await.map_err(|e| AppError::Internal(anyhow::anyhow!("login after signup: {e}")))?;
-    super::views::set_flash(&session, "Welcome to billfold! Your free plan's 100 credits are ready.").await;
+    auth.login(&user)
+        .await
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("login after signup: {e}")))?;
+    super::views::set_flash(
+        &session,
+        "Welcome to billfold! Your free plan's 100 credits are ready.",
+    )
+    .await;
     Ok(Redirect::to(&next).into_response())
 }
 
@@ -213,8 +221,14 @@ pub async fn log_in(
     Form(form): Form<LoginForm>,
 ) -> Result<Response> {
     let next = safe_next(form.next.as_deref());
-    let creds = Credentials { email: form.email.clone(), password: form.password };
-    let user = auth.authenticate(creds).await.map_err(|e| AppError::Internal(anyhow::anyhow!("authenticate: {e}")))?;
+    let creds = Credentials {
+        email: form.email.clone(),
+        password: form.password,
+    };
+    let user = auth
+        .authenticate(creds)
+        .await
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("authenticate: {e}")))?;
     let Some(user) = user else {
         let page = LoginPage {
             page: public_page(&session, state.config.stripe_sandbox()).await?,
@@ -224,13 +238,17 @@ pub async fn log_in(
         };
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
     };
-    auth.login(&user).await.map_err(|e| AppError::Internal(anyhow::anyhow!("login: {e}")))?;
+    auth.login(&user)
+        .await
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("login: {e}")))?;
     Ok(Redirect::to(&next).into_response())
 }
 
 /// `POST /logout`: ends the session and returns to the login page.
 pub async fn log_out(mut auth: AuthSession) -> Result<Redirect> {
-    auth.logout().await.map_err(|e| AppError::Internal(anyhow::anyhow!("logout: {e}")))?;
+    auth.logout()
+        .await
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("logout: {e}")))?;
     Ok(Redirect::to("/login"))
 }
 
@@ -239,7 +257,13 @@ mod tests {
     #[test]
     fn only_local_paths_are_followed_after_login() {
         assert_eq!(super::safe_next(Some("/credits?x=1")), "/credits?x=1");
-        for bad in ["https://evil.example", "//evil.example", "/\\evil.example", "credits", ""] {
+        for bad in [
+            "https://evil.example",
+            "//evil.example",
+            "/\\evil.example",
+            "credits",
+            "",
+        ] {
             assert_eq!(super::safe_next(Some(bad)), "/dashboard", "{bad}");
         }
         assert_eq!(super::safe_next(None), "/dashboard");

@@ -45,8 +45,16 @@ pub async fn verify_csrf(session: Session, req: Request, next: Next) -> Response
         Ok(None) => return forbidden(),
         Err(e) => return AppError::Internal(e.into()).into_response(),
     };
-    if let Some(sent) = req.headers().get("x-csrf-token").and_then(|v| v.to_str().ok()) {
-        return if matches(sent, &expected) { next.run(req).await } else { forbidden() };
+    if let Some(sent) = req
+        .headers()
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+    {
+        return if matches(sent, &expected) {
+            next.run(req).await
+        } else {
+            forbidden()
+        };
     }
     let is_form = req
         .headers()
@@ -64,7 +72,10 @@ pub async fn verify_csrf(session: Session, req: Request, next: Next) -> Response
         .find(|(k, _)| k == FORM_FIELD)
         .map(|(_, v)| v.into_owned());
     match sent {
-        Some(sent) if matches(&sent, &expected) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        Some(sent) if matches(&sent, &expected) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
         _ => forbidden(),
     }
 }

@@ -45,9 +45,14 @@ struct DashboardPage {
 const CHART_DAYS: i32 = 30;
 
 /// `GET /dashboard`.
-pub async fn show_dashboard(State(state): State<AppState>, member: AccountMember) -> Result<Response> {
+pub async fn show_dashboard(
+    State(state): State<AppState>,
+    member: AccountMember,
+) -> Result<Response> {
     let ws = member.workspace.workspace_id;
-    let plan = catalog::plan(&state.db, &member.workspace.plan_code).await?.ok_or(AppError::NotFound)?;
+    let plan = catalog::plan(&state.db, &member.workspace.plan_code)
+        .await?
+        .ok_or(AppError::NotFound)?;
     let balance = ledger::balance(&state.db, ws).await?;
     let days = ledger::daily_usage(&state.db, ws, CHART_DAYS).await?;
     let entries = ledger::entries(&state.db, ws, None, 8).await?;
@@ -56,7 +61,10 @@ pub async fn show_dashboard(State(state): State<AppState>, member: AccountMember
         .iter()
         .rev()
         .filter(|(_, c)| *c > 0)
-        .map(|(d, c)| UsageDay { label: d.to_string(), credits: *c })
+        .map(|(d, c)| UsageDay {
+            label: d.to_string(),
+            credits: *c,
+        })
         .collect();
     let chart_svg = spawn_blocking_with_tracing(move || {
         charts::usage_svg(&days, "Credits used per day, last 30 days", (720, 240))
@@ -124,7 +132,10 @@ pub async fn show_statement(
 /// `GET /credits.csv`: the whole statement, oldest first, streamed as CSV
 /// (columns: id, created_at RFC 3339, kind, description, plan_delta,
 /// purchased_delta, amount, plan_balance, purchased_balance, balance).
-pub async fn download_statement(State(state): State<AppState>, member: AccountMember) -> Result<Response> {
+pub async fn download_statement(
+    State(state): State<AppState>,
+    member: AccountMember,
+) -> Result<Response> {
     let ws = member.workspace.workspace_id;
     let header_row = csv_line(&[
         "ledger_entry_id",
@@ -140,11 +151,15 @@ pub async fn download_statement(State(state): State<AppState>, member: AccountMe
     ]);
     let db = state.db.clone();
     let rows = async_stream(db, ws);
-    let body = futures_util::stream::once(async move { Ok::<_, std::io::Error>(header_row) }).chain(rows);
+    let body =
+        futures_util::stream::once(async move { Ok::<_, std::io::Error>(header_row) }).chain(rows);
     Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
-            (header::CONTENT_DISPOSITION, "attachment; filename=\"billfold-credits.csv\"".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"billfold-credits.csv\"".to_owned(),
+            ),
         ],
         Body::from_stream(body),
     )
@@ -155,27 +170,34 @@ fn async_stream(
     db: sqlx::PgPool,
     ws: uuid::Uuid,
 ) -> impl futures_util::Stream<Item = Result<String, std::io::Error>> + Send + 'static {
-    futures_util::stream::unfold((db, None::<i64>, false), move |(db, after, done)| async move {
-        if done {
-            return None;
-        }
-        // Pages of 1,000 oldest-first via keyset, so the pool connection is not held
-        // for the whole download.
-        let page: Result<Vec<LedgerEntry>, anyhow::Error> = ledger::entries_after(&db, ws, after, 1000).await;
-        match page {
-            Ok(entries) if entries.is_empty() => None,
-            Ok(entries) => {
-                let last = entries.last().map(|e| e.ledger_entry_id);
-                let done = entries.len() < 1000;
-                let chunk: String = entries.iter().map(csv_entry).collect();
-                Some((Ok(chunk), (db, last, done)))
+    futures_util::stream::unfold(
+        (db, None::<i64>, false),
+        move |(db, after, done)| async move {
+            if done {
+                return None;
             }
-            Err(e) => {
-                tracing::error!(error = ?e, "csv export failed");
-                Some((Err(std::io::Error::other("csv export failed")), (db, after, true)))
+            // Pages of 1,000 oldest-first via keyset, so the pool connection is not held
+            // for the whole download.
+            let page: Result<Vec<LedgerEntry>, anyhow::Error> =
+                ledger::entries_after(&db, ws, after, 1000).await;
+            match page {
+                Ok(entries) if entries.is_empty() => None,
+                Ok(entries) => {
+                    let last = entries.last().map(|e| e.ledger_entry_id);
+                    let done = entries.len() < 1000;
+                    let chunk: String = entries.iter().map(csv_entry).collect();
+                    Some((Ok(chunk), (db, last, done)))
+                }
+                Err(e) => {
+                    tracing::error!(error = ?e, "csv export failed");
+                    Some((
+                        Err(std::io::Error::other("csv export failed")),
+                        (db, after, true),
+                    ))
+                }
             }
-        }
-    })
+        },
+    )
 }
 
 fn csv_entry(e: &LedgerEntry) -> String {

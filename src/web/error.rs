@@ -70,32 +70,60 @@ struct ErrorView {
 
 /// Replaces the empty body of an [`AppError`] (and of axum's own 404/405/408/413)
 /// with an error page showing the request id. JSON API answers are left alone.
-pub async fn render_error_pages(State(_state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn render_error_pages(
+    State(_state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
     let request_id = req
         .headers()
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-")
         .to_owned();
-    let is_api = req.uri().path().starts_with("/api/") || req.uri().path().starts_with("/webhooks/");
+    let is_api =
+        req.uri().path().starts_with("/api/") || req.uri().path().starts_with("/webhooks/");
     let res = next.run(req).await;
     let status = res.status();
     let marked = res.extensions().get::<ErrorPage>().is_some();
-    let bare = res.headers().get(axum::http::header::CONTENT_TYPE).is_none()
+    let bare = res
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_none()
         && matches!(status.as_u16(), 404 | 405 | 408 | 413);
     if is_api || !(marked || bare) {
         return res;
     }
     let (title, message) = match status.as_u16() {
-        404 => ("Page not found", "This page does not exist, or you do not have access to it."),
-        403 => ("Not allowed", "Your role in this workspace does not allow this. Ask an owner or admin."),
-        405 => ("Not allowed", "This address does not accept that kind of request."),
+        404 => (
+            "Page not found",
+            "This page does not exist, or you do not have access to it.",
+        ),
+        403 => (
+            "Not allowed",
+            "Your role in this workspace does not allow this. Ask an owner or admin.",
+        ),
+        405 => (
+            "Not allowed",
+            "This address does not accept that kind of request.",
+        ),
         408 => ("Took too long", "The request timed out. Please try again."),
         413 => ("Too large", "The request was larger than billfold accepts."),
-        503 => ("Payment provider unavailable", "We could not reach the payment provider. Nothing was charged; please try again in a moment."),
-        _ => ("Something went wrong", "An unexpected error occurred. It has been logged; please try again."),
+        503 => (
+            "Payment provider unavailable",
+            "We could not reach the payment provider. Nothing was charged; please try again in a moment.",
+        ),
+        _ => (
+            "Something went wrong",
+            "An unexpected error occurred. It has been logged; please try again.",
+        ),
     };
-    let view = ErrorView { status: status.as_u16(), title, message, request_id };
+    let view = ErrorView {
+        status: status.as_u16(),
+        title,
+        message,
+        request_id,
+    };
     let mut page = view.into_response();
     *page.status_mut() = status;
     page

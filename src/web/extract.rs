@@ -51,26 +51,51 @@ impl AccountMember {
 
     /// Refuses (403) unless the user may manage billing and keys (owner or admin).
     pub fn require_manager(&self) -> Result<(), AppError> {
-        if self.workspace.role.can_manage() { Ok(()) } else { Err(AppError::Forbidden) }
+        if self.workspace.role.can_manage() {
+            Ok(())
+        } else {
+            Err(AppError::Forbidden)
+        }
     }
 }
 
 impl FromRequestParts<AppState> for AccountMember {
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let auth = AuthSession::from_request_parts(parts, state).await.map_err(IntoResponse::into_response)?;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let auth = AuthSession::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
         let Some(user) = auth.user else {
-            let next = parts.uri.path_and_query().map_or("/dashboard", |p| p.as_str());
-            let target = format!("/login?next={}", url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>());
+            let next = parts
+                .uri
+                .path_and_query()
+                .map_or("/dashboard", |p| p.as_str());
+            let target = format!(
+                "/login?next={}",
+                url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()
+            );
             return Err(Redirect::to(&target).into_response());
         };
-        let session = Session::from_request_parts(parts, state).await.map_err(IntoResponse::into_response)?;
-        let csrf_token = super::csrf::token(&session).await.map_err(|e| AppError::Internal(e).into_response())?;
+        let session = Session::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let csrf_token = super::csrf::token(&session)
+            .await
+            .map_err(|e| AppError::Internal(e).into_response())?;
         let workspace = accounts::primary_workspace(&state.db, user.user_id)
             .await
             .map_err(|e| AppError::Internal(e).into_response())?
             .ok_or_else(|| AppError::Forbidden.into_response())?;
-        Ok(Self { user, workspace, csrf_token, session, sandbox: state.config.stripe_sandbox() })
+        Ok(Self {
+            user,
+            workspace,
+            csrf_token,
+            session,
+            sandbox: state.config.stripe_sandbox(),
+        })
     }
 }

@@ -85,11 +85,20 @@ pub fn router(state: AppState, session_store: PostgresStore, sandbox: Option<Rou
         .route("/dashboard", get(dashboard::show_dashboard))
         .route("/credits", get(dashboard::show_statement))
         .route("/credits.csv", get(dashboard::download_statement))
-        .route("/billing/top-up", get(top_up::top_up_form).post(top_up::create_top_up))
+        .route(
+            "/billing/top-up",
+            get(top_up::top_up_form).post(top_up::create_top_up),
+        )
         .route("/billing/top-up/success", get(top_up::show_top_up_success))
         .route("/billing/top-up/status", get(top_up::top_up_status_partial))
-        .route("/settings/api-keys", get(settings::list_api_keys).post(settings::create_api_key))
-        .route("/settings/api-keys/{api_key_id}/revoke", post(settings::revoke_api_key))
+        .route(
+            "/settings/api-keys",
+            get(settings::list_api_keys).post(settings::create_api_key),
+        )
+        .route(
+            "/settings/api-keys/{api_key_id}/revoke",
+            post(settings::revoke_api_key),
+        )
         .layer(middleware::from_fn(csrf::verify_csrf))
         .layer(auth);
 
@@ -108,44 +117,57 @@ pub fn router(state: AppState, session_store: PostgresStore, sandbox: Option<Rou
     if let Some(sandbox) = sandbox {
         app = app.nest_service("/sandbox", sandbox);
     }
-    app.layer(middleware::from_fn_with_state(state.clone(), error::render_error_pages))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CSP),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("same-origin"),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::X_FRAME_OPTIONS,
-            HeaderValue::from_static("DENY"),
-        ))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(256 * 1024))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(30),
-        ))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-            let request_id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+    app.layer(middleware::from_fn_with_state(
+        state.clone(),
+        error::render_error_pages,
+    ))
+    .layer(SetResponseHeaderLayer::if_not_present(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    ))
+    .layer(SetResponseHeaderLayer::overriding(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    ))
+    .layer(SetResponseHeaderLayer::overriding(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    ))
+    .layer(SetResponseHeaderLayer::overriding(
+        header::X_FRAME_OPTIONS,
+        HeaderValue::from_static("DENY"),
+    ))
+    .layer(tower_http::limit::RequestBodyLimitLayer::new(256 * 1024))
+    .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+        axum::http::StatusCode::REQUEST_TIMEOUT,
+        Duration::from_secs(30),
+    ))
+    .layer(
+        TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            let request_id = req
+                .headers()
+                .get(REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
             let path = req
                 .extensions()
                 .get::<axum::extract::MatchedPath>()
                 .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
             tracing::info_span!("request", method = %req.method(), path, request_id)
-        }))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .with_state(state)
+        }),
+    )
+    .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+    .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+    .with_state(state)
 }
 
 /// Where static assets live: `static/` beside Cargo.toml in development, or
 /// `STATIC_DIR`-free installs next to the binary's working directory.
 fn static_dir() -> std::path::PathBuf {
     let here = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("static");
-    if here.is_dir() { here } else { std::path::PathBuf::from("static") }
+    if here.is_dir() {
+        here
+    } else {
+        std::path::PathBuf::from("static")
+    }
 }

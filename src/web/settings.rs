@@ -42,7 +42,10 @@ async fn render(state: &AppState, member: &AccountMember) -> Result<ApiKeysPage>
 }
 
 /// `GET /settings/api-keys`.
-pub async fn list_api_keys(State(state): State<AppState>, member: AccountMember) -> Result<Response> {
+pub async fn list_api_keys(
+    State(state): State<AppState>,
+    member: AccountMember,
+) -> Result<Response> {
     Ok(render(&state, &member).await?.into_response())
 }
 
@@ -60,7 +63,14 @@ pub async fn create_api_key(
     Form(form): Form<CreateKeyForm>,
 ) -> Result<Response> {
     member.require_manager()?;
-    match api_keys::create(&state.db, member.workspace.workspace_id, Some(member.user.user_id), &form.name).await {
+    match api_keys::create(
+        &state.db,
+        member.workspace.workspace_id,
+        Some(member.user.user_id),
+        &form.name,
+    )
+    .await
+    {
         Ok(created) => {
             let mut page = render(&state, &member).await?;
             page.created = Some(created.plaintext);
@@ -88,6 +98,10 @@ pub async fn revoke_api_key(
     if !api_keys::revoke(&state.db, member.workspace.workspace_id, api_key_id).await? {
         return Err(AppError::NotFound);
     }
-    set_flash(&member.session, "API key revoked. Calls with it now get 401.").await;
+    set_flash(
+        &member.session,
+        "API key revoked. Calls with it now get 401.",
+    )
+    .await;
     Ok(Redirect::to("/settings/api-keys").into_response())
 }

@@ -68,7 +68,11 @@ pub async fn top_up_form(
     member: AccountMember,
     Query(q): Query<TopUpQuery>,
 ) -> Result<Response> {
-    Ok(render(&state, &member, q.canceled.is_some(), String::new(), None).await?.into_response())
+    Ok(
+        render(&state, &member, q.canceled.is_some(), String::new(), None)
+            .await?
+            .into_response(),
+    )
 }
 
 /// The top-up form: either `credit_pack` or `amount_eur`.
@@ -88,7 +92,10 @@ pub async fn create_top_up(
 ) -> Result<Response> {
     member.require_manager()?;
     let raw_amount = form.amount_eur.clone().unwrap_or_default();
-    let choice = match (form.credit_pack.filter(|p| !p.is_empty()), raw_amount.trim()) {
+    let choice = match (
+        form.credit_pack.filter(|p| !p.is_empty()),
+        raw_amount.trim(),
+    ) {
         (Some(pack), _) => Ok(TopUpChoice::Pack(pack)),
         (None, "") => Err("Enter an amount, or choose a credit pack.".to_owned()),
         (None, amount) => parse_whole_euros(amount).map(TopUpChoice::CustomEur),
@@ -103,14 +110,16 @@ pub async fn create_top_up(
                 base_url: &state.base_url,
                 form_key: form.form_key,
             };
-            top_ups::start(&state.db, &state.stripe, &buyer, &choice).await.map_err(|e| match e {
-                TopUpError::UnknownPack | TopUpError::AmountOutOfRange => Ok(e.to_string()),
-                TopUpError::Stripe(err) => {
-                    tracing::error!(error = %err, "stripe refused checkout session");
-                    Err(AppError::ProviderUnavailable)
-                }
-                TopUpError::Unexpected(err) => Err(AppError::Internal(err)),
-            })
+            top_ups::start(&state.db, &state.stripe, &buyer, &choice)
+                .await
+                .map_err(|e| match e {
+                    TopUpError::UnknownPack | TopUpError::AmountOutOfRange => Ok(e.to_string()),
+                    TopUpError::Stripe(err) => {
+                        tracing::error!(error = %err, "stripe refused checkout session");
+                        Err(AppError::ProviderUnavailable)
+                    }
+                    TopUpError::Unexpected(err) => Err(AppError::Internal(err)),
+                })
         }
         Err(message) => Err(Ok(message)),
     };
@@ -134,7 +143,11 @@ fn parse_whole_euros(raw: &str) -> std::result::Result<i64, String> {
         )
     };
     let n: i64 = raw.parse().map_err(|_| msg())?;
-    if (custom_top_up::MIN_EUR..=custom_top_up::MAX_EUR).contains(&n) { Ok(n) } else { Err(msg()) }
+    if (custom_top_up::MIN_EUR..=custom_top_up::MAX_EUR).contains(&n) {
+        Ok(n)
+    } else {
+        Err(msg())
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,11 +170,18 @@ struct StatusPartial {
     balance: Balance,
 }
 
-async fn status(state: &AppState, member: &AccountMember, session_id: &str) -> Result<StatusPartial> {
+async fn status(
+    state: &AppState,
+    member: &AccountMember,
+    session_id: &str,
+) -> Result<StatusPartial> {
     let top_up = top_ups::find(&state.db, member.workspace.workspace_id, session_id)
         .await?
         .ok_or(AppError::NotFound)?;
-    Ok(StatusPartial { top_up, balance: ledger::balance(&state.db, member.workspace.workspace_id).await? })
+    Ok(StatusPartial {
+        top_up,
+        balance: ledger::balance(&state.db, member.workspace.workspace_id).await?,
+    })
 }
 
 /// `GET /billing/top-up/success?session_id=cs_...`: where Checkout returns. Another
@@ -172,7 +192,12 @@ pub async fn show_top_up_success(
     Query(q): Query<SessionQuery>,
 ) -> Result<Response> {
     let StatusPartial { top_up, balance } = status(&state, &member, &q.session_id).await?;
-    Ok(SuccessPage { page: member.page("top-up"), top_up, balance }.into_response())
+    Ok(SuccessPage {
+        page: member.page("top-up"),
+        top_up,
+        balance,
+    }
+    .into_response())
 }
 
 /// `GET /billing/top-up/status?session_id=cs_...`: the status fragment the success
@@ -182,7 +207,9 @@ pub async fn top_up_status_partial(
     member: AccountMember,
     Query(q): Query<SessionQuery>,
 ) -> Result<Response> {
-    Ok(status(&state, &member, &q.session_id).await?.into_response())
+    Ok(status(&state, &member, &q.session_id)
+        .await?
+        .into_response())
 }
 
 #[cfg(test)]

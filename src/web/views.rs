@@ -74,6 +74,8 @@ pub mod filters {
     #[askama::filter_fn]
     pub fn datetime(t: &OffsetDateTime, _: &dyn askama::Values) -> askama::Result<String> {
         let f = format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
-        t.to_offset(time::UtcOffset::UTC).format(&f).map_err(|e| askama::Error::Custom(Box::new(e)))
+        t.to_offset(time::UtcOffset::UTC)
+            .format(&f)
+            .map_err(|e| askama::Error::Custom(Box::new(e)))
     }
 }

@@ -1,0 +1,305 @@
+//! The metering API: charging, refusals, idempotency, concurrency.
+
+use reqwest::StatusCode;
+use serde_json::json;
+use sqlx::PgPool;
+
+use crate::helpers::TestApp;
+
+async fn customer_with_key(app: &TestApp) -> (uuid::Uuid, String) {
+    let ws = app.sign_up("ops@example.com").await;
+    let key = app.create_api_key("Backend").await;
+    (ws, key)
+}
+
+#[sqlx::test]
+async fn a_call_consumes_feature_cost_times_quantity(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let (ws, key) = customer_with_key(&app).await;
+
+    let (status, body) = app
+        .consume(
+            &key,
+            json!({"feature": "graph.query", "quantity": 2, "idempotency_key": "a"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!({"charged": 6, "balance": {"plan": 94, "purchased": 0, "total": 94}})
+    );
+
+    let res = app
+        .client
+        .get(app.url("/api/v1/balance"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        res.json::<serde_json::Value>().await.unwrap(),
+        json!({"balance": {"plan": 94, "purchased": 0, "total": 94}})
+    );
+    assert_eq!(app.assert_ledger_consistent(ws).await, (94, 0));
+    assert_eq!(app.count("select count(*) from usage_events").await, 1);
+}
+
+#[sqlx::test]
+async fn plan_credits_are_used_before_purchased_credits(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let (ws, key) = customer_with_key(&app).await;
+    grant_purchased(&app, ws, 50).await;
+
+    let (status, body) = app
+        .consume(&key, json!({"feature": "manager.process", "quantity": 120}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["balance"],
+        json!({"plan": 0, "purchased": 30, "total": 30})
+    );
+    let deltas: (i64, i64) = sqlx::query_as(
+        "select plan_delta, purchased_delta from ledger_entries where kind = 'usage'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(deltas, (-100, -20));
+    assert_eq!(app.assert_ledger_consistent(ws).await, (0, 30));
+}
+
+pub async fn grant_purchased(app: &TestApp, ws: uuid::Uuid, credits: i64) {
+    let mut tx = app.db.begin().await.unwrap();
+    billfold::ledger::grant(
+        &mut tx,
+        &billfold::ledger::Grant {
+            workspace_id: ws,
+            kind: billfold::ledger::LedgerEntryKind::Adjustment,
+            plan_credits: 0,
+            purchased_credits: credits,
+            description: "test grant".into(),
+            reference: format!("test:{}", uuid::Uuid::new_v4()),
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
+#[sqlx::test]
+async fn a_call_that_cannot_be_paid_answers_402_and_writes_nothing(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let (ws, key) = customer_with_key(&app).await;
+
+    let (status, body) = app
+        .consume(
+            &key,
+            json!({"feature": "manager.process", "quantity": 101, "idempotency_key": "big"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(body["error"]["code"], "insufficient_credits");
+    assert_eq!(body["error"]["required"], 101);
+    assert_eq!(body["error"]["available"], 100);
+    assert_eq!(
+        body["error"]["top_up_url"],
+        format!("{}/billing/top-up", app.base)
+    );
+    assert_eq!(app.count("select count(*) from usage_events").await, 0);
+    assert_eq!(app.assert_ledger_consistent(ws).await, (100, 0));
+
+    // A refused call leaves its idempotency key unused: the retry that fits is charged.
+    let (status, body) = app
+        .consume(
+            &key,
+            json!({"feature": "manager.process", "quantity": 100, "idempotency_key": "big"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(app.assert_ledger_consistent(ws).await, (0, 0));
+}
+
+#[sqlx::test]
+async fn retries_with_the_same_idempotency_key_are_answered_not_charged(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let (ws, key) = customer_with_key(&app).await;
+    let body = json!({"feature": "risk.score", "quantity": 3, "idempotency_key": "req-1"});
+    let first = app.consume(&key, body.clone()).await;
+    let second = app.consume(&key, body).await;
+    assert_eq!(first.0, StatusCode::OK);
+    assert_eq!(first, second, "the retry gets the first answer");
+
+    // The header works too, and a different body under a used key is a conflict.
+    let res = app
+        .client
+        .post(app.url("/api/v1/usage"))
+        .bearer_auth(&key)
+        .header("idempotency-key", "req-1")
+        .json(&json!({"feature": "risk.score", "quantity": 4}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    let err: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "idempotency_conflict");
+    assert_eq!(app.assert_ledger_consistent(ws).await, (94, 0));
+}
+
+#[sqlx::test]
+async fn bad_requests_get_a_clear_error_and_change_nothing(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let (ws, key) = customer_with_key(&app).await;
+    let cases = [
+        (
+            json!({"feature": "nope.nothing"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_feature",
+        ),
+        (
+            json!({"feature": "manager.process", "quantity": 0}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+        (
+            json!({"feature": "manager.process", "quantity": -3}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+        (
+            json!({"feature": "manager.process", "quantity": 1_000_001}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+        (
+            json!({"feature": "manager.process", "quantity": 1.5}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+        (
+            json!({"feature": ""}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+        (
+            json!({"quantity": 1}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+        (
+            json!({"feature": "manager.process", "idempotency_key": "x".repeat(256)}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+        (
+            json!({"feature": "planner.create_plan"}),
+            StatusCode::FORBIDDEN,
+            "feature_not_in_plan",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let (got, answer) = app.consume(&key, body.clone()).await;
+        assert_eq!(got, status, "{body}: {answer}");
+        assert_eq!(answer["error"]["code"], code, "{body}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+    let res = app
+        .client
+        .post(app.url("/api/v1/usage"))
+        .bearer_auth(&key)
+        .body("not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    for auth in [None, Some("Bearer bf_0000"), Some("Basic abc")] {
+        let mut req = app
+            .client
+            .post(app.url("/api/v1/usage"))
+            .json(&json!({"feature": "manager.process"}));
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{auth:?}");
+    }
+    assert_eq!(app.count("select count(*) from usage_events").await, 0);
+    assert_eq!(app.assert_ledger_consistent(ws).await, (100, 0));
+}
+
+#[sqlx::test]
+async fn fifty_parallel_calls_with_credits_for_ten_charge_exactly_ten(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let (ws, key) = customer_with_key(&app).await;
+    // 100 plan credits; each call costs 10.
+    let calls = (0..50).map(|i| {
+        let client = app.client.clone();
+        let url = app.url("/api/v1/usage");
+        let key = key.clone();
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(key)
+                .json(&json!({"feature": "manager.process", "quantity": 10, "idempotency_key": format!("k{i}")}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    });
+    let statuses: Vec<StatusCode> = futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
+        10
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::PAYMENT_REQUIRED)
+            .count(),
+        40
+    );
+    assert_eq!(app.assert_ledger_consistent(ws).await, (0, 0));
+    assert_eq!(app.count("select count(*) from usage_events").await, 10);
+}
+
+#[sqlx::test]
+async fn fifty_parallel_retries_of_one_call_charge_once(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let (ws, key) = customer_with_key(&app).await;
+    let calls = (0..50).map(|_| {
+        let client = app.client.clone();
+        let url = app.url("/api/v1/usage");
+        let key = key.clone();
+        tokio::spawn(async move {
+            let res = client
+                .post(url)
+                .bearer_auth(key)
+                .json(&json!({"feature": "graph.query", "idempotency_key": "same"}))
+                .send()
+                .await
+                .unwrap();
+            (res.status(), res.json::<serde_json::Value>().await.unwrap())
+        })
+    });
+    let answers: Vec<_> = futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        answers
+            .iter()
+            .all(|a| a == &answers[0] && a.0 == StatusCode::OK),
+        "{answers:?}"
+    );
+    assert_eq!(app.assert_ledger_consistent(ws).await, (97, 0));
+}

@@ -1,0 +1,11 @@
+//! HTTP behaviour of the real router, served on 127.0.0.1:0 against a fresh
+//! PostgreSQL database per test (`#[sqlx::test]`) and the built-in Stripe sandbox.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod helpers;
+
+mod api;
+mod auth;
+mod browser;
+mod top_up;
+mod webhooks;
