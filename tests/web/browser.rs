@@ -1,1 +1,182 @@
-//! placeholder
+//! User flows in a real headless Chromium driven through chromedriver (thirtyfour).
+//! Screenshots of every page visited land in `target/screenshots/`.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use sqlx::PgPool;
+use thirtyfour::prelude::*;
+
+use crate::helpers::{PASSWORD, TestApp};
+
+/// chromedriver in its own process group with a private HOME/TMPDIR; dropping it kills
+/// the whole group (killing chromedriver alone leaves Chromium running).
+struct ChromeDriver {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl ChromeDriver {
+    fn start() -> ChromeDriver {
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            let dir = std::env::temp_dir().join(format!("billfold-chrome-{}", uuid::Uuid::new_v4()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut child = Command::new("chromedriver")
+                .arg("--port=0")
+                .env("HOME", &dir)
+                .env("TMPDIR", &dir)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .process_group(0)
+                .spawn()
+                .expect("chromedriver must be installed (script/bootstrap --browser)");
+            let stdout = child.stdout.take().unwrap();
+            let mut port = None;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok).take(20) {
+                if let Some(rest) = line.split("started successfully on port ").nth(1) {
+                    port = rest.trim_end_matches('.').trim().parse().ok();
+                    break;
+                }
+            }
+            match port {
+                Some(port) => return ChromeDriver { child, port, dir },
+                None => {
+                    last_error = "chromedriver did not report its port".into();
+                    let _ = child.kill();
+                }
+            }
+        }
+        panic!("{last_error}");
+    }
+}
+
+impl Drop for ChromeDriver {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-KILL").arg(format!("-{}", self.child.id())).status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct Browser {
+    driver: WebDriver,
+    _chromedriver: ChromeDriver,
+    shots: PathBuf,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let chromedriver = ChromeDriver::start();
+        let mut caps = DesiredCapabilities::chrome();
+        for arg in [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1280,1000",
+        ] {
+            caps.add_arg(arg).unwrap();
+        }
+        let profile = chromedriver.dir.join("profile");
+        caps.add_arg(&format!("--user-data-dir={}", profile.display())).unwrap();
+        let driver = WebDriver::new(format!("http://127.0.0.1:{}", chromedriver.port), caps).await.unwrap();
+        driver.set_page_load_timeout(Duration::from_secs(20)).await.unwrap();
+        let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+        std::fs::create_dir_all(&shots).unwrap();
+        Browser { driver, _chromedriver: chromedriver, shots }
+    }
+
+    /// Waits (up to 10 s) for an element: after a click that submits a form the URL may
+    /// not change, so never look up the next page's element immediately.
+    async fn wait_for(&self, css: &str) -> WebElement {
+        self.driver
+            .query(By::Css(css))
+            .wait(Duration::from_secs(10), Duration::from_millis(100))
+            .first()
+            .await
+            .unwrap_or_else(|e| panic!("{css} never appeared: {e}"))
+    }
+
+    async fn wait_for_text(&self, css: &str, text: &str) -> WebElement {
+        self.driver
+            .query(By::Css(css))
+            .with_text(text)
+            .wait(Duration::from_secs(10), Duration::from_millis(100))
+            .first()
+            .await
+            .unwrap_or_else(|e| panic!("{css} with text {text:?} never appeared: {e}"))
+    }
+
+    async fn text_of(&self, css: &str) -> String {
+        self.wait_for(css).await.text().await.unwrap()
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let _ = self.driver.screenshot(&self.shots.join(format!("{name}.png"))).await;
+    }
+}
+
+#[sqlx::test]
+async fn a_customer_signs_up_buys_a_pack_and_sees_balance_and_chart(pool: PgPool) {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let app = TestApp::spawn(pool).await;
+        let b = Browser::start().await;
+
+        b.driver.goto(format!("{}/signup", app.base)).await.unwrap();
+        b.screenshot("signup").await;
+        b.wait_for("#email").await.send_keys("grace@example.com").await.unwrap();
+        b.wait_for("#password").await.send_keys(PASSWORD).await.unwrap();
+        b.wait_for("form[action='/signup'] button[type=submit]").await.click().await.unwrap();
+
+        assert_eq!(b.text_of("#balance-total").await, "100 credits");
+        b.screenshot("dashboard-new").await;
+
+        b.wait_for("a[href='/billing/top-up'].button").await.click().await.unwrap();
+        b.wait_for("button[data-pack='pack_500']").await;
+        b.screenshot("top-up").await;
+        b.wait_for("button[data-pack='pack_500']").await.click().await.unwrap();
+
+        // Stripe's (sandbox) hosted checkout page.
+        let pay = b.wait_for("form[action$='/pay'] button[type=submit]").await;
+        let page = b.driver.source().await.unwrap();
+        assert!(page.contains("€40.00"), "checkout shows the pack's price");
+        b.screenshot("sandbox-checkout").await;
+        pay.click().await.unwrap();
+
+        // Back on billfold: the success page updates itself when the webhook lands.
+        b.wait_for_text("#top-up-status h1", "Credits added").await;
+        assert!(b.text_of("#top-up-status").await.contains("600"));
+        b.screenshot("top-up-success").await;
+
+        b.driver.goto(format!("{}/dashboard", app.base)).await.unwrap();
+        assert_eq!(b.text_of("#balance-total").await, "600 credits");
+        assert_eq!(b.text_of("#balance-purchased").await, "500");
+        let chart = b.wait_for("#usage-chart svg title").await;
+        assert_eq!(chart.inner_html().await.unwrap(), "Credits used per day, last 30 days");
+        assert!(b.text_of("#recent-entries").await.contains("Top-up: 500 credits"));
+        b.screenshot("dashboard-after-top-up").await;
+
+        b.driver.goto(format!("{}/credits", app.base)).await.unwrap();
+        b.wait_for("#statement").await;
+        b.screenshot("statement").await;
+        b.driver.goto(format!("{}/settings/api-keys", app.base)).await.unwrap();
+        b.wait_for("#name").await;
+        b.screenshot("api-keys").await;
+
+        let ws = app.workspace_of("grace@example.com").await;
+        assert_eq!(app.assert_ledger_consistent(ws).await, (100, 500));
+        b.driver.clone().quit().await.unwrap();
+    })
+    .await
+    .expect("browser flow timed out");
+}
