@@ -3,3 +3,6 @@
 //! Customers buy plans and prepaid credits through Stripe, the operator's product
 //! consumes credits through the metering API, and everyone watches balances, ledgers
 //! and usage in server-rendered pages. See `README.md` for the run book.
+
+#[cfg(feature = "sandbox")]
+pub mod sandbox;
