@@ -1,0 +1,289 @@
+//! SQL of the sandbox: the generic object store, idempotency keys, the clock, events
+//! and webhook deliveries (tables in `migrations/20261121000100_sandbox.sql`).
+//! Free functions on `&mut PgConnection`; callers own the transaction.
+
+use serde_json::Value;
+use sqlx::PgConnection;
+
+/// The sandbox's current time in Unix seconds: the database clock plus the sandbox
+/// clock offset (zero until a test clock moves it).
+pub(crate) async fn now(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "select floor(extract(epoch from now()))::bigint + offset_seconds from sandbox_clocks",
+    )
+    .fetch_one(conn)
+    .await
+}
+
+pub(crate) async fn insert_object(
+    conn: &mut PgConnection,
+    object_id: &str,
+    object_type: &str,
+    data: &Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("insert into sandbox_objects (object_id, object_type, data) values ($1, $2, $3)")
+        .bind(object_id)
+        .bind(object_type)
+        .bind(data)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// An object of the given type by id.
+pub(crate) async fn find_object(
+    conn: &mut PgConnection,
+    object_type: &str,
+    object_id: &str,
+) -> Result<Option<Value>, sqlx::Error> {
+    sqlx::query_scalar("select data from sandbox_objects where object_id = $1 and object_type = $2")
+        .bind(object_id)
+        .bind(object_type)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Like [`find_object`], and locks the row until the transaction ends.
+pub(crate) async fn lock_object(
+    conn: &mut PgConnection,
+    object_type: &str,
+    object_id: &str,
+) -> Result<Option<Value>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select data from sandbox_objects where object_id = $1 and object_type = $2 for update",
+    )
+    .bind(object_id)
+    .bind(object_type)
+    .fetch_optional(conn)
+    .await
+}
+
+pub(crate) async fn update_object(
+    conn: &mut PgConnection,
+    object_id: &str,
+    data: &Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("update sandbox_objects set data = $2, updated_at = now() where object_id = $1")
+        .bind(object_id)
+        .bind(data)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// A request seen before under the same idempotency key.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct IdempotentRequest {
+    pub(crate) request_hash: String,
+    /// `None` while the first request is still running.
+    pub(crate) response_status: Option<i32>,
+    pub(crate) response_body: Option<String>,
+}
+
+/// Claims an idempotency key for a new request; `false` when the key is taken (the
+/// call waits for a concurrent first request to commit its claim).
+pub(crate) async fn claim_idempotency_key(
+    conn: &mut PgConnection,
+    key: &str,
+    method: &str,
+    path: &str,
+    request_hash: &str,
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "insert into sandbox_idempotency_keys
+             (idempotency_key, request_method, request_path, request_hash)
+         values ($1, $2, $3, $4)
+         on conflict do nothing",
+    )
+    .bind(key)
+    .bind(method)
+    .bind(path)
+    .bind(request_hash)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+pub(crate) async fn find_idempotent_request(
+    conn: &mut PgConnection,
+    key: &str,
+) -> Result<Option<IdempotentRequest>, sqlx::Error> {
+    sqlx::query_as(
+        "select request_hash, response_status, response_body
+         from sandbox_idempotency_keys where idempotency_key = $1",
+    )
+    .bind(key)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Saves the response to replay for later requests with this key.
+pub(crate) async fn save_idempotent_response(
+    conn: &mut PgConnection,
+    key: &str,
+    status: u16,
+    body: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update sandbox_idempotency_keys set response_status = $2, response_body = $3
+         where idempotency_key = $1",
+    )
+    .bind(key)
+    .bind(i32::from(status))
+    .bind(body)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Frees a key whose request failed inside the sandbox, so a retry runs again.
+pub(crate) async fn release_idempotency_key(
+    conn: &mut PgConnection,
+    key: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("delete from sandbox_idempotency_keys where idempotency_key = $1")
+        .bind(key)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Stores an event and queues its delivery to the webhook endpoint.
+pub(crate) async fn insert_event(
+    conn: &mut PgConnection,
+    event_id: &str,
+    event_type: &str,
+    data: &Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "with event as (
+             insert into sandbox_events (event_id, event_type, data) values ($1, $2, $3)
+             returning event_id
+         )
+         insert into sandbox_webhook_deliveries (event_id) select event_id from event",
+    )
+    .bind(event_id)
+    .bind(event_type)
+    .bind(data)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// An event with `pending_webhooks` counted from its unfinished deliveries.
+pub(crate) async fn find_event(
+    conn: &mut PgConnection,
+    event_id: &str,
+) -> Result<Option<Value>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select e.data || jsonb_build_object('pending_webhooks', (
+                    select count(*) from sandbox_webhook_deliveries d
+                    where d.event_id = e.event_id and d.status = 'pending'))
+         from sandbox_events e where e.event_id = $1",
+    )
+    .bind(event_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// A delivery attempt claimed by this process.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct ClaimedDelivery {
+    pub(crate) delivery_id: i64,
+    /// Attempts including this one.
+    pub(crate) attempt_count: i32,
+    /// The event JSON exactly as it is signed and sent.
+    pub(crate) payload: String,
+}
+
+/// Claims up to `limit` due deliveries and counts the attempt. The claim is a lease:
+/// `next_attempt_at` moves `lease_ms` ahead, so another process (or this one after a
+/// crash) takes the delivery over only if the outcome is never recorded.
+pub(crate) async fn claim_due_deliveries(
+    conn: &mut PgConnection,
+    limit: i64,
+    lease_ms: i64,
+) -> Result<Vec<ClaimedDelivery>, sqlx::Error> {
+    sqlx::query_as(
+        "with due as (
+             select d.delivery_id, e.data::text as payload
+             from sandbox_webhook_deliveries d join sandbox_events e using (event_id)
+             where d.status = 'pending' and d.next_attempt_at <= now()
+             order by d.next_attempt_at
+             limit $1
+             for update of d skip locked
+         )
+         update sandbox_webhook_deliveries d
+         set attempt_count = d.attempt_count + 1,
+             next_attempt_at = now() + $2 * interval '1 millisecond',
+             updated_at = now()
+         from due
+         where d.delivery_id = due.delivery_id
+         returning d.delivery_id, d.attempt_count, due.payload",
+    )
+    .bind(limit)
+    .bind(lease_ms)
+    .fetch_all(conn)
+    .await
+}
+
+/// How an attempt ended.
+#[derive(Debug)]
+pub(crate) enum AttemptOutcome {
+    Succeeded {
+        status: u16,
+    },
+    /// Failed; retry after `retry_in_ms`, or give up when `None`.
+    Failed {
+        status: Option<u16>,
+        error: String,
+        retry_in_ms: Option<i64>,
+    },
+}
+
+pub(crate) async fn record_attempt(
+    conn: &mut PgConnection,
+    delivery_id: i64,
+    outcome: &AttemptOutcome,
+) -> Result<(), sqlx::Error> {
+    let (status, response_status, error, retry_in_ms) = match outcome {
+        AttemptOutcome::Succeeded { status } => ("succeeded", Some(*status), None, None),
+        AttemptOutcome::Failed {
+            status,
+            error,
+            retry_in_ms: Some(ms),
+        } => ("pending", *status, Some(error.as_str()), Some(*ms)),
+        AttemptOutcome::Failed {
+            status,
+            error,
+            retry_in_ms: None,
+        } => ("failed", *status, Some(error.as_str()), None),
+    };
+    sqlx::query(
+        "update sandbox_webhook_deliveries
+         set status = $2, last_response_status = $3, last_error = $4,
+             next_attempt_at = now() + $5 * interval '1 millisecond', updated_at = now()
+         where delivery_id = $1",
+    )
+    .bind(delivery_id)
+    .bind(status)
+    .bind(response_status.map(i32::from))
+    .bind(error)
+    .bind(retry_in_ms)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Milliseconds until the next pending delivery is due (negative when overdue).
+pub(crate) async fn next_delivery_due_in_ms(
+    conn: &mut PgConnection,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select (extract(epoch from min(next_attempt_at) - now()) * 1000)::bigint
+         from sandbox_webhook_deliveries where status = 'pending'",
+    )
+    .fetch_one(conn)
+    .await
+}

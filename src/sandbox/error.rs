@@ -1,0 +1,187 @@
+//! Errors of the sandbox: internal failures (`SandboxError`) and the Stripe-shaped
+//! API error replies (`ApiError`) that async-stripe turns into `StripeError::Stripe`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+/// Something inside the sandbox failed; never caused by the caller's input.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("sandbox database query failed")]
+    Database(#[from] sqlx::Error),
+    #[error("sandbox object is not valid json")]
+    Json(#[from] serde_json::Error),
+    #[error("stored sandbox object {0} has an unexpected shape")]
+    Corrupt(String),
+    #[error("unexpected sandbox failure: {0}")]
+    Unexpected(&'static str),
+    #[error("sandbox page failed to render")]
+    Template(#[from] askama::Error),
+}
+
+/// A hosted page failed: 500, logged, details never shown.
+impl IntoResponse for SandboxError {
+    fn into_response(self) -> Response {
+        tracing::error!(error = ?self, "sandbox page failed");
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the billfold stripe sandbox failed; see the server log",
+        )
+            .into_response()
+    }
+}
+
+/// Stripe's `error.type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorType {
+    InvalidRequest,
+    Idempotency,
+    Api,
+}
+
+impl ErrorType {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request_error",
+            Self::Idempotency => "idempotency_error",
+            Self::Api => "api_error",
+        }
+    }
+}
+
+/// A reply of the sandbox's `/v1` API in Stripe's error shape
+/// `{"error": {"type", "message", "code", "param"}}`.
+#[derive(Debug)]
+pub(crate) enum ApiError {
+    /// The request was refused (4xx); nothing changed.
+    Refused {
+        status: StatusCode,
+        kind: ErrorType,
+        code: Option<&'static str>,
+        param: Option<String>,
+        message: String,
+    },
+    /// 500; logged, never shown in detail.
+    Internal(SandboxError),
+}
+
+impl ApiError {
+    /// 400 `invalid_request_error` about one parameter.
+    pub(crate) fn invalid(code: Option<&'static str>, param: &str, message: String) -> Self {
+        Self::Refused {
+            status: StatusCode::BAD_REQUEST,
+            kind: ErrorType::InvalidRequest,
+            code,
+            param: Some(param.to_owned()),
+            message,
+        }
+    }
+
+    /// 400 `parameter_missing`.
+    pub(crate) fn missing_param(param: &str) -> Self {
+        Self::invalid(
+            Some("parameter_missing"),
+            param,
+            format!("Missing required param: {param}."),
+        )
+    }
+
+    /// 404 `resource_missing` for an id in the URL, worded as Stripe does.
+    pub(crate) fn no_such(object: &str, id: &str) -> Self {
+        Self::Refused {
+            status: StatusCode::NOT_FOUND,
+            kind: ErrorType::InvalidRequest,
+            code: Some("resource_missing"),
+            param: Some("id".to_owned()),
+            message: format!("No such {object}: '{id}'"),
+        }
+    }
+
+    /// 401 for a missing or wrong secret key.
+    pub(crate) fn unauthorized(message: String) -> Self {
+        Self::Refused {
+            status: StatusCode::UNAUTHORIZED,
+            kind: ErrorType::InvalidRequest,
+            code: None,
+            param: None,
+            message,
+        }
+    }
+
+    /// Any other refusal with its own status, type and code.
+    pub(crate) fn refused(
+        status: StatusCode,
+        kind: ErrorType,
+        code: Option<&'static str>,
+        message: String,
+    ) -> Self {
+        Self::Refused {
+            status,
+            kind,
+            code,
+            param: None,
+            message,
+        }
+    }
+}
+
+impl From<SandboxError> for ApiError {
+    fn from(error: SandboxError) -> Self {
+        Self::Internal(error)
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Internal(error.into())
+    }
+}
+
+impl From<serde_json::Error> for ApiError {
+    fn from(error: serde_json::Error) -> Self {
+        Self::Internal(error.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind, code, param, message) = match self {
+            Self::Refused {
+                status,
+                kind,
+                code,
+                param,
+                message,
+            } => (status, kind, code, param, message),
+            Self::Internal(error) => {
+                tracing::error!(error = ?error, "sandbox api request failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorType::Api,
+                    None,
+                    None,
+                    "An unexpected error occurred in the billfold Stripe sandbox.".to_owned(),
+                )
+            }
+        };
+        let mut body = Map::new();
+        body.insert("type".into(), json!(kind.as_str()));
+        body.insert("message".into(), json!(message));
+        if let Some(code) = code {
+            body.insert("code".into(), json!(code));
+            body.insert(
+                "doc_url".into(),
+                json!(format!(
+                    "https://stripe.com/docs/error-codes/{}",
+                    code.replace('_', "-")
+                )),
+            );
+        }
+        if let Some(param) = param {
+            body.insert("param".into(), json!(param));
+        }
+        (status, Json(json!({ "error": Value::Object(body) }))).into_response()
+    }
+}

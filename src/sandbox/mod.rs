@@ -1,0 +1,124 @@
+//! The built-in Stripe sandbox (DESIGN.md, "The Stripe sandbox"): a small stateful
+//! stand-in for the part of Stripe's REST API billfold calls, its hosted Checkout page,
+//! and signed webhook delivery with retries. billfold mounts it under `/sandbox` when no
+//! real Stripe key is configured and talks to it through the real async-stripe client
+//! with base URL `{public_base_url}/sandbox/`.
+//!
+//! Owns tables `sandbox_objects`, `sandbox_idempotency_keys`, `sandbox_clocks`,
+//! `sandbox_events` and `sandbox_webhook_deliveries`. New resources plug into the same
+//! pieces: objects live in the generic store (`db`), are built from Stripe's fixtures
+//! (`objects`), announce changes through `events::emit`, and read time from the
+//! sandbox clock (`db::now`).
+
+mod checkout;
+mod customers;
+mod db;
+mod error;
+mod events;
+mod middleware;
+mod money;
+mod objects;
+mod params;
+mod webhooks;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::OriginalUri;
+use axum::http::{Method, StatusCode};
+use axum::routing::{get, post};
+use sqlx::PgPool;
+use tokio::sync::Notify;
+
+use error::ApiError;
+
+/// The API key the app should give the async-stripe client in sandbox mode.
+pub const SANDBOX_SECRET_KEY: &str = "sk_test_billfold_sandbox";
+
+/// Where the app mounts [`router`]; hosted page URLs and forms use it.
+const MOUNT_PATH: &str = "/sandbox";
+
+/// How the sandbox reaches billfold.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Where billfold is reachable, without trailing slash, e.g. "http://127.0.0.1:8080"; hosted page URLs are built from it.
+    pub public_base_url: String,
+    /// Where events are POSTed, e.g. "http://127.0.0.1:8080/webhooks/stripe".
+    pub webhook_url: String,
+    /// Signing secret (whsec_...).
+    pub webhook_secret: secrecy::SecretString,
+    /// First retry delay; doubles each attempt (production 2 s; tests use ~50 ms).
+    pub retry_base_delay: Duration,
+    /// Attempts before giving up (e.g. 8).
+    pub max_attempts: u32,
+}
+
+/// State shared by the sandbox's handlers.
+#[derive(Clone)]
+struct SandboxState {
+    db: PgPool,
+    config: Arc<SandboxConfig>,
+    /// Wakes the webhook worker when an event is queued.
+    new_event: Arc<Notify>,
+}
+
+/// The sandbox's routes, to be nested at `/sandbox`:
+///
+/// - `/v1/...`: the Stripe API subset (customers, checkout sessions, events), behind
+///   [`SANDBOX_SECRET_KEY`];
+/// - `GET /checkout/{id}` and `POST /checkout/{id}/pay`: the hosted Checkout page,
+///   styled by `/static/sandbox.css`, which the app serves.
+///
+/// Also starts the webhook worker on the current tokio runtime; it first delivers
+/// whatever a previous process left pending, and stops when `db` is closed.
+pub fn router(db: PgPool, config: SandboxConfig) -> Router {
+    let state = SandboxState {
+        db,
+        config: Arc::new(config),
+        new_event: Arc::new(Notify::new()),
+    };
+    tokio::spawn(webhooks::run_worker(
+        state.db.clone(),
+        Arc::clone(&state.config),
+        Arc::clone(&state.new_event),
+    ));
+
+    let api = Router::new()
+        .route("/customers", post(customers::create_customer))
+        .route("/customers/{id}", get(customers::retrieve_customer))
+        .route("/checkout/sessions", post(checkout::create_session))
+        .route("/checkout/sessions/{id}", get(checkout::retrieve_session))
+        .route(
+            "/checkout/sessions/{id}/expire",
+            post(checkout::expire_session),
+        )
+        .route("/events/{id}", get(events::retrieve_event))
+        .fallback(unknown_endpoint)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::replay_idempotent,
+        ))
+        .layer(axum::middleware::from_fn(middleware::require_secret_key))
+        .layer(axum::middleware::from_fn(middleware::request_id));
+
+    Router::new()
+        .nest("/v1", api)
+        .route("/checkout/{id}", get(checkout::checkout_page))
+        .route("/checkout/{id}/pay", post(checkout::pay))
+        .with_state(state)
+}
+
+/// Stripe's reply to a path it does not serve.
+async fn unknown_endpoint(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
+    ApiError::refused(
+        StatusCode::NOT_FOUND,
+        error::ErrorType::InvalidRequest,
+        None,
+        format!(
+            "Unrecognized request URL ({method}: {}). The billfold Stripe sandbox serves only \
+             the part of the Stripe API billfold uses.",
+            uri.path()
+        ),
+    )
+}

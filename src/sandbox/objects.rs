@@ -1,0 +1,288 @@
+//! Stripe objects in their real JSON shapes (API version `2026-09-30.endive`).
+//!
+//! Each object starts from Stripe's official example in `fixtures/` (copied verbatim
+//! from stripe/openapi `openapi/fixtures3.json`, MIT, Copyright (c) 2011- Stripe, Inc.;
+//! see `fixtures/SOURCE.md`) and is patched: ids, timestamps, amounts, urls and
+//! metadata are set, and the generator's placeholder values are replaced by what a
+//! fresh object really holds. A patch may only overwrite a field the fixture has, so
+//! a typo cannot invent a field async-stripe would not read.
+
+use rand::Rng;
+use rand::distributions::Alphanumeric;
+use serde_json::{Map, Value, json};
+
+use super::error::SandboxError;
+
+/// The Stripe API version whose shapes the sandbox serves.
+pub(crate) const API_VERSION: &str = "2026-09-30.endive";
+
+/// How long a checkout session stays open (Stripe's default: 24 hours).
+const CHECKOUT_SESSION_LIFETIME_SECS: i64 = 24 * 60 * 60;
+
+const CUSTOMER_FIXTURE: &str = include_str!("fixtures/customer.json");
+const CHECKOUT_SESSION_FIXTURE: &str = include_str!("fixtures/checkout.session.json");
+const EVENT_FIXTURE: &str = include_str!("fixtures/event.json");
+
+/// A new Stripe-style id: `prefix` followed by `len` random letters and digits.
+pub(crate) fn new_id(prefix: &str, len: usize) -> String {
+    let random: String = rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect();
+    format!("{prefix}{random}")
+}
+
+/// A fixture whose fields may be overwritten.
+struct Fixture {
+    name: &'static str,
+    fields: Map<String, Value>,
+}
+
+impl Fixture {
+    fn load(name: &'static str, text: &str) -> Result<Self, SandboxError> {
+        match serde_json::from_str(text)? {
+            Value::Object(fields) => Ok(Self { name, fields }),
+            _ => Err(SandboxError::Corrupt(format!("fixture {name}"))),
+        }
+    }
+
+    fn set(&mut self, field: &str, value: Value) -> Result<&mut Self, SandboxError> {
+        match self.fields.get_mut(field) {
+            Some(slot) => {
+                *slot = value;
+                Ok(self)
+            }
+            None => Err(SandboxError::Corrupt(format!(
+                "fixture {} has no field {field}",
+                self.name
+            ))),
+        }
+    }
+
+    fn into_value(self) -> Value {
+        Value::Object(self.fields)
+    }
+}
+
+/// Parameters of `POST /v1/customers` the sandbox keeps.
+#[derive(Debug)]
+pub(crate) struct NewCustomer {
+    pub(crate) email: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) description: Option<String>,
+    pub(crate) phone: Option<String>,
+    pub(crate) metadata: Map<String, Value>,
+}
+
+pub(crate) fn customer(id: &str, created: i64, new: NewCustomer) -> Result<Value, SandboxError> {
+    let mut customer = Fixture::load("customer", CUSTOMER_FIXTURE)?;
+    customer
+        .set("id", json!(id))?
+        .set("created", json!(created))?
+        .set("email", json!(new.email))?
+        .set("name", json!(new.name))?
+        .set("description", json!(new.description))?
+        .set("phone", json!(new.phone))?
+        .set("metadata", Value::Object(new.metadata))?
+        // a new customer has no address, currency, discount or shipping yet
+        .set("address", Value::Null)?
+        .set("currency", Value::Null)?
+        .set("discount", Value::Null)?
+        .set("shipping", Value::Null)?
+        .set("invoice_prefix", json!(new_id("", 8).to_uppercase()))?;
+    Ok(customer.into_value())
+}
+
+/// One `line_items[i]` of a checkout session, from inline `price_data`.
+#[derive(Debug)]
+pub(crate) struct NewLineItem {
+    /// The product name.
+    pub(crate) description: String,
+    pub(crate) quantity: i64,
+    /// `unit_amount × quantity` in minor units.
+    pub(crate) amount: i64,
+}
+
+/// Parameters of `POST /v1/checkout/sessions` (mode `payment`) the sandbox keeps.
+#[derive(Debug)]
+pub(crate) struct NewCheckoutSession {
+    pub(crate) currency: String,
+    pub(crate) line_items: Vec<NewLineItem>,
+    pub(crate) customer: Option<String>,
+    pub(crate) customer_email: Option<String>,
+    pub(crate) client_reference_id: Option<String>,
+    pub(crate) metadata: Map<String, Value>,
+    pub(crate) success_url: Option<String>,
+    pub(crate) cancel_url: Option<String>,
+}
+
+/// An open, unpaid checkout session whose hosted page is `url`.
+pub(crate) fn checkout_session(
+    id: &str,
+    created: i64,
+    url: &str,
+    amount_total: i64,
+    new: NewCheckoutSession,
+) -> Result<Value, SandboxError> {
+    let items: Vec<Value> = new
+        .line_items
+        .iter()
+        .map(|item| {
+            json!({
+                "id": new_id("li_", 24),
+                "object": "item",
+                "adjustable_quantity": null,
+                "amount_discount": 0,
+                "amount_subtotal": item.amount,
+                "amount_tax": 0,
+                "amount_total": item.amount,
+                "currency": new.currency,
+                "description": item.description,
+                "metadata": {},
+                "price": null,
+                "quantity": item.quantity,
+            })
+        })
+        .collect();
+    let mut session = Fixture::load("checkout.session", CHECKOUT_SESSION_FIXTURE)?;
+    session
+        .set("id", json!(id))?
+        .set("created", json!(created))?
+        .set(
+            "expires_at",
+            json!(created + CHECKOUT_SESSION_LIFETIME_SECS),
+        )?
+        .set("url", json!(url))?
+        .set("mode", json!("payment"))?
+        .set("ui_mode", json!("hosted_page"))?
+        .set("status", json!("open"))?
+        .set("payment_status", json!("unpaid"))?
+        .set("payment_intent", Value::Null)?
+        .set("currency", json!(new.currency))?
+        .set("amount_subtotal", json!(amount_total))?
+        .set("amount_total", json!(amount_total))?
+        .set(
+            "total_details",
+            json!({"amount_discount": 0, "amount_shipping": 0, "amount_tax": 0}),
+        )?
+        .set("customer", json!(new.customer))?
+        .set("customer_email", json!(new.customer_email))?
+        .set(
+            "customer_creation",
+            json!(if new.customer.is_some() {
+                None
+            } else {
+                Some("if_required")
+            }),
+        )?
+        .set("customer_details", Value::Null)?
+        .set("client_reference_id", json!(new.client_reference_id))?
+        .set("metadata", Value::Object(new.metadata))?
+        .set("success_url", json!(new.success_url))?
+        .set("cancel_url", json!(new.cancel_url))?
+        // no tax, shipping, consent, currency conversion or invoice in the sandbox
+        .set("adaptive_pricing", json!({"enabled": false}))?
+        .set("after_expiration", Value::Null)?
+        .set(
+            "automatic_tax",
+            json!({"enabled": false, "liability": null, "status": null, "provider": null}),
+        )?
+        .set("collected_information", Value::Null)?
+        .set("consent", Value::Null)?
+        .set("consent_collection", Value::Null)?
+        .set("currency_conversion", Value::Null)?
+        .set(
+            "custom_text",
+            json!({"after_submit": null, "shipping_address": null, "submit": null,
+                   "terms_of_service_acceptance": null}),
+        )?
+        .set(
+            "invoice_creation",
+            json!({"enabled": false, "invoice_data": {
+                "account_tax_ids": null, "custom_fields": null, "description": null,
+                "footer": null, "issuer": null, "metadata": {}, "rendering_options": null}}),
+        )?
+        .set("managed_payments", json!({"enabled": false}))?
+        .set("payment_method_configuration_details", Value::Null)?
+        .set("shipping_address_collection", Value::Null)?
+        .set("shipping_cost", Value::Null)?;
+    session.fields.insert(
+        "line_items".into(),
+        json!({
+            "object": "list",
+            "data": items,
+            "has_more": false,
+            "url": format!("/v1/checkout/sessions/{id}/line_items"),
+        }),
+    );
+    Ok(session.into_value())
+}
+
+/// Marks a checkout session paid: complete, with a payment intent and the buyer's
+/// details, as Stripe leaves it after a successful card payment. Like Stripe, a
+/// session that is no longer open has no `url`.
+pub(crate) fn complete_checkout_session(session: &mut Value, email: Option<String>) {
+    session["status"] = json!("complete");
+    session["url"] = Value::Null;
+    session["payment_status"] = json!("paid");
+    session["payment_intent"] = json!(new_id("pi_", 24));
+    session["customer_details"] = json!({
+        "address": null,
+        "business_name": null,
+        "email": email,
+        "individual_name": null,
+        "name": null,
+        "phone": null,
+        "tax_exempt": "none",
+        "tax_ids": [],
+    });
+}
+
+/// Marks an open checkout session expired.
+pub(crate) fn expire_checkout_session(session: &mut Value) {
+    session["status"] = json!("expired");
+    session["url"] = Value::Null;
+}
+
+/// The API request that caused an event (`event.request`).
+#[derive(Debug, Default)]
+pub(crate) struct EventRequest {
+    pub(crate) id: Option<String>,
+    pub(crate) idempotency_key: Option<String>,
+}
+
+/// An event about `object` (already in its public view).
+pub(crate) fn event(
+    id: &str,
+    created: i64,
+    event_type: &str,
+    object: Value,
+    request: EventRequest,
+) -> Result<Value, SandboxError> {
+    let mut event = Fixture::load("event", EVENT_FIXTURE)?;
+    event
+        .set("id", json!(id))?
+        .set("created", json!(created))?
+        .set("api_version", json!(API_VERSION))?
+        .set("type", json!(event_type))?
+        .set("data", json!({ "object": object }))?
+        .set("livemode", json!(false))?
+        .set("pending_webhooks", json!(1))?
+        .set(
+            "request",
+            json!({"id": request.id, "idempotency_key": request.idempotency_key}),
+        )?;
+    Ok(event.into_value())
+}
+
+/// The object as the API returns it: expandable-only fields (a session's
+/// `line_items`) are left out unless the request asked for them with `expand[]`.
+pub(crate) fn public_view(mut object: Value, expand: &[&str]) -> Value {
+    if let Value::Object(fields) = &mut object
+        && !expand.contains(&"line_items")
+    {
+        fields.remove("line_items");
+    }
+    object
+}
