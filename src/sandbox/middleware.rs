@@ -90,15 +90,20 @@ pub(crate) async fn replay_idempotent(
         )
     })?;
     let path = parts.uri.path().to_owned();
+    // Stripe compares the parameters, not the bytes: SDKs encode maps (metadata) in
+    // any order, so hash the sorted pairs.
+    let mut params: Vec<(String, String)> =
+        url::form_urlencoded::parse(&body).into_owned().collect();
+    params.sort();
     let mut hasher = Sha256::new();
-    for part in [
-        parts.method.as_str().as_bytes(),
-        b" ",
-        path.as_bytes(),
-        b"\n",
-        &body,
-    ] {
-        hasher.update(part);
+    hasher.update(parts.method.as_str().as_bytes());
+    hasher.update(b" ");
+    hasher.update(path.as_bytes());
+    for (k, v) in &params {
+        hasher.update(b"\n");
+        hasher.update(k.as_bytes());
+        hasher.update(b"=");
+        hasher.update(v.as_bytes());
     }
     let request_hash = hex::encode(hasher.finalize());
 

@@ -24,7 +24,8 @@ impl ChromeDriver {
     fn start() -> ChromeDriver {
         let mut last_error = String::new();
         for _ in 0..3 {
-            let dir = std::env::temp_dir().join(format!("billfold-chrome-{}", uuid::Uuid::new_v4()));
+            let dir =
+                std::env::temp_dir().join(format!("billfold-chrome-{}", uuid::Uuid::new_v4()));
             std::fs::create_dir_all(&dir).unwrap();
             let mut child = Command::new("chromedriver")
                 .arg("--port=0")
@@ -37,7 +38,11 @@ impl ChromeDriver {
                 .expect("chromedriver must be installed (script/bootstrap --browser)");
             let stdout = child.stdout.take().unwrap();
             let mut port = None;
-            for line in BufReader::new(stdout).lines().map_while(Result::ok).take(20) {
+            for line in BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .take(20)
+            {
                 if let Some(rest) = line.split("started successfully on port ").nth(1) {
                     port = rest.trim_end_matches('.').trim().parse().ok();
                     break;
@@ -57,7 +62,9 @@ impl ChromeDriver {
 
 impl Drop for ChromeDriver {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-KILL").arg(format!("-{}", self.child.id())).status();
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -88,12 +95,22 @@ impl Browser {
             caps.add_arg(arg).unwrap();
         }
         let profile = chromedriver.dir.join("profile");
-        caps.add_arg(&format!("--user-data-dir={}", profile.display())).unwrap();
-        let driver = WebDriver::new(format!("http://127.0.0.1:{}", chromedriver.port), caps).await.unwrap();
-        driver.set_page_load_timeout(Duration::from_secs(20)).await.unwrap();
+        caps.add_arg(&format!("--user-data-dir={}", profile.display()))
+            .unwrap();
+        let driver = WebDriver::new(format!("http://127.0.0.1:{}", chromedriver.port), caps)
+            .await
+            .unwrap();
+        driver
+            .set_page_load_timeout(Duration::from_secs(20))
+            .await
+            .unwrap();
         let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
         std::fs::create_dir_all(&shots).unwrap();
-        Browser { driver, _chromedriver: chromedriver, shots }
+        Browser {
+            driver,
+            _chromedriver: chromedriver,
+            shots,
+        }
     }
 
     /// Waits (up to 10 s) for an element: after a click that submits a form the URL may
@@ -110,7 +127,7 @@ impl Browser {
     async fn wait_for_text(&self, css: &str, text: &str) -> WebElement {
         self.driver
             .query(By::Css(css))
-            .with_text(text)
+            .with_text(text.to_owned())
             .wait(Duration::from_secs(10), Duration::from_millis(100))
             .first()
             .await
@@ -122,7 +139,10 @@ impl Browser {
     }
 
     async fn screenshot(&self, name: &str) {
-        let _ = self.driver.screenshot(&self.shots.join(format!("{name}.png"))).await;
+        let _ = self
+            .driver
+            .screenshot(&self.shots.join(format!("{name}.png")))
+            .await;
     }
 }
 
@@ -134,17 +154,37 @@ async fn a_customer_signs_up_buys_a_pack_and_sees_balance_and_chart(pool: PgPool
 
         b.driver.goto(format!("{}/signup", app.base)).await.unwrap();
         b.screenshot("signup").await;
-        b.wait_for("#email").await.send_keys("grace@example.com").await.unwrap();
-        b.wait_for("#password").await.send_keys(PASSWORD).await.unwrap();
-        b.wait_for("form[action='/signup'] button[type=submit]").await.click().await.unwrap();
+        b.wait_for("#email")
+            .await
+            .send_keys("grace@example.com")
+            .await
+            .unwrap();
+        b.wait_for("#password")
+            .await
+            .send_keys(PASSWORD)
+            .await
+            .unwrap();
+        b.wait_for("form[action='/signup'] button[type=submit]")
+            .await
+            .click()
+            .await
+            .unwrap();
 
         assert_eq!(b.text_of("#balance-total").await, "100 credits");
         b.screenshot("dashboard-new").await;
 
-        b.wait_for("a[href='/billing/top-up'].button").await.click().await.unwrap();
+        b.wait_for("a[href='/billing/top-up'].button")
+            .await
+            .click()
+            .await
+            .unwrap();
         b.wait_for("button[data-pack='pack_500']").await;
         b.screenshot("top-up").await;
-        b.wait_for("button[data-pack='pack_500']").await.click().await.unwrap();
+        b.wait_for("button[data-pack='pack_500']")
+            .await
+            .click()
+            .await
+            .unwrap();
 
         // Stripe's (sandbox) hosted checkout page.
         let pay = b.wait_for("form[action$='/pay'] button[type=submit]").await;
@@ -158,18 +198,34 @@ async fn a_customer_signs_up_buys_a_pack_and_sees_balance_and_chart(pool: PgPool
         assert!(b.text_of("#top-up-status").await.contains("600"));
         b.screenshot("top-up-success").await;
 
-        b.driver.goto(format!("{}/dashboard", app.base)).await.unwrap();
+        b.driver
+            .goto(format!("{}/dashboard", app.base))
+            .await
+            .unwrap();
         assert_eq!(b.text_of("#balance-total").await, "600 credits");
         assert_eq!(b.text_of("#balance-purchased").await, "500");
         let chart = b.wait_for("#usage-chart svg title").await;
-        assert_eq!(chart.inner_html().await.unwrap(), "Credits used per day, last 30 days");
-        assert!(b.text_of("#recent-entries").await.contains("Top-up: 500 credits"));
+        assert_eq!(
+            chart.inner_html().await.unwrap(),
+            "Credits used per day, last 30 days"
+        );
+        assert!(
+            b.text_of("#recent-entries")
+                .await
+                .contains("Top-up: 500 credits")
+        );
         b.screenshot("dashboard-after-top-up").await;
 
-        b.driver.goto(format!("{}/credits", app.base)).await.unwrap();
+        b.driver
+            .goto(format!("{}/credits", app.base))
+            .await
+            .unwrap();
         b.wait_for("#statement").await;
         b.screenshot("statement").await;
-        b.driver.goto(format!("{}/settings/api-keys", app.base)).await.unwrap();
+        b.driver
+            .goto(format!("{}/settings/api-keys", app.base))
+            .await
+            .unwrap();
         b.wait_for("#name").await;
         b.screenshot("api-keys").await;
 

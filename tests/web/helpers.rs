@@ -24,7 +24,9 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn(db: PgPool) -> TestApp {
-        billfold::telemetry::init(LogFormat::Text);
+        if std::env::var_os("TEST_LOG").is_some() {
+            billfold::telemetry::init(LogFormat::Text);
+        }
         let data_dir = std::env::temp_dir().join(format!("billfold-test-{}", Uuid::new_v4()));
         let config = Config {
             database_url: None,

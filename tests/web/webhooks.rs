@@ -72,19 +72,40 @@ async fn twenty_concurrent_deliveries_of_one_event_grant_once(pool: PgPool) {
         let client = app.client.clone();
         let (url, body, sig) = (app.url("/webhooks/stripe"), body.clone(), sig.clone());
         tokio::spawn(async move {
-            client.post(url).header("stripe-signature", sig).body(body).send().await.unwrap().status()
+            client
+                .post(url)
+                .header("stripe-signature", sig)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
         })
     });
-    let statuses: Vec<StatusCode> = futures_util::future::join_all(deliveries).await.into_iter().map(Result::unwrap).collect();
-    assert!(statuses.iter().all(|s| *s == StatusCode::OK), "{statuses:?}");
+    let statuses: Vec<StatusCode> = futures_util::future::join_all(deliveries)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
     assert_eq!(app.assert_ledger_consistent(ws).await, (100, 500));
-    assert_eq!(app.count("select count(*) from ledger_entries where kind = 'top_up'").await, 1);
+    assert_eq!(
+        app.count("select count(*) from ledger_entries where kind = 'top_up'")
+            .await,
+        1
+    );
     assert_eq!(app.count("select count(*) from stripe_events").await, 1);
 
     // Another event about the same session (Stripe may send both completed and
     // async_payment_succeeded) grants nothing more: grants are keyed by session id.
     let again = completed_event(&app, &checkout, "evt_test_other").await;
-    assert_eq!(deliver(&app, &again, Some(&sign(&again, WEBHOOK_SECRET, 0))).await, StatusCode::OK);
+    assert_eq!(
+        deliver(&app, &again, Some(&sign(&again, WEBHOOK_SECRET, 0))).await,
+        StatusCode::OK
+    );
     assert_eq!(app.assert_ledger_consistent(ws).await, (100, 500));
 }
 
@@ -100,13 +121,25 @@ async fn badly_signed_deliveries_are_refused_and_change_nothing(pool: PgPool) {
     assert_ne!(tampered, body);
     let cases: [(&str, &str, Option<String>); 5] = [
         ("tampered body", &tampered, Some(good.clone())),
-        ("wrong secret", &body, Some(sign(&body, "whsec_someone_else", 0))),
-        ("ten minutes old", &body, Some(sign(&body, WEBHOOK_SECRET, 600))),
+        (
+            "wrong secret",
+            &body,
+            Some(sign(&body, "whsec_someone_else", 0)),
+        ),
+        (
+            "ten minutes old",
+            &body,
+            Some(sign(&body, WEBHOOK_SECRET, 600)),
+        ),
         ("garbage header", &body, Some("t=abc,v1=zzz".to_owned())),
         ("no header", &body, None),
     ];
     for (what, payload, sig) in cases {
-        assert_eq!(deliver(&app, payload, sig.as_deref()).await, StatusCode::BAD_REQUEST, "{what}");
+        assert_eq!(
+            deliver(&app, payload, sig.as_deref()).await,
+            StatusCode::BAD_REQUEST,
+            "{what}"
+        );
     }
     assert_eq!(app.count("select count(*) from stripe_events").await, 0);
     assert_eq!(app.assert_ledger_consistent(ws).await, (100, 0));
@@ -125,7 +158,14 @@ async fn events_billfold_does_not_handle_are_acknowledged_and_ignored(pool: PgPo
         "customer.created",
         serde_json::from_str(include_str!("../../src/sandbox/fixtures/customer.json")).unwrap(),
     );
-    assert_eq!(deliver(&app, &body, Some(&sign(&body, WEBHOOK_SECRET, 0))).await, StatusCode::OK);
-    assert_eq!(app.count("select count(*) from stripe_events where processed_at is not null").await, 1);
+    assert_eq!(
+        deliver(&app, &body, Some(&sign(&body, WEBHOOK_SECRET, 0))).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.count("select count(*) from stripe_events where processed_at is not null")
+            .await,
+        1
+    );
     assert_eq!(app.assert_ledger_consistent(ws).await, (100, 0));
 }
