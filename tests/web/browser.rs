@@ -198,11 +198,25 @@ async fn a_customer_signs_up_buys_a_pack_and_sees_balance_and_chart(pool: PgPool
         assert!(b.text_of("#top-up-status").await.contains("600"));
         b.screenshot("top-up-success").await;
 
+        // The product reports usage: 30 credits come out of the plan credits first.
+        let ws = app.workspace_of("grace@example.com").await;
+        let key = billfold::api_keys::create(&app.db, ws, None, "Backend")
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            let body = serde_json::json!({"feature": "graph.query", "quantity": 10});
+            assert_eq!(
+                app.consume(&key.plaintext, body).await.0,
+                reqwest::StatusCode::OK
+            );
+        }
+
         b.driver
             .goto(format!("{}/dashboard", app.base))
             .await
             .unwrap();
-        assert_eq!(b.text_of("#balance-total").await, "600 credits");
+        assert_eq!(b.text_of("#balance-total").await, "510 credits");
+        assert_eq!(b.text_of("#balance-plan").await, "10");
         assert_eq!(b.text_of("#balance-purchased").await, "500");
         let chart = b.wait_for("#usage-chart svg title").await;
         assert_eq!(
@@ -229,8 +243,7 @@ async fn a_customer_signs_up_buys_a_pack_and_sees_balance_and_chart(pool: PgPool
         b.wait_for("#name").await;
         b.screenshot("api-keys").await;
 
-        let ws = app.workspace_of("grace@example.com").await;
-        assert_eq!(app.assert_ledger_consistent(ws).await, (100, 500));
+        assert_eq!(app.assert_ledger_consistent(ws).await, (10, 500));
         b.driver.clone().quit().await.unwrap();
     })
     .await
