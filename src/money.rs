@@ -21,19 +21,35 @@ impl Money {
     }
 }
 
-/// "€40.00", "$1,234.50", "1,000.00 CHF": two minor digits (every currency billfold
-/// sells in has two; zero-decimal currencies are not supported yet).
+/// ISO 4217 currencies without a minor unit, as Stripe lists them: 500 `jpy` is ¥500
+/// (<https://docs.stripe.com/currencies#zero-decimal>).
+const ZERO_DECIMAL: &[&str] = &[
+    "bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv",
+    "xaf", "xof", "xpf",
+];
+
+/// "€40.00", "$1,234.50", "¥500", "CHF 1,000.00": the currency's symbol where common,
+/// else its uppercase code; two minor digits except for zero-decimal currencies.
 impl fmt::Display for Money {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let sign = if self.minor < 0 { "-" } else { "" };
+        let prefix = match self.currency.as_str() {
+            "eur" => "€".to_owned(),
+            "usd" => "$".to_owned(),
+            "gbp" => "£".to_owned(),
+            "jpy" => "¥".to_owned(),
+            other => format!("{} ", other.to_ascii_uppercase()),
+        };
         let abs = self.minor.unsigned_abs();
-        let major = group_thousands(abs / 100);
-        let cents = abs % 100;
-        match self.currency.as_str() {
-            "eur" => write!(f, "{sign}€{major}.{cents:02}"),
-            "usd" => write!(f, "{sign}${major}.{cents:02}"),
-            "gbp" => write!(f, "{sign}£{major}.{cents:02}"),
-            other => write!(f, "{sign}{major}.{cents:02} {}", other.to_ascii_uppercase()),
+        if ZERO_DECIMAL.contains(&self.currency.as_str()) {
+            write!(f, "{sign}{prefix}{}", group_thousands(abs))
+        } else {
+            write!(
+                f,
+                "{sign}{prefix}{}.{:02}",
+                group_thousands(abs / 100),
+                abs % 100
+            )
         }
     }
 }
@@ -66,7 +82,8 @@ mod tests {
         assert_eq!(Money::new(4000, "EUR").to_string(), "€40.00");
         assert_eq!(Money::new(123_456_789, "usd").to_string(), "$1,234,567.89");
         assert_eq!(Money::new(-5, "eur").to_string(), "-€0.05");
-        assert_eq!(Money::new(100_000, "chf").to_string(), "1,000.00 CHF");
+        assert_eq!(Money::new(100_000, "chf").to_string(), "CHF 1,000.00");
+        assert_eq!(Money::new(500, "JPY").to_string(), "¥500");
     }
 
     #[test]

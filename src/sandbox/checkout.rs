@@ -2,6 +2,7 @@
 //! `POST .../{id}/expire`) and the hosted page a buyer pays on
 //! (`GET /checkout/{id}`, `POST /checkout/{id}/pay`).
 
+use crate::money::Money;
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::body::Bytes;
@@ -15,7 +16,7 @@ use sqlx::PgConnection;
 
 use super::error::{ApiError, ErrorType, SandboxError};
 use super::middleware::RequestId;
-use super::money::format_amount;
+
 use super::objects::{self, EventRequest, NewCheckoutSession, NewLineItem};
 use super::params::{self, Param};
 use super::{MOUNT_PATH, SandboxState, db, events};
@@ -351,10 +352,10 @@ impl CheckoutPage {
                 .map(|item| ItemRow {
                     description: item.description.clone().unwrap_or_default(),
                     quantity: item.quantity,
-                    amount: format_amount(item.amount_total, &session.currency),
+                    amount: Money::new(item.amount_total, &session.currency).to_string(),
                 })
                 .collect(),
-            total: format_amount(session.amount_total, &session.currency),
+            total: Money::new(session.amount_total, &session.currency).to_string(),
             customer_email: session.customer_email.clone(),
             pay_action: format!("{MOUNT_PATH}/checkout/{id}/pay"),
             cancel_url: session.cancel_url.clone(),

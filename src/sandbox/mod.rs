@@ -16,7 +16,6 @@ mod db;
 mod error;
 mod events;
 mod middleware;
-mod money;
 mod objects;
 mod params;
 mod webhooks;

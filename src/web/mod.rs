@@ -6,6 +6,7 @@
 //! metering API, the Stripe webhook and the sandbox get no session, CSRF or login.
 
 pub mod api;
+pub mod assets;
 pub mod auth;
 pub mod csrf;
 pub mod dashboard;
@@ -28,7 +29,6 @@ use axum_login::AuthManagerLayerBuilder;
 use secrecy::SecretString;
 use sqlx::PgPool;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 use tower_sessions::cookie::SameSite;
@@ -112,7 +112,7 @@ pub fn router(state: AppState, session_store: PostgresStore, sandbox: Option<Rou
     let mut app = Router::new()
         .merge(session_routes)
         .merge(machine_routes)
-        .nest_service("/static", ServeDir::new(static_dir()))
+        .route("/static/{file}", get(assets::serve_asset))
         .fallback(error::not_found);
     if let Some(sandbox) = sandbox {
         app = app.nest_service("/sandbox", sandbox);
@@ -159,15 +159,4 @@ pub fn router(state: AppState, session_store: PostgresStore, sandbox: Option<Rou
     .layer(PropagateRequestIdLayer::new(REQUEST_ID))
     .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
     .with_state(state)
-}
-
-/// Where static assets live: `static/` beside Cargo.toml in development, or
-/// `STATIC_DIR`-free installs next to the binary's working directory.
-fn static_dir() -> std::path::PathBuf {
-    let here = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("static");
-    if here.is_dir() {
-        here
-    } else {
-        std::path::PathBuf::from("static")
-    }
 }

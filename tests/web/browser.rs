@@ -124,14 +124,24 @@ impl Browser {
             .unwrap_or_else(|e| panic!("{css} never appeared: {e}"))
     }
 
-    async fn wait_for_text(&self, css: &str, text: &str) -> WebElement {
-        self.driver
-            .query(By::Css(css))
-            .with_text(text.to_owned())
-            .wait(Duration::from_secs(10), Duration::from_millis(100))
-            .first()
-            .await
-            .unwrap_or_else(|e| panic!("{css} with text {text:?} never appeared: {e}"))
+    /// Waits (up to 10 s) until an element matching `css` contains `text`. Polls by
+    /// hand: htmx replaces the element while we look (stale references are retried).
+    async fn wait_for_text(&self, css: &str, text: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(found) = self.driver.find_all(By::Css(css)).await {
+                for el in found {
+                    if el.text().await.is_ok_and(|t| t.contains(text)) {
+                        return;
+                    }
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{css} with text {text:?} never appeared"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     async fn text_of(&self, css: &str) -> String {

@@ -7,5 +7,6 @@ mod helpers;
 mod api;
 mod auth;
 mod browser;
+mod statement;
 mod top_up;
 mod webhooks;
