@@ -232,26 +232,44 @@ impl LedgerEntry {
     }
 }
 
-/// A page of the statement, newest first: at most `limit` entries with id < `before`.
+/// Which page of a statement to read (keyset pagination on the entry id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatementPage {
+    /// Newest first, entries older than this id (`None`: the newest page).
+    NewestBefore(Option<i64>),
+    /// Oldest first, entries newer than this id (`None`: from the start; CSV export).
+    OldestAfter(Option<i64>),
+}
+
+/// At most `limit` ledger entries of a workspace, in the page's order.
 pub async fn entries(
     db: &PgPool,
     workspace_id: Uuid,
-    before: Option<i64>,
+    page: StatementPage,
     limit: i64,
 ) -> anyhow::Result<Vec<LedgerEntry>> {
-    Ok(sqlx::query_as::<_, LedgerEntry>(
+    let (filter, order, cursor) = match page {
+        StatementPage::NewestBefore(id) => (
+            "ledger_entry_id < coalesce($2, 9223372036854775807)",
+            "desc",
+            id,
+        ),
+        StatementPage::OldestAfter(id) => ("ledger_entry_id > coalesce($2, 0)", "asc", id),
+    };
+    let sql = format!(
         "select ledger_entry_id, kind, plan_delta, purchased_delta, plan_balance_after,
                 purchased_balance_after, description, created_at
            from ledger_entries
-          where workspace_id = $1 and ledger_entry_id < coalesce($2, 9223372036854775807)
-          order by ledger_entry_id desc
-          limit $3",
-    )
-    .bind(workspace_id)
-    .bind(before)
-    .bind(limit)
-    .fetch_all(db)
-    .await?)
+          where workspace_id = $1 and {filter}
+          order by ledger_entry_id {order}
+          limit $3"
+    );
+    Ok(sqlx::query_as::<_, LedgerEntry>(&sql)
+        .bind(workspace_id)
+        .bind(cursor)
+        .bind(limit)
+        .fetch_all(db)
+        .await?)
 }
 
 /// Number of ledger entries of a workspace (statement pagination).
@@ -262,28 +280,6 @@ pub async fn count_entries(db: &PgPool, workspace_id: Uuid) -> anyhow::Result<i6
             .fetch_one(db)
             .await?,
     )
-}
-
-/// Entries oldest first with id > `after` (CSV export, in pages).
-pub async fn entries_after(
-    db: &PgPool,
-    workspace_id: Uuid,
-    after: Option<i64>,
-    limit: i64,
-) -> anyhow::Result<Vec<LedgerEntry>> {
-    Ok(sqlx::query_as::<_, LedgerEntry>(
-        "select ledger_entry_id, kind, plan_delta, purchased_delta, plan_balance_after,
-                purchased_balance_after, description, created_at
-           from ledger_entries
-          where workspace_id = $1 and ledger_entry_id > coalesce($2, 0)
-          order by ledger_entry_id
-          limit $3",
-    )
-    .bind(workspace_id)
-    .bind(after)
-    .bind(limit)
-    .fetch_all(db)
-    .await?)
 }
 
 /// Credits consumed per UTC day over the last `days` days, oldest first, with zero

@@ -55,7 +55,8 @@ pub async fn show_dashboard(
         .ok_or(AppError::NotFound)?;
     let balance = ledger::balance(&state.db, ws).await?;
     let days = ledger::daily_usage(&state.db, ws, CHART_DAYS).await?;
-    let entries = ledger::entries(&state.db, ws, None, 8).await?;
+    let entries =
+        ledger::entries(&state.db, ws, ledger::StatementPage::NewestBefore(None), 8).await?;
     let usage_total = days.iter().map(|(_, c)| c).sum();
     let usage_days = days
         .iter()
@@ -111,7 +112,13 @@ pub async fn show_statement(
     Query(q): Query<StatementQuery>,
 ) -> Result<Response> {
     let ws = member.workspace.workspace_id;
-    let mut entries = ledger::entries(&state.db, ws, q.before, PAGE_SIZE + 1).await?;
+    let mut entries = ledger::entries(
+        &state.db,
+        ws,
+        ledger::StatementPage::NewestBefore(q.before),
+        PAGE_SIZE + 1,
+    )
+    .await?;
     let older = if entries.len() as i64 > PAGE_SIZE {
         entries.truncate(PAGE_SIZE as usize);
         entries.last().map(|e| e.ledger_entry_id)
@@ -179,7 +186,7 @@ fn async_stream(
             // Pages of 1,000 oldest-first via keyset, so the pool connection is not held
             // for the whole download.
             let page: Result<Vec<LedgerEntry>, anyhow::Error> =
-                ledger::entries_after(&db, ws, after, 1000).await;
+                ledger::entries(&db, ws, ledger::StatementPage::OldestAfter(after), 1000).await;
             match page {
                 Ok(entries) if entries.is_empty() => None,
                 Ok(entries) => {
