@@ -43,6 +43,11 @@ enum Command {
         #[command(subcommand)]
         command: ApiKeyCommand,
     },
+    /// Stripe helpers.
+    Stripe {
+        #[command(subcommand)]
+        command: StripeCommand,
+    },
     /// Database helpers.
     Db {
         #[command(subcommand)]
@@ -61,6 +66,13 @@ enum ApiKeyCommand {
         #[arg(long)]
         name: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum StripeCommand {
+    /// Create or update Stripe products and prices for every paid plan and credit pack,
+    /// idempotently by lookup key (against the sandbox when STRIPE_SECRET_KEY is unset).
+    Sync,
 }
 
 #[derive(Debug, Subcommand)]
@@ -153,6 +165,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "API key {:?} for workspace {:?}: shown once, store it now",
                 created.key.name, ws.workspace_name
             );
+            finish(db, pg).await
+        }
+        Command::Stripe {
+            command: StripeCommand::Sync,
+        } => {
+            let (db, pg) = startup::connect(&config).await?;
+            startup::migrate(&db).await?;
+            crate::catalog::seed_default(&db).await?;
+            let (stripe, sandbox) = startup::stripe_client_for_cli(&config, &db).await?;
+            let report = crate::catalog::sync::sync(&db, &stripe).await;
+            if let Some(server) = sandbox {
+                server.abort();
+            }
+            for line in report? {
+                println!("{line}");
+            }
             finish(db, pg).await
         }
         Command::Db {

@@ -145,6 +145,42 @@ impl Application {
     }
 }
 
+/// The Stripe client for a one-off CLI command. With a real key: Stripe. In sandbox
+/// mode the sandbox is served in-process on a free loopback port for the command's
+/// duration (abort the returned task when done); its events queue in the database and
+/// are delivered by the next `serve`.
+pub async fn stripe_client_for_cli(
+    config: &Config,
+    db: &PgPool,
+) -> anyhow::Result<(StripeClient, Option<tokio::task::JoinHandle<()>>)> {
+    if let Some(key) = &config.stripe_secret_key {
+        return Ok((
+            StripeClient::new(key, config.stripe_api_base.as_deref())?,
+            None,
+        ));
+    }
+    let listener = TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .context("bind the sandbox")?;
+    let base_url = format!("http://{}", listener.local_addr()?);
+    let webhook_secret = webhook_secret(config)?;
+    let mut cli_config = config.clone();
+    cli_config.base_url = Some(
+        config
+            .base_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", config.bind)),
+    );
+    let (stripe, sandbox) = sandbox_parts(&cli_config, db, &base_url, &webhook_secret)?;
+    let router = axum::Router::new().nest_service("/sandbox", sandbox.unwrap_or_default());
+    let server = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "in-process sandbox stopped");
+        }
+    });
+    Ok((stripe, Some(server)))
+}
+
 #[cfg(feature = "sandbox")]
 fn sandbox_parts(
     config: &Config,

@@ -10,6 +10,8 @@ fn billfold(db_url: &str, args: &[&str]) -> std::process::Output {
         .args(args)
         .env("DATABASE_URL", db_url)
         .env("RUST_LOG", "warn")
+        .env("DATA_DIR", std::env::temp_dir().join("billfold-cli-test"))
+        .env_remove("STRIPE_SECRET_KEY")
         .output()
         .expect("run billfold")
 }
@@ -145,4 +147,26 @@ async fn seed_demo_creates_the_demo_logins_once_with_a_consistent_ledger(pool: P
         .await
         .unwrap();
     assert_eq!(usage, 14, "two weeks of demo usage for the chart");
+}
+
+#[sqlx::test]
+async fn stripe_sync_runs_against_the_in_process_sandbox_and_is_idempotent(pool: PgPool) {
+    let url = url_of(&pool).await;
+    let out = billfold(&url, &["stripe", "sync"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(first.lines().count(), 8, "{first}");
+    assert!(first.lines().all(|l| l.ends_with(" created")), "{first}");
+    assert!(first.contains("billfold_plan_pro_monthly"));
+
+    let out = billfold(&url, &["stripe", "sync"]);
+    let second = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        second.lines().all(|l| l.ends_with(" unchanged")),
+        "{second}"
+    );
 }

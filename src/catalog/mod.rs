@@ -2,6 +2,8 @@
 //! `plan_entitlements`, `credit_packs`, `features`. Seeded with DESIGN.md's default
 //! catalog on an empty database; admins edit it later.
 
+pub mod sync;
+
 use sqlx::PgPool;
 
 use crate::money::Money;

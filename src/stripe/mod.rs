@@ -5,6 +5,7 @@
 //! The client's base URL is configurable: real Stripe, `STRIPE_API_BASE`, or the
 //! built-in sandbox (`{BASE_URL}/sandbox/`). The code path is the same in every mode.
 
+pub mod catalog;
 pub mod webhooks;
 
 use std::collections::HashMap;

@@ -7,6 +7,7 @@ mod helpers;
 mod api;
 mod auth;
 mod browser;
+mod catalog;
 mod statement;
 mod top_up;
 mod webhooks;
