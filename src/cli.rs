@@ -213,8 +213,11 @@ async fn finish(
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // Demo users (one of them staff, with a published password) only in sandbox mode:
+    // a production deployment with a real Stripe key never gets them implicitly.
+    let sandbox = config.stripe_sandbox();
     let app = Application::build(config).await?;
-    let seeded = demo::seed(app.db()).await?;
+    let seeded = sandbox && demo::seed(app.db()).await?;
     println!();
     println!("  billfold is running at {}", app.base_url());
     if seeded {
@@ -222,21 +225,27 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             "  demo data created. Sign in at {}/login with:",
             app.base_url()
         );
+        demo::print_logins();
+    } else if sandbox {
+        println!(
+            "  sign in at {}/login (demo logins, unless you changed them):",
+            app.base_url()
+        );
+        demo::print_logins();
     } else {
         println!(
-            "  sign in at {}/login (demo logins, if you kept them):",
+            "  create the first account at {}/signup or with `billfold create-user`",
             app.base_url()
         );
     }
-    demo::print_logins();
-    println!(
-        "  Stripe: {}",
-        if app.base_url().is_empty() {
-            ""
-        } else {
-            "see README for real Stripe; without STRIPE_SECRET_KEY the built-in sandbox is used"
-        }
-    );
+    if sandbox {
+        println!("  Stripe: built-in sandbox (set STRIPE_SECRET_KEY for real Stripe; see README)");
+    } else {
+        println!(
+            "  Stripe: live API with STRIPE_SECRET_KEY; webhooks at {}/webhooks/stripe",
+            app.base_url()
+        );
+    }
     println!("  stop with Ctrl-C");
     println!();
     app.run_until_stopped().await

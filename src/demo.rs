@@ -38,7 +38,12 @@ pub async fn seed(db: &PgPool) -> anyhow::Result<bool> {
     }
     let mut customer = None;
     for (role, email, password) in LOGINS {
-        let user = accounts::sign_up(db, email, password, role == "staff").await?;
+        let user = match accounts::sign_up(db, email, password, role == "staff").await {
+            Ok(user) => user,
+            // Another process starting at the same time seeded first.
+            Err(accounts::SignupError::EmailTaken) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
         if role == "customer" {
             customer = Some(user);
         }

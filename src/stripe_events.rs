@@ -5,7 +5,7 @@
 
 use sqlx::PgPool;
 
-use crate::stripe::webhooks::{EventPayload, VerifiedEvent};
+use crate::stripe::webhooks::{EventPayload, HANDLED_EVENT_TYPES, VerifiedEvent};
 use crate::top_ups;
 
 /// What happened to a delivery.
@@ -25,6 +25,15 @@ pub async fn record_and_apply(
     event: &VerifiedEvent,
     raw: &serde_json::Value,
 ) -> anyhow::Result<Processed> {
+    if let EventPayload::Unreadable(reason) = &event.payload
+        && HANDLED_EVENT_TYPES.contains(&event.event_type.as_str())
+    {
+        // Fail loudly (5xx): Stripe retries, and the operator sees failing deliveries.
+        anyhow::bail!(
+            "cannot read a {} event: {reason}; is the endpoint on API version 2026-09-30.endive?",
+            event.event_type
+        );
+    }
     let mut tx = db.begin().await?;
     let fresh = sqlx::query(
         "insert into stripe_events (stripe_event_id, event_type, livemode, payload)
@@ -50,7 +59,9 @@ pub async fn record_and_apply(
         EventPayload::CheckoutSessionExpired(session) => {
             top_ups::mark_expired(&mut tx, &session.id).await?
         }
-        EventPayload::Other => tracing::debug!("event type not handled; acknowledged"),
+        EventPayload::Other | EventPayload::Unreadable(_) => {
+            tracing::debug!("event type not handled; acknowledged")
+        }
     }
     sqlx::query("update stripe_events set processed_at = now() where stripe_event_id = $1")
         .bind(&event.id)

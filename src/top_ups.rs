@@ -167,22 +167,38 @@ pub async fn start(
     if let Some(code) = &quote.credit_pack_code {
         metadata.insert("credit_pack".to_owned(), code.clone());
     }
-    let session = stripe
-        .create_payment_checkout(&PaymentCheckout {
-            product_name: quote.name.clone(),
-            amount_minor: quote.price.minor,
-            currency: quote.price.currency.clone(),
-            customer_id,
-            client_reference_id: buyer.workspace_id.to_string(),
-            metadata,
-            success_url: format!(
-                "{}/billing/top-up/success?session_id={{CHECKOUT_SESSION_ID}}",
-                buyer.base_url
-            ),
-            cancel_url: format!("{}/billing/top-up?canceled=1", buyer.base_url),
-            idempotency_key: format!("top-up-{}", buyer.form_key),
-        })
-        .await?;
+    let choice_key = match choice {
+        TopUpChoice::Pack(code) => code.clone(),
+        TopUpChoice::CustomEur(eur) => format!("eur{eur}"),
+    };
+    let request = PaymentCheckout {
+        product_name: quote.name.clone(),
+        amount_minor: quote.price.minor,
+        currency: quote.price.currency.clone(),
+        customer_id,
+        client_reference_id: buyer.workspace_id.to_string(),
+        metadata,
+        success_url: format!(
+            "{}/billing/top-up/success?session_id={{CHECKOUT_SESSION_ID}}",
+            buyer.base_url
+        ),
+        cancel_url: format!("{}/billing/top-up?canceled=1", buyer.base_url),
+        // One page view + one choice = one session: a double submit or a retry opens
+        // the same session, another pack from the same (cached) page a new one.
+        idempotency_key: format!("top-up-{}-{choice_key}", buyer.form_key),
+    };
+    let mut attempt = 0;
+    let session = loop {
+        match stripe.create_payment_checkout(&request).await {
+            // 409: the same key is still being processed (a double click); Stripe
+            // answers the replay once the first request is done.
+            Err(StripeCallError::Refused { status: 409, .. }) if attempt < 5 => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+            }
+            other => break other?,
+        }
+    };
     sqlx::query(
         "insert into top_ups (workspace_id, stripe_checkout_session_id, credit_pack_code, credits,
                 amount_minor, currency, created_by)
@@ -279,29 +295,50 @@ async fn recover_from_metadata(
     if meta("purpose") != Some("top_up") {
         return Ok(None);
     }
-    let (Some(workspace_id), Some(credits)) = (
-        meta("workspace_id").and_then(|v| v.parse::<Uuid>().ok()),
-        meta("credits")
-            .and_then(|v| v.parse::<i64>().ok())
-            .filter(|c| *c > 0),
-    ) else {
-        tracing::warn!(session = %session.id, "top-up session with unreadable metadata ignored");
+    let Some(workspace_id) = meta("workspace_id").and_then(|v| v.parse::<Uuid>().ok()) else {
+        tracing::warn!(session = %session.id, "top-up session without a workspace ignored");
         return Ok(None);
+    };
+    // Credits come from what was paid, priced by our catalog, never from the
+    // metadata's own `credits` (anyone able to create sessions could write any number).
+    let paid = session.amount_total.unwrap_or(0);
+    let currency = session.currency.as_deref().unwrap_or_default();
+    let pack: Option<(i64, i64, String)> = match meta("credit_pack") {
+        Some(code) => sqlx::query_as(
+            "select credits, price_minor, currency from credit_packs where credit_pack_code = $1",
+        )
+        .bind(code)
+        .fetch_optional(&mut *conn)
+        .await?,
+        None => None,
+    };
+    let is_pack = pack.is_some();
+    let credits = match pack {
+        Some((credits, price, pack_currency)) if paid >= price && currency == pack_currency => {
+            credits
+        }
+        None if currency == custom_top_up::CURRENCY && paid > 0 && paid % 100 == 0 => {
+            paid / 100 * custom_top_up::CREDITS_PER_EUR
+        }
+        _ => {
+            tracing::warn!(session = %session.id, paid, currency, "top-up session whose payment does not match the catalog ignored");
+            return Ok(None);
+        }
     };
     let inserted: Option<Uuid> = sqlx::query_scalar(
         "insert into top_ups (workspace_id, stripe_checkout_session_id, credit_pack_code, credits,
                 amount_minor, currency)
-         select $1, $2, (select credit_pack_code from credit_packs where credit_pack_code = $3), $4, $5, $6
+         select $1, $2, $3, $4, $5, $6
           where exists (select 1 from workspaces where workspace_id = $1)
          on conflict (stripe_checkout_session_id) do nothing
          returning workspace_id",
     )
     .bind(workspace_id)
     .bind(&session.id)
-    .bind(meta("credit_pack"))
+    .bind(meta("credit_pack").filter(|_| is_pack))
     .bind(credits)
-    .bind(session.amount_total.unwrap_or(0).max(1))
-    .bind(session.currency.as_deref().unwrap_or("eur"))
+    .bind(paid)
+    .bind(currency)
     .fetch_optional(&mut *conn)
     .await?;
     Ok(inserted.map(|ws| (ws, credits)))

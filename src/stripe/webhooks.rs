@@ -47,21 +47,39 @@ pub enum EventPayload {
     CheckoutSessionExpired(CheckoutSessionInfo),
     /// Any other event type.
     Other,
+    /// Genuine (signature verified) but its object could not be read.
+    Unreadable(String),
 }
 
+/// Event types billfold acts on; the others are acknowledged and ignored.
+pub const HANDLED_EVENT_TYPES: &[&str] = &[
+    "checkout.session.completed",
+    "checkout.session.async_payment_succeeded",
+    "checkout.session.expired",
+];
+
 /// Verifies `payload` against the `Stripe-Signature` header and parses it.
+///
+/// A correctly signed event whose object async-stripe cannot read (an endpoint on
+/// another API version, or an event type billfold never asked for) is not refused:
+/// it comes back as [`EventPayload::Unreadable`], so that unhandled types are still
+/// acknowledged and handled ones fail with a 5xx that Stripe retries and alerts on.
 pub fn verify(
     payload: &str,
     signature_header: &str,
     secret: &SecretString,
 ) -> Result<VerifiedEvent, VerifyError> {
-    let event = Webhook::construct_event(payload, signature_header, secret.expose_secret())
-        .map_err(|e| match e {
-            WebhookError::BadKey | WebhookError::BadHeader(_) => VerifyError::BadHeader,
-            WebhookError::BadSignature => VerifyError::BadSignature,
-            WebhookError::BadTimestamp(_) => VerifyError::Stale,
-            WebhookError::BadParse(m) => VerifyError::BadPayload(m),
-        })?;
+    let event = match Webhook::construct_event(payload, signature_header, secret.expose_secret()) {
+        Ok(event) => event,
+        // async-stripe checks signature and timestamp before parsing: BadParse means
+        // the delivery is genuine.
+        Err(WebhookError::BadParse(reason)) => return envelope_only(payload, reason),
+        Err(WebhookError::BadKey | WebhookError::BadHeader(_)) => {
+            return Err(VerifyError::BadHeader);
+        }
+        Err(WebhookError::BadSignature) => return Err(VerifyError::BadSignature),
+        Err(WebhookError::BadTimestamp(_)) => return Err(VerifyError::Stale),
+    };
     let payload = match event.data.object {
         EventObject::CheckoutSessionCompleted(s)
         | EventObject::CheckoutSessionAsyncPaymentSucceeded(s) => {
@@ -75,6 +93,26 @@ pub fn verify(
         event_type: event.type_.as_str().to_owned(),
         livemode: event.livemode,
         payload,
+    })
+}
+
+/// The id, type and mode of a genuine event whose object could not be parsed.
+fn envelope_only(payload: &str, reason: String) -> Result<VerifiedEvent, VerifyError> {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        id: String,
+        #[serde(rename = "type")]
+        event_type: String,
+        #[serde(default)]
+        livemode: bool,
+    }
+    let envelope: Envelope = serde_json::from_str(payload)
+        .map_err(|e| VerifyError::BadPayload(format!("{reason}; {e}")))?;
+    Ok(VerifiedEvent {
+        id: envelope.id,
+        event_type: envelope.event_type,
+        livemode: envelope.livemode,
+        payload: EventPayload::Unreadable(reason),
     })
 }
 

@@ -79,7 +79,14 @@ pub type AuthSession = axum_login::AuthSession<Backend>;
 /// (open-redirect prevention, OWASP Unvalidated Redirects Cheat Sheet).
 pub fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") => {
+        // Browsers drop tabs and newlines from `Location` and read `\` as `/`, so
+        // `/\t/evil.example` would become `//evil.example`: refuse both outright.
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.contains('\\')
+                && !n.chars().any(char::is_control) =>
+        {
             n.to_owned()
         }
         _ => "/dashboard".to_owned(),
@@ -174,6 +181,11 @@ pub async fn sign_up(
             return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
         }
     };
+    // axum-login cycles the id only for a session without a user; cycle it always.
+    session
+        .cycle_id()
+        .await
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("cycle session: {e}")))?;
     auth.login(&user)
         .await
         .map_err(|e| AppError::Internal(anyhow::anyhow!("login after signup: {e}")))?;
@@ -238,6 +250,11 @@ pub async fn log_in(
         };
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
     };
+    // axum-login cycles the id only for a session without a user; cycle it always.
+    session
+        .cycle_id()
+        .await
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("cycle session: {e}")))?;
     auth.login(&user)
         .await
         .map_err(|e| AppError::Internal(anyhow::anyhow!("login: {e}")))?;
@@ -261,6 +278,8 @@ mod tests {
             "https://evil.example",
             "//evil.example",
             "/\\evil.example",
+            "/\t/evil.example",
+            "/\n/x",
             "credits",
             "",
         ] {

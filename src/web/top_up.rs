@@ -68,11 +68,9 @@ pub async fn top_up_form(
     member: AccountMember,
     Query(q): Query<TopUpQuery>,
 ) -> Result<Response> {
-    Ok(
-        render(&state, &member, q.canceled.is_some(), String::new(), None)
-            .await?
-            .into_response(),
-    )
+    // Never served from the browser cache: each view carries a fresh form key.
+    let page = render(&state, &member, q.canceled.is_some(), String::new(), None).await?;
+    Ok(([(axum::http::header::CACHE_CONTROL, "no-store")], page).into_response())
 }
 
 /// The top-up form: either `credit_pack` or `amount_eur`.

@@ -37,7 +37,7 @@ pub async fn pay(app: &TestApp, checkout_url: &str) -> String {
 }
 
 pub async fn wait_for_balance(app: &TestApp, ws: uuid::Uuid, total: i64) {
-    for _ in 0..100 {
+    for _ in 0..400 {
         if billfold::ledger::balance(&app.db, ws)
             .await
             .unwrap()
@@ -221,4 +221,31 @@ async fn canceling_checkout_returns_to_the_top_up_page_and_grants_nothing(pool: 
             .contains("Nothing was charged")
     );
     assert_eq!(app.assert_ledger_consistent(ws).await, (100, 0));
+}
+
+#[sqlx::test]
+async fn another_pack_from_the_same_page_opens_its_own_session(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    app.sign_up("ada@example.com").await;
+    let form_key = uuid::Uuid::new_v4().to_string();
+    let a = app
+        .post_form(
+            "/billing/top-up",
+            &[("credit_pack", "pack_100"), ("form_key", &form_key)],
+        )
+        .await;
+    let b = app
+        .post_form(
+            "/billing/top-up",
+            &[("credit_pack", "pack_500"), ("form_key", &form_key)],
+        )
+        .await;
+    assert_eq!(
+        (a.status(), b.status()),
+        (StatusCode::SEE_OTHER, StatusCode::SEE_OTHER)
+    );
+    assert_ne!(location(&a), location(&b));
+    assert_eq!(app.count("select count(*) from top_ups").await, 2);
+    let page = app.get("/billing/top-up").await;
+    assert_eq!(page.headers()["cache-control"], "no-store");
 }

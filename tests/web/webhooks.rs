@@ -169,3 +169,80 @@ async fn events_billfold_does_not_handle_are_acknowledged_and_ignored(pool: PgPo
     );
     assert_eq!(app.assert_ledger_consistent(ws).await, (100, 0));
 }
+
+#[sqlx::test]
+async fn genuine_events_billfold_cannot_read_fail_loudly_only_when_handled(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let ws = app.sign_up("ada@example.com").await;
+    // A handled type whose object this SDK version cannot read: 500, Stripe retries.
+    let body = event(
+        "evt_test_unreadable",
+        "checkout.session.completed",
+        json!({"id": "cs_test_x", "object": "checkout.session"}),
+    );
+    assert_eq!(
+        deliver(&app, &body, Some(&sign(&body, WEBHOOK_SECRET, 0))).await,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert_eq!(
+        app.count("select count(*) from stripe_events").await,
+        0,
+        "not recorded: the retry must apply it"
+    );
+    // An unhandled type in a shape we cannot read: acknowledged.
+    let body = event(
+        "evt_test_other_shape",
+        "payment_intent.succeeded",
+        json!({"id": "pi_x", "object": "payment_intent"}),
+    );
+    assert_eq!(
+        deliver(&app, &body, Some(&sign(&body, WEBHOOK_SECRET, 0))).await,
+        StatusCode::OK
+    );
+    assert_eq!(app.assert_ledger_consistent(ws).await, (100, 0));
+}
+
+#[sqlx::test]
+async fn a_session_made_outside_billfold_grants_what_was_paid_not_what_its_metadata_says(
+    pool: PgPool,
+) {
+    let app = TestApp::spawn(pool).await;
+    let ws = app.sign_up("ada@example.com").await;
+    // Someone with the (sandbox) API key creates a 1 EUR session claiming a million credits.
+    let form = [
+        ("mode", "payment".to_owned()),
+        ("line_items[0][price_data][currency]", "eur".to_owned()),
+        ("line_items[0][price_data][unit_amount]", "100".to_owned()),
+        (
+            "line_items[0][price_data][product_data][name]",
+            "cheap".to_owned(),
+        ),
+        ("line_items[0][quantity]", "1".to_owned()),
+        ("success_url", "http://example.com".to_owned()),
+        ("metadata[purpose]", "top_up".to_owned()),
+        ("metadata[credits]", "1000000".to_owned()),
+        ("metadata[workspace_id]", ws.to_string()),
+    ];
+    let session: Value = app
+        .client
+        .post(app.url("/sandbox/v1/checkout/sessions"))
+        .bearer_auth(billfold::sandbox::SANDBOX_SECRET_KEY)
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let checkout_url = session["url"].as_str().unwrap().to_owned();
+    let body = completed_event(&app, &checkout_url, "evt_test_forged").await;
+    assert_eq!(
+        deliver(&app, &body, Some(&sign(&body, WEBHOOK_SECRET, 0))).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.assert_ledger_consistent(ws).await,
+        (100, 10),
+        "1 EUR buys 10 credits"
+    );
+}
