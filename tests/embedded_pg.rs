@@ -55,7 +55,23 @@ async fn starts_reuses_stops_and_keeps_data() {
     };
     assert!(pg.started_here());
     let url = pg.database_url();
-    assert!(url.starts_with("postgres://postgres@127.0.0.1:"), "{url}");
+    assert!(url.starts_with("postgres://postgres:"), "{url}");
+    // Loopback TCP needs the generated password; it is kept private in DATA_DIR.
+    let password = std::fs::read_to_string(data_dir.join("pg.password")).unwrap();
+    assert!(url.contains(&format!(":{password}@127.0.0.1:")), "{url}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(data_dir.join("pg.password"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let without_password = url.replacen(&format!(":{password}@"), "@", 1);
+    assert!(
+        sqlx::PgConnection::connect(&without_password)
+            .await
+            .is_err(),
+        "loopback connections without the password are refused"
+    );
     assert!(url.ends_with("/billfold"), "{url}");
     assert!(
         data_dir.join("pg/log").exists(),

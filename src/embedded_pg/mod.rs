@@ -4,9 +4,9 @@
 //! Owns `DATA_DIR/pg` (the cluster, its `billfold.conf` with the remembered port, the
 //! Unix socket and the server `log`) and the lock file `DATA_DIR/pg.lock`. It uses the
 //! system's server binaries (`initdb`, `pg_ctl`, `postgres`) and never downloads
-//! anything. The server listens on a loopback port only and trusts local connections,
-//! so anyone with a shell on the machine can reach it: it is a convenience for one
-//! machine, not a multi-tenant server.
+//! anything. The server listens on a loopback port, where it requires the superuser's
+//! password (SCRAM; generated at `initdb`, kept in `DATA_DIR/pg.password`, mode 0600),
+//! and on a Unix socket inside the cluster directory (mode 0700, trusted).
 //!
 //! When billfold runs as root, the server runs as the owner of an existing cluster, else
 //! as the `postgres` system user, else as a `billfold-pg` system user created here,
@@ -34,6 +34,8 @@ const CLUSTER_DIR: &str = "pg";
 /// `initdb` works here and the result is renamed to [`CLUSTER_DIR`] when complete,
 /// so an interrupted init never leaves a half-made cluster behind.
 const INIT_DIR: &str = "pg.init";
+/// The superuser's password, relative to `DATA_DIR` (mode 0600).
+const PASSWORD_FILE: &str = "pg.password";
 /// Lock file, relative to `DATA_DIR`, held around init and start.
 const LOCK_FILE: &str = "pg.lock";
 /// billfold's settings for the cluster (port, listen address, socket directory),
@@ -141,6 +143,8 @@ type Result<T, E = EmbeddedPgError> = std::result::Result<T, E>;
 #[derive(Debug)]
 pub struct EmbeddedPostgres {
     cluster: PathBuf,
+    /// `None` for clusters made before passwords were introduced (trust auth).
+    password: Option<String>,
     port: u16,
     bin: PathBuf,
     server_user: Option<ServerUser>,
@@ -168,8 +172,10 @@ impl EmbeddedPostgres {
             make_traversable(&data_dir, user)?;
         }
 
+        let password_file = data_dir.join(PASSWORD_FILE);
         let mut pg = Self {
             cluster,
+            password: None,
             port: 0,
             bin,
             server_user,
@@ -178,6 +184,9 @@ impl EmbeddedPostgres {
         if cluster_version.is_none() {
             pg.init(&data_dir).await?;
         }
+        pg.password = fs::read_to_string(&password_file)
+            .ok()
+            .map(|p| p.trim().to_owned());
         if let Some(port) = pg.running_port().await? {
             tracing::info!(port, cluster = %pg.cluster.display(), "embedded postgresql already running");
             pg.port = port;
@@ -189,10 +198,16 @@ impl EmbeddedPostgres {
         Ok(pg)
     }
 
-    /// `postgres://postgres@127.0.0.1:PORT/billfold`; the server trusts loopback
-    /// connections, so the URL has no password.
+    /// `postgres://postgres:PASSWORD@127.0.0.1:PORT/billfold` (no password for a
+    /// cluster made before passwords, which trusts loopback).
     pub fn database_url(&self) -> String {
-        format!("postgres://{SUPERUSER}@127.0.0.1:{}/{DATABASE}", self.port)
+        match &self.password {
+            Some(pw) => format!(
+                "postgres://{SUPERUSER}:{pw}@127.0.0.1:{}/{DATABASE}",
+                self.port
+            ),
+            None => format!("postgres://{SUPERUSER}@127.0.0.1:{}/{DATABASE}", self.port),
+        }
     }
 
     /// Whether this handle started the server (only then [`EmbeddedPostgres::stop`]
@@ -238,14 +253,41 @@ impl EmbeddedPostgres {
         self.chown(&tmp)?;
 
         tracing::info!(cluster = %self.cluster.display(), "initialising embedded postgresql");
+        // The superuser's password: written for initdb (readable by the server user,
+        // removed right after) and kept for billfold in DATA_DIR/pg.password (0600).
+        let password = {
+            use rand::RngCore as _;
+            let mut bytes = [0u8; 24];
+            rand::rngs::OsRng.fill_bytes(&mut bytes);
+            hex::encode(bytes)
+        };
+        let pwfile = data_dir.join("pg.pwfile");
+        fs::write(&pwfile, &password).map_err(io_err("write", &pwfile))?;
+        self.chown(&pwfile)?;
+        let password_file = data_dir.join(PASSWORD_FILE);
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&password_file)
+                .map_err(io_err("create", &password_file))?;
+            f.write_all(password.as_bytes())
+                .map_err(io_err("write", &password_file))?;
+        }
         let mut cmd = self.command("initdb");
         cmd.arg("-D")
             .arg(&tmp)
             .args(["-U", SUPERUSER, "-E", "UTF8", "--locale=C"])
-            // Loopback only: `listen_addresses` is 127.0.0.1 and initdb's host lines
-            // are 127.0.0.1/32 and ::1/128.
-            .args(["--auth-local=trust", "--auth-host=trust"]);
-        let output = run(cmd, "initdb").await?;
+            .arg(format!("--pwfile={}", pwfile.display()))
+            // The socket lives in the 0700 cluster directory: only the server user
+            // (and root) reach it. TCP (127.0.0.1 only) needs the password.
+            .args(["--auth-local=trust", "--auth-host=scram-sha-256"]);
+        let result = run(cmd, "initdb").await;
+        let _ = fs::remove_file(&pwfile);
+        let output = result?;
         tracing::debug!(output = %String::from_utf8_lossy(&output.stdout), "initdb done");
 
         let conf = tmp.join("postgresql.conf");
@@ -364,12 +406,15 @@ impl EmbeddedPostgres {
     /// Connects to the maintenance database, waiting until the server accepts
     /// connections, and creates database `billfold` unless it exists.
     async fn create_database(&self) -> Result<()> {
-        let options = PgConnectOptions::new()
+        let mut options = PgConnectOptions::new()
             .host("127.0.0.1")
             .port(self.port)
             .username(SUPERUSER)
             .database("postgres")
             .ssl_mode(PgSslMode::Disable);
+        if let Some(pw) = &self.password {
+            options = options.password(pw);
+        }
         let deadline = Instant::now() + SERVER_TIMEOUT;
         let mut conn = loop {
             match PgConnection::connect_with(&options).await {
