@@ -98,6 +98,7 @@ impl Application {
             stripe,
             base_url: base_url.clone().into(),
             webhook_secret: Arc::new(webhook_secret),
+            login_limiter: Arc::new(crate::web::auth::login_limiter()),
         };
         let router = web::router(state, session_store.clone(), sandbox);
         Ok(Self {

@@ -72,6 +72,19 @@ impl AuthnBackend for Backend {
     }
 }
 
+/// Rate limiter of login attempts, keyed by normalised email.
+pub type LoginLimiter = governor::DefaultKeyedRateLimiter<String>;
+
+/// Login attempts allowed per email and minute.
+pub const LOGIN_ATTEMPTS_PER_MINUTE: u32 = 5;
+
+/// A limiter allowing [`LOGIN_ATTEMPTS_PER_MINUTE`] per email.
+pub fn login_limiter() -> LoginLimiter {
+    let per_minute =
+        std::num::NonZeroU32::new(LOGIN_ATTEMPTS_PER_MINUTE).unwrap_or(std::num::NonZeroU32::MIN);
+    governor::RateLimiter::keyed(governor::Quota::per_minute(per_minute))
+}
+
 /// The auth session extractor for this backend.
 pub type AuthSession = axum_login::AuthSession<Backend>;
 
@@ -233,6 +246,20 @@ pub async fn log_in(
     Form(form): Form<LoginForm>,
 ) -> Result<Response> {
     let next = safe_next(form.next.as_deref());
+    let key = form.email.trim().to_lowercase();
+    if state.login_limiter.check_key(&key).is_err() {
+        let page = LoginPage {
+            page: public_page(&session, state.config.stripe_sandbox()).await?,
+            email: form.email.trim().to_owned(),
+            error: Some(
+                "Too many sign-in attempts for this email. Wait a minute and try again.".into(),
+            ),
+            next,
+        };
+        let retry = [(axum::http::header::RETRY_AFTER, "60")];
+        return Ok((StatusCode::TOO_MANY_REQUESTS, retry, page).into_response());
+    }
+    state.login_limiter.retain_recent();
     let creds = Credentials {
         email: form.email.clone(),
         password: form.password,

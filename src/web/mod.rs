@@ -51,6 +51,10 @@ pub struct AppState {
     pub base_url: Arc<str>,
     /// Secret that verifies `Stripe-Signature`.
     pub webhook_secret: Arc<SecretString>,
+    /// Login attempts per email (OWASP Authentication Cheat Sheet, "protect against
+    /// automated attacks"): 5 per minute. Per process: behind a load balancer each
+    /// process counts on its own, which still bounds guessing.
+    pub login_limiter: Arc<auth::LoginLimiter>,
 }
 
 impl FromRef<AppState> for PgPool {

@@ -231,3 +231,48 @@ async fn api_keys_are_shown_once_listed_and_revocable(pool: PgPool) {
         .await;
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
 }
+
+#[sqlx::test]
+async fn login_attempts_are_rate_limited_per_email(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    app.sign_up("ada@example.com").await;
+    let visitor = app.visitor();
+    for _ in 0..billfold::web::auth::LOGIN_ATTEMPTS_PER_MINUTE {
+        let res = visitor
+            .post_form(
+                "/login",
+                &[
+                    ("email", "ada@example.com"),
+                    ("password", "guess guess guess"),
+                ],
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    // Now even the right password waits: the guesser cannot tell it was right.
+    let res = visitor
+        .post_form(
+            "/login",
+            &[("email", "ADA@example.com"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(res.headers()["retry-after"], "60");
+    let html = scraper::Html::parse_document(&res.text().await.unwrap());
+    assert!(
+        text(&html, ".form-error")
+            .unwrap()
+            .contains("Too many sign-in attempts")
+    );
+    // Another email is not affected.
+    let res = visitor
+        .post_form(
+            "/login",
+            &[
+                ("email", "bob@example.com"),
+                ("password", "whatever whatever"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}
