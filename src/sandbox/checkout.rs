@@ -50,7 +50,8 @@ pub(crate) async fn create_session(
 }
 
 /// Validates the create parameters as Stripe does, for `mode=payment` with inline
-/// `price_data` (the sandbox has no prices or products yet).
+/// `price_data` (line items that name a catalog `price` or `product` come with
+/// subscription support).
 async fn read_new_session(
     conn: &mut PgConnection,
     form: &Param<'_>,
@@ -92,14 +93,9 @@ async fn read_new_session(
             return Err(ApiError::missing_param(price_data.name()));
         }
         let currency_param = price_data.get("currency");
-        let item_currency = currency_param.required_string()?.to_ascii_lowercase();
-        if item_currency.len() != 3 || !item_currency.bytes().all(|b| b.is_ascii_lowercase()) {
-            return Err(ApiError::invalid(
-                None,
-                currency_param.name(),
-                format!("Invalid currency: {item_currency}."),
-            ));
-        }
+        let item_currency = currency_param
+            .currency()?
+            .ok_or_else(|| ApiError::missing_param(currency_param.name()))?;
         match &currency {
             Some(first) if *first != item_currency => {
                 return Err(ApiError::invalid(
@@ -248,13 +244,7 @@ pub(crate) async fn expire_session(
     }
     objects::expire_checkout_session(&mut session);
     db::update_object(&mut tx, &id, &session).await?;
-    let request = EventRequest {
-        id: Some(request_id.0),
-        idempotency_key: headers
-            .get("idempotency-key")
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned),
-    };
+    let request = events::api_request(request_id, &headers);
     events::emit(&mut tx, "checkout.session.expired", &session, request).await?;
     tx.commit().await?;
     state.new_event.notify_one();

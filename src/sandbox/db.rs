@@ -30,6 +30,97 @@ pub(crate) async fn insert_object(
     Ok(())
 }
 
+/// Inserts an object under a caller-chosen id; `false` when an object of any type
+/// already has that id.
+pub(crate) async fn insert_object_if_absent(
+    conn: &mut PgConnection,
+    object_id: &str,
+    object_type: &str,
+    data: &Value,
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "insert into sandbox_objects (object_id, object_type, data) values ($1, $2, $3)
+         on conflict (object_id) do nothing",
+    )
+    .bind(object_id)
+    .bind(object_type)
+    .bind(data)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+/// Which objects of one type a list request wants, newest first.
+#[derive(Debug)]
+pub(crate) struct ObjectQuery<'a> {
+    pub(crate) object_type: &'a str,
+    /// A JSON object the stored object must contain (`data @> matching`), e.g.
+    /// `{"active": true, "product": "prod_..."}`.
+    pub(crate) matching: Value,
+    /// Only objects with one of these ids.
+    pub(crate) ids: Option<&'a [String]>,
+    /// Only objects whose `lookup_key` is one of these.
+    pub(crate) lookup_keys: Option<&'a [String]>,
+    /// Only objects created before this one (keyset pagination).
+    pub(crate) starting_after: Option<&'a str>,
+    pub(crate) limit: i64,
+}
+
+/// Up to `limit` objects matching `query`, newest first.
+pub(crate) async fn list_objects(
+    conn: &mut PgConnection,
+    query: &ObjectQuery<'_>,
+) -> Result<Vec<Value>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select o.data from sandbox_objects o
+         where o.object_type = $1
+           and o.data @> $2
+           and ($3::text[] is null or o.object_id = any($3))
+           and ($4::text[] is null or o.data->>'lookup_key' = any($4))
+           and ($5::text is null or (o.created_at, o.object_id) < (
+                   select c.created_at, c.object_id from sandbox_objects c
+                   where c.object_id = $5))
+         order by o.created_at desc, o.object_id desc
+         limit $6",
+    )
+    .bind(query.object_type)
+    .bind(&query.matching)
+    .bind(query.ids)
+    .bind(query.lookup_keys)
+    .bind(query.starting_after)
+    .bind(query.limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// Serialises changes to one price lookup key until the transaction ends, so two
+/// requests cannot both take a free key or both transfer it.
+pub(crate) async fn lock_lookup_key(conn: &mut PgConnection, key: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "select pg_advisory_xact_lock(hashtextextended('sandbox price lookup key ' || $1, 0))",
+    )
+    .bind(key)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The price holding a lookup key, locked until the transaction ends.
+pub(crate) async fn lock_price_by_lookup_key(
+    conn: &mut PgConnection,
+    key: &str,
+) -> Result<Option<Value>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select data from sandbox_objects
+         where object_type = 'price' and data->>'lookup_key' = $1
+         for update",
+    )
+    .bind(key)
+    .fetch_optional(conn)
+    .await
+}
+
 /// An object of the given type by id.
 pub(crate) async fn find_object(
     conn: &mut PgConnection,

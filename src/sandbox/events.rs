@@ -3,10 +3,12 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use serde_json::Value;
 use sqlx::PgConnection;
 
 use super::error::{ApiError, SandboxError};
+use super::middleware::RequestId;
 use super::objects::{self, EventRequest};
 use super::{SandboxState, db};
 
@@ -19,9 +21,54 @@ pub(crate) async fn emit(
     object: &Value,
     request: EventRequest,
 ) -> Result<(), SandboxError> {
+    record(conn, event_type, object, None, request).await
+}
+
+/// Like [`emit`], for a `*.updated` event about `object`, which was `before`; the
+/// event lists the changed fields' old values in `data.previous_attributes`.
+pub(crate) async fn emit_updated(
+    conn: &mut PgConnection,
+    event_type: &str,
+    before: &Value,
+    object: &Value,
+    request: EventRequest,
+) -> Result<(), SandboxError> {
+    let previous = objects::previous_attributes(
+        &objects::public_view(before.clone(), &[]),
+        &objects::public_view(object.clone(), &[]),
+    );
+    record(conn, event_type, object, Some(previous), request).await
+}
+
+/// The request an API handler serves, for `event.request`.
+pub(crate) fn api_request(request_id: RequestId, headers: &HeaderMap) -> EventRequest {
+    EventRequest {
+        id: Some(request_id.0),
+        idempotency_key: headers
+            .get("idempotency-key")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned),
+    }
+}
+
+async fn record(
+    conn: &mut PgConnection,
+    event_type: &str,
+    object: &Value,
+    previous_attributes: Option<Value>,
+    request: EventRequest,
+) -> Result<(), SandboxError> {
     let id = objects::new_id("evt_", 24);
     let object = objects::public_view(object.clone(), &[]);
-    let event = objects::event(&id, db::now(conn).await?, event_type, object, request)?;
+    let created = db::now(conn).await?;
+    let event = objects::event(
+        &id,
+        created,
+        event_type,
+        object,
+        previous_attributes,
+        request,
+    )?;
     db::insert_event(conn, &id, event_type, &event).await?;
     tracing::info!(event_id = %id, event_type, "sandbox event queued");
     Ok(())

@@ -15,9 +15,12 @@ mod customers;
 mod db;
 mod error;
 mod events;
+mod lists;
 mod middleware;
 mod objects;
 mod params;
+mod prices;
+mod products;
 mod webhooks;
 
 use std::sync::Arc;
@@ -64,8 +67,8 @@ struct SandboxState {
 
 /// The sandbox's routes, to be nested at `/sandbox`:
 ///
-/// - `/v1/...`: the Stripe API subset (customers, checkout sessions, events), behind
-///   [`SANDBOX_SECRET_KEY`];
+/// - `/v1/...`: the Stripe API subset (customers, products, prices, checkout
+///   sessions, events), behind [`SANDBOX_SECRET_KEY`];
 /// - `GET /checkout/{id}` and `POST /checkout/{id}/pay`: the hosted Checkout page,
 ///   styled by `/static/sandbox.css`, which the app serves.
 ///
@@ -93,6 +96,22 @@ pub fn router(db: PgPool, config: SandboxConfig) -> Router {
             post(checkout::expire_session),
         )
         .route("/events/{id}", get(events::retrieve_event))
+        .route(
+            "/products",
+            get(products::list_products).post(products::create_product),
+        )
+        .route(
+            "/products/{id}",
+            get(products::retrieve_product).post(products::update_product),
+        )
+        .route(
+            "/prices",
+            get(prices::list_prices).post(prices::create_price),
+        )
+        .route(
+            "/prices/{id}",
+            get(prices::retrieve_price).post(prices::update_price),
+        )
         .fallback(unknown_endpoint)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -22,6 +22,8 @@ const CHECKOUT_SESSION_LIFETIME_SECS: i64 = 24 * 60 * 60;
 const CUSTOMER_FIXTURE: &str = include_str!("fixtures/customer.json");
 const CHECKOUT_SESSION_FIXTURE: &str = include_str!("fixtures/checkout.session.json");
 const EVENT_FIXTURE: &str = include_str!("fixtures/event.json");
+const PRODUCT_FIXTURE: &str = include_str!("fixtures/product.json");
+const PRICE_FIXTURE: &str = include_str!("fixtures/price.json");
 
 /// A new Stripe-style id: `prefix` followed by `len` random letters and digits.
 pub(crate) fn new_id(prefix: &str, len: usize) -> String {
@@ -92,6 +94,146 @@ pub(crate) fn customer(id: &str, created: i64, new: NewCustomer) -> Result<Value
         .set("shipping", Value::Null)?
         .set("invoice_prefix", json!(new_id("", 8).to_uppercase()))?;
     Ok(customer.into_value())
+}
+
+/// Parameters of `POST /v1/products` the sandbox keeps.
+#[derive(Debug)]
+pub(crate) struct NewProduct {
+    pub(crate) name: String,
+    pub(crate) description: Option<String>,
+    pub(crate) active: bool,
+    pub(crate) metadata: Map<String, Value>,
+}
+
+/// A product as Stripe creates it through the API: a `service` with no default
+/// price, images, marketing features, dimensions, tax code or statement descriptor.
+pub(crate) fn product(id: &str, created: i64, new: NewProduct) -> Result<Value, SandboxError> {
+    let mut product = Fixture::load("product", PRODUCT_FIXTURE)?;
+    product
+        .set("id", json!(id))?
+        .set("created", json!(created))?
+        .set("updated", json!(created))?
+        .set("name", json!(new.name))?
+        .set("description", json!(new.description))?
+        .set("active", json!(new.active))?
+        .set("metadata", Value::Object(new.metadata))?
+        .set("livemode", json!(false))?
+        .set("type", json!("service"))?
+        .set("default_price", Value::Null)?
+        .set("images", json!([]))?
+        .set("marketing_features", json!([]))?
+        .set("package_dimensions", Value::Null)?
+        .set("shippable", Value::Null)?
+        .set("statement_descriptor", Value::Null)?
+        .set("tax_code", Value::Null)?
+        .set("unit_label", Value::Null)?
+        .set("url", Value::Null)?;
+    Ok(product.into_value())
+}
+
+/// `recurring[...]` of `POST /v1/prices`.
+#[derive(Debug)]
+pub(crate) struct NewRecurring {
+    /// `day`, `week`, `month` or `year`.
+    pub(crate) interval: String,
+    pub(crate) interval_count: i64,
+}
+
+/// Parameters of `POST /v1/prices` the sandbox keeps.
+#[derive(Debug)]
+pub(crate) struct NewPrice {
+    pub(crate) product: String,
+    pub(crate) currency: String,
+    pub(crate) unit_amount: i64,
+    /// `None` makes a `one_time` price.
+    pub(crate) recurring: Option<NewRecurring>,
+    pub(crate) lookup_key: Option<String>,
+    pub(crate) nickname: Option<String>,
+    pub(crate) active: bool,
+    pub(crate) metadata: Map<String, Value>,
+}
+
+/// A `per_unit` price with a whole `unit_amount`, licensed usage when recurring, no
+/// tiers, tax behaviour, quantity transform or custom amount.
+pub(crate) fn price(id: &str, created: i64, new: NewPrice) -> Result<Value, SandboxError> {
+    let (price_type, recurring) = match new.recurring {
+        Some(recurring) => (
+            "recurring",
+            json!({
+                "interval": recurring.interval,
+                "interval_count": recurring.interval_count,
+                "meter": null,
+                "usage_type": "licensed",
+                "trial_period_days": null,
+            }),
+        ),
+        None => ("one_time", Value::Null),
+    };
+    let mut price = Fixture::load("price", PRICE_FIXTURE)?;
+    price
+        .set("id", json!(id))?
+        .set("created", json!(created))?
+        .set("product", json!(new.product))?
+        .set("currency", json!(new.currency))?
+        .set("unit_amount", json!(new.unit_amount))?
+        .set("unit_amount_decimal", json!(new.unit_amount.to_string()))?
+        .set("type", json!(price_type))?
+        .set("recurring", recurring)?
+        .set("lookup_key", json!(new.lookup_key))?
+        .set("nickname", json!(new.nickname))?
+        .set("active", json!(new.active))?
+        .set("metadata", Value::Object(new.metadata))?
+        .set("livemode", json!(false))?
+        .set("billing_scheme", json!("per_unit"))?
+        .set("custom_unit_amount", Value::Null)?
+        .set("tax_behavior", json!("unspecified"))?
+        .set("tiers_mode", Value::Null)?
+        .set("transform_quantity", Value::Null)?;
+    Ok(price.into_value())
+}
+
+/// A page of a list endpoint: `{"object": "list", "data", "has_more", "url"}`.
+pub(crate) fn list(url: &str, data: Vec<Value>, has_more: bool) -> Value {
+    json!({
+        "object": "list",
+        "data": data,
+        "has_more": has_more,
+        "url": url,
+    })
+}
+
+/// An update event's `data.previous_attributes`: the old value of every top-level
+/// field that changed; for `metadata`, only the keys that changed (`null` for a key
+/// that was added), as Stripe reports them.
+pub(crate) fn previous_attributes(old: &Value, new: &Value) -> Value {
+    let (Value::Object(old), Value::Object(new)) = (old, new) else {
+        return json!({});
+    };
+    let mut previous = Map::new();
+    for (field, new_value) in new {
+        let old_value = old.get(field).unwrap_or(&Value::Null);
+        if old_value == new_value {
+            continue;
+        }
+        let changed = match (field.as_str(), old_value, new_value) {
+            ("metadata", Value::Object(old_map), Value::Object(new_map)) => Value::Object(
+                old_map
+                    .keys()
+                    .chain(new_map.keys())
+                    .filter(|key| old_map.get(*key) != new_map.get(*key))
+                    .map(|key| {
+                        (
+                            key.clone(),
+                            old_map.get(key).cloned().unwrap_or(Value::Null),
+                        )
+                    })
+                    .collect(),
+            ),
+            _ => old_value.clone(),
+        };
+        previous.insert(field.clone(), changed);
+    }
+    Value::Object(previous)
 }
 
 /// One `line_items[i]` of a checkout session, from inline `price_data`.
@@ -246,27 +388,33 @@ pub(crate) fn expire_checkout_session(session: &mut Value) {
 }
 
 /// The API request that caused an event (`event.request`).
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct EventRequest {
     pub(crate) id: Option<String>,
     pub(crate) idempotency_key: Option<String>,
 }
 
-/// An event about `object` (already in its public view).
+/// An event about `object` (already in its public view); `*.updated` events carry
+/// the changed fields' old values in `previous_attributes`.
 pub(crate) fn event(
     id: &str,
     created: i64,
     event_type: &str,
     object: Value,
+    previous_attributes: Option<Value>,
     request: EventRequest,
 ) -> Result<Value, SandboxError> {
+    let mut data = json!({ "object": object });
+    if let Some(previous) = previous_attributes {
+        data["previous_attributes"] = previous;
+    }
     let mut event = Fixture::load("event", EVENT_FIXTURE)?;
     event
         .set("id", json!(id))?
         .set("created", json!(created))?
         .set("api_version", json!(API_VERSION))?
         .set("type", json!(event_type))?
-        .set("data", json!({ "object": object }))?
+        .set("data", data)?
         .set("livemode", json!(false))?
         .set("pending_webhooks", json!(1))?
         .set(

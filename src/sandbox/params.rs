@@ -166,6 +166,166 @@ impl<'a> Param<'a> {
             .transpose()
     }
 
+    /// A string that an update may unset: absent is `None`, empty is `Some(None)`.
+    pub(crate) fn nullable_string(&self) -> Result<Option<Option<&'a str>>, ApiError> {
+        if !self.is_present() {
+            return Ok(None);
+        }
+        self.string().map(Some)
+    }
+
+    /// A string an update may change but never unset, such as a product's `name`.
+    pub(crate) fn non_empty_string(&self) -> Result<Option<&'a str>, ApiError> {
+        match self.nullable_string()? {
+            None => Ok(None),
+            Some(Some(text)) => Ok(Some(text)),
+            Some(None) => Err(ApiError::invalid(
+                None,
+                &self.name,
+                format!(
+                    "You passed an empty string for '{name}'. We assume empty values are an \
+                     attempt to unset a parameter; however '{name}' cannot be unset. You \
+                     should remove '{name}' from your request or supply a non-empty value.",
+                    name = self.name
+                ),
+            )),
+        }
+    }
+
+    /// `true` or `false`.
+    pub(crate) fn boolean(&self) -> Result<Option<bool>, ApiError> {
+        match self.string()? {
+            None => Ok(None),
+            Some("true") => Ok(Some(true)),
+            Some("false") => Ok(Some(false)),
+            Some(other) => Err(ApiError::invalid(
+                None,
+                &self.name,
+                format!("Invalid boolean: {other}"),
+            )),
+        }
+    }
+
+    /// A three-letter ISO currency code, lowercased.
+    pub(crate) fn currency(&self) -> Result<Option<String>, ApiError> {
+        let Some(text) = self.string()? else {
+            return Ok(None);
+        };
+        let currency = text.to_ascii_lowercase();
+        if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_lowercase()) {
+            return Err(ApiError::invalid(
+                None,
+                &self.name,
+                format!("Invalid currency: {currency}."),
+            ));
+        }
+        Ok(Some(currency))
+    }
+
+    /// The elements of an array of strings (`lookup_keys[]=a&lookup_keys[]=b`);
+    /// `None` when absent.
+    pub(crate) fn string_list(&self) -> Result<Option<Vec<String>>, ApiError> {
+        if !self.is_present() {
+            return Ok(None);
+        }
+        let mut strings = Vec::new();
+        for item in self.list()? {
+            strings.extend(item.string()?.map(str::to_owned));
+        }
+        Ok(Some(strings))
+    }
+
+    /// A list's `limit`: 1 to 100, 10 when absent.
+    pub(crate) fn limit(&self) -> Result<i64, ApiError> {
+        match self.integer()? {
+            None => Ok(10),
+            Some(limit) if (1..=100).contains(&limit) => Ok(limit),
+            Some(limit) => Err(ApiError::invalid(
+                None,
+                &self.name,
+                format!(
+                    "Invalid integer: {limit}; {} must be between 1 and 100",
+                    self.name
+                ),
+            )),
+        }
+    }
+
+    /// Refuses parameters the endpoint does not take, as Stripe does
+    /// (`parameter_unknown`), and the ones Stripe takes but the sandbox does not
+    /// (`unsupported`).
+    pub(crate) fn reject_unknown(
+        &self,
+        known: &[&str],
+        unsupported: &[&str],
+    ) -> Result<(), ApiError> {
+        let Some(Value::Object(map)) = self.value else {
+            return Ok(());
+        };
+        let Some(key) = map.keys().find(|key| !known.contains(&key.as_str())) else {
+            return Ok(());
+        };
+        let param = self.get(key);
+        if unsupported.contains(&key.as_str()) {
+            return Err(ApiError::invalid(
+                None,
+                param.name(),
+                format!(
+                    "The billfold Stripe sandbox does not support {} yet.",
+                    param.name()
+                ),
+            ));
+        }
+        Err(ApiError::invalid(
+            Some("parameter_unknown"),
+            param.name(),
+            format!("Received unknown parameter: {}", param.name()),
+        ))
+    }
+
+    /// Refuses a non-empty `expand[]` for objects with no expandable field the sandbox
+    /// fills in.
+    pub(crate) fn reject_expand(&self) -> Result<(), ApiError> {
+        let expand = self.get("expand");
+        match expand.string_list()? {
+            Some(fields) if !fields.is_empty() => Err(ApiError::invalid(
+                None,
+                expand.name(),
+                format!(
+                    "The billfold Stripe sandbox cannot expand {} here.",
+                    fields.join(", ")
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies a metadata update as Stripe does: given keys are set, a key with an
+    /// empty value is removed, and an empty `metadata` removes every key.
+    pub(crate) fn update_metadata(
+        &self,
+        metadata: &mut Map<String, Value>,
+    ) -> Result<(), ApiError> {
+        match self.value {
+            None => Ok(()),
+            Some(Value::String(s)) if s.is_empty() => {
+                metadata.clear();
+                Ok(())
+            }
+            Some(Value::Object(map)) => {
+                let set = self.metadata()?;
+                for key in map.keys() {
+                    if !set.contains_key(key) {
+                        metadata.remove(key);
+                    }
+                }
+                metadata.extend(set);
+                Ok(())
+            }
+            Some(_) => self.metadata().map(drop),
+        }
+    }
+
     /// Stripe metadata: string values, keys of at most 40 characters, values of at
     /// most 500; an empty value drops the key.
     pub(crate) fn metadata(&self) -> Result<Map<String, Value>, ApiError> {
