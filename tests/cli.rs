@@ -149,6 +149,7 @@ async fn seed_demo_creates_the_demo_logins_once_with_a_consistent_ledger(pool: P
     assert_eq!(usage, 14, "two weeks of demo usage for the chart");
 }
 
+#[cfg(feature = "sandbox")]
 #[sqlx::test]
 async fn stripe_sync_runs_against_the_in_process_sandbox_and_is_idempotent(pool: PgPool) {
     let url = url_of(&pool).await;

@@ -1,5 +1,7 @@
 //! HTTP behaviour of the real router, served on 127.0.0.1:0 against a fresh
 //! PostgreSQL database per test (`#[sqlx::test]`) and the built-in Stripe sandbox.
+// These tests drive the built-in Stripe sandbox.
+#![cfg(feature = "sandbox")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod helpers;
