@@ -248,5 +248,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     println!("  stop with Ctrl-C");
     println!();
+    if sandbox {
+        // The sandbox is served by this very process: put the catalog on sale once it
+        // listens, so plans can be subscribed to right away.
+        let (db, stripe) = (app.db().clone(), app.stripe().clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            if let Err(e) = crate::catalog::sync::sync(&db, &stripe).await {
+                tracing::warn!(error = ?e, "could not sync the catalog to the sandbox");
+            }
+        });
+    }
     app.run_until_stopped().await
 }

@@ -24,6 +24,7 @@ pub mod sandbox;
 pub mod startup;
 pub mod stripe;
 pub mod stripe_events;
+pub mod subscriptions;
 pub mod telemetry;
 pub mod top_ups;
 pub mod web;

@@ -57,6 +57,7 @@ pub struct Application {
     db: PgPool,
     embedded: Option<EmbeddedPostgres>,
     session_store: PostgresStore,
+    stripe: StripeClient,
 }
 
 impl Application {
@@ -95,7 +96,7 @@ impl Application {
         let state = AppState {
             db: db.clone(),
             config: Arc::new(config),
-            stripe,
+            stripe: stripe.clone(),
             base_url: base_url.clone().into(),
             webhook_secret: Arc::new(webhook_secret),
             login_limiter: Arc::new(crate::web::auth::login_limiter()),
@@ -108,6 +109,7 @@ impl Application {
             db,
             embedded: None,
             session_store,
+            stripe,
         })
     }
 
@@ -124,6 +126,11 @@ impl Application {
     /// The database pool.
     pub fn db(&self) -> &PgPool {
         &self.db
+    }
+
+    /// The Stripe client (real or sandbox).
+    pub fn stripe(&self) -> &StripeClient {
+        &self.stripe
     }
 
     /// Serves until SIGINT/SIGTERM, finishes in-flight requests, then stops the

@@ -5,8 +5,9 @@
 
 use sqlx::PgPool;
 
+use crate::stripe::StripeClient;
 use crate::stripe::webhooks::{EventPayload, HANDLED_EVENT_TYPES, VerifiedEvent};
-use crate::top_ups;
+use crate::{subscriptions, top_ups};
 
 /// What happened to a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +23,7 @@ pub enum Processed {
 #[tracing::instrument(skip_all, fields(event_id = %event.id, event_type = %event.event_type))]
 pub async fn record_and_apply(
     db: &PgPool,
+    stripe: &StripeClient,
     event: &VerifiedEvent,
     raw: &serde_json::Value,
 ) -> anyhow::Result<Processed> {
@@ -55,9 +57,26 @@ pub async fn record_and_apply(
         EventPayload::CheckoutSessionCompleted(session) => {
             let applied = top_ups::apply_completed_session(&mut tx, session).await?;
             tracing::info!(session = %session.id, ?applied, "checkout session completed");
+            if let Some(sub_id) = session
+                .subscription_id
+                .as_deref()
+                .filter(|_| session.mode == "subscription")
+            {
+                subscriptions::sync_subscription(&mut tx, stripe, sub_id).await?;
+            }
         }
         EventPayload::CheckoutSessionExpired(session) => {
             top_ups::mark_expired(&mut tx, &session.id).await?
+        }
+        EventPayload::SubscriptionChanged(id) => {
+            let workspace = subscriptions::sync_subscription(&mut tx, stripe, id).await?;
+            tracing::info!(subscription = %id, ?workspace, "subscription synced");
+        }
+        EventPayload::InvoicePaid(invoice) => {
+            subscriptions::apply_invoice(&mut tx, stripe, invoice, true).await?
+        }
+        EventPayload::InvoicePaymentFailed(invoice) => {
+            subscriptions::apply_invoice(&mut tx, stripe, invoice, false).await?
         }
         EventPayload::Other | EventPayload::Unreadable(_) => {
             tracing::debug!("event type not handled; acknowledged")

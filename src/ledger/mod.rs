@@ -152,6 +152,57 @@ pub async fn grant(conn: &mut PgConnection, grant: &Grant) -> anyhow::Result<Gra
     Ok(GrantOutcome::Granted(balance))
 }
 
+/// Sets plan credits to `allowance` (a new period: no rollover), writing the
+/// difference as one `plan_allowance` entry, at most once per `reference` (an invoice
+/// id). Purchased credits are untouched. Returns whether it changed anything.
+pub async fn reset_plan_credits(
+    conn: &mut PgConnection,
+    workspace_id: Uuid,
+    allowance: i64,
+    reference: &str,
+    description: &str,
+) -> anyhow::Result<bool> {
+    anyhow::ensure!(allowance >= 0, "an allowance cannot be negative");
+    let current: i64 =
+        sqlx::query_scalar("select plan_credits from balances where workspace_id = $1 for update")
+            .bind(workspace_id)
+            .fetch_one(&mut *conn)
+            .await?;
+    let seen: Option<i64> = sqlx::query_scalar(
+        "select ledger_entry_id from ledger_entries
+          where workspace_id = $1 and kind = 'plan_allowance' and reference = $2",
+    )
+    .bind(workspace_id)
+    .bind(reference)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if seen.is_some() {
+        return Ok(false);
+    }
+    let balance = sqlx::query_as::<_, Balance>(
+        "update balances set plan_credits = $2, updated_at = now() where workspace_id = $1
+         returning plan_credits, purchased_credits",
+    )
+    .bind(workspace_id)
+    .bind(allowance)
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query(
+        "insert into ledger_entries (workspace_id, kind, plan_delta, purchased_delta,
+                plan_balance_after, purchased_balance_after, description, reference)
+         values ($1, 'plan_allowance', $2, 0, $3, $4, $5, $6)",
+    )
+    .bind(workspace_id)
+    .bind(allowance - current)
+    .bind(balance.plan)
+    .bind(balance.purchased)
+    .bind(description)
+    .bind(reference)
+    .execute(&mut *conn)
+    .await?;
+    Ok(true)
+}
+
 /// The current balance of a workspace.
 pub async fn balance(db: &PgPool, workspace_id: Uuid) -> anyhow::Result<Balance> {
     Ok(sqlx::query_as::<_, Balance>(

@@ -5,6 +5,7 @@
 //! The client's base URL is configurable: real Stripe, `STRIPE_API_BASE`, or the
 //! built-in sandbox (`{BASE_URL}/sandbox/`). The code path is the same in every mode.
 
+pub mod billing;
 pub mod catalog;
 pub mod webhooks;
 
@@ -106,6 +107,8 @@ pub struct CheckoutSessionInfo {
     pub client_reference_id: Option<String>,
     /// Metadata as given at creation.
     pub metadata: HashMap<String, String>,
+    /// The subscription a subscription-mode session created.
+    pub subscription_id: Option<String>,
 }
 
 impl From<stripe_shared::CheckoutSession> for CheckoutSessionInfo {
@@ -123,6 +126,7 @@ impl From<stripe_shared::CheckoutSession> for CheckoutSessionInfo {
             currency: s.currency.map(|c| c.to_string()),
             client_reference_id: s.client_reference_id,
             metadata: s.metadata.unwrap_or_default(),
+            subscription_id: s.subscription.map(|sub| sub.id().to_string()),
         }
     }
 }

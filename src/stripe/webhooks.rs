@@ -7,6 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 use stripe_webhook::{EventObject, Webhook, WebhookError};
 
 use super::CheckoutSessionInfo;
+use super::billing::InvoiceInfo;
 
 /// Why a delivery was refused (all answered 400; nothing is written).
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +46,13 @@ pub enum EventPayload {
     CheckoutSessionCompleted(CheckoutSessionInfo),
     /// `checkout.session.expired`.
     CheckoutSessionExpired(CheckoutSessionInfo),
+    /// `customer.subscription.created|updated|deleted`: the subscription id. The state
+    /// is re-fetched from Stripe, so the order of deliveries does not matter.
+    SubscriptionChanged(String),
+    /// `invoice.paid` or `invoice.payment_succeeded`.
+    InvoicePaid(InvoiceInfo),
+    /// `invoice.payment_failed`.
+    InvoicePaymentFailed(InvoiceInfo),
     /// Any other event type.
     Other,
     /// Genuine (signature verified) but its object could not be read.
@@ -56,6 +64,12 @@ pub const HANDLED_EVENT_TYPES: &[&str] = &[
     "checkout.session.completed",
     "checkout.session.async_payment_succeeded",
     "checkout.session.expired",
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "invoice.paid",
+    "invoice.payment_succeeded",
+    "invoice.payment_failed",
 ];
 
 /// Verifies `payload` against the `Stripe-Signature` header and parses it.
@@ -86,6 +100,15 @@ pub fn verify(
             EventPayload::CheckoutSessionCompleted((*s).into())
         }
         EventObject::CheckoutSessionExpired(s) => EventPayload::CheckoutSessionExpired((*s).into()),
+        EventObject::CustomerSubscriptionCreated(s)
+        | EventObject::CustomerSubscriptionUpdated(s)
+        | EventObject::CustomerSubscriptionDeleted(s) => {
+            EventPayload::SubscriptionChanged(s.id.to_string())
+        }
+        EventObject::InvoicePaid(i) | EventObject::InvoicePaymentSucceeded(i) => {
+            EventPayload::InvoicePaid((*i).into())
+        }
+        EventObject::InvoicePaymentFailed(i) => EventPayload::InvoicePaymentFailed((*i).into()),
         _ => EventPayload::Other,
     };
     Ok(VerifiedEvent {

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod assets;
 pub mod auth;
+pub mod billing;
 pub mod csrf;
 pub mod dashboard;
 pub mod error;
@@ -93,6 +94,9 @@ pub fn router(state: AppState, session_store: PostgresStore, sandbox: Option<Rou
             "/billing/top-up",
             get(top_up::top_up_form).post(top_up::create_top_up),
         )
+        .route("/billing", get(billing::show_billing))
+        .route("/billing/subscribe", post(billing::create_subscription_checkout))
+        .route("/billing/portal", post(billing::create_portal_session))
         .route("/billing/top-up/success", get(top_up::show_top_up_success))
         .route("/billing/top-up/status", get(top_up::top_up_status_partial))
         .route(

@@ -70,6 +70,15 @@ pub mod filters {
         Ok(if n > 0 { format!("+{s}") } else { s })
     }
 
+    /// `21 Nov 2026`.
+    #[askama::filter_fn]
+    pub fn date(t: &OffsetDateTime, _: &dyn askama::Values) -> askama::Result<String> {
+        let f = format_description!("[day padding:none] [month repr:short] [year]");
+        t.to_offset(time::UtcOffset::UTC)
+            .format(&f)
+            .map_err(|e| askama::Error::Custom(Box::new(e)))
+    }
+
     /// `2026-11-21 14:05 UTC`.
     #[askama::filter_fn]
     pub fn datetime(t: &OffsetDateTime, _: &dyn askama::Values) -> askama::Result<String> {

@@ -66,7 +66,7 @@ pub async fn receive_stripe_event(
             );
         }
     };
-    match stripe_events::record_and_apply(&state.db, &event, &raw).await {
+    match stripe_events::record_and_apply(&state.db, &state.stripe, &event, &raw).await {
         Ok(Processed::Applied) => axum::Json(json!({"received": true})).into_response(),
         Ok(Processed::Duplicate) => {
             axum::Json(json!({"received": true, "duplicate": true})).into_response()

@@ -8,6 +8,7 @@ mod helpers;
 
 mod api;
 mod auth;
+mod billing;
 mod browser;
 mod catalog;
 mod statement;

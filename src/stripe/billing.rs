@@ -1,0 +1,191 @@
+//! Subscriptions, invoices and billing portal sessions: the Stripe calls behind
+//! `/billing`, and the translation of subscription and invoice objects into
+//! billfold's own types.
+
+use std::collections::HashMap;
+
+use stripe::StripeRequest;
+use stripe_billing::billing_portal_session::CreateBillingPortalSession;
+use stripe_billing::subscription::RetrieveSubscription;
+use stripe_checkout::checkout_session::{
+    CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData,
+};
+
+use super::{CheckoutSessionInfo, StripeCallError, StripeClient, idempotent};
+
+/// A subscription-mode Checkout session for one plan price.
+#[derive(Debug, Clone)]
+pub struct SubscriptionCheckout {
+    /// The plan's Stripe price (`price_...`).
+    pub price_id: String,
+    /// The workspace's Stripe customer.
+    pub customer_id: String,
+    /// Our workspace id.
+    pub client_reference_id: String,
+    /// Copied onto the session and the subscription.
+    pub metadata: HashMap<String, String>,
+    /// Where Checkout returns after payment.
+    pub success_url: String,
+    /// Where Checkout returns on cancel.
+    pub cancel_url: String,
+    /// Makes a retried creation return the same session.
+    pub idempotency_key: String,
+}
+
+/// A subscription as billfold mirrors it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionInfo {
+    /// `sub_...`
+    pub id: String,
+    /// `cus_...`
+    pub customer_id: String,
+    /// Stripe's status: `active`, `trialing`, `past_due`, `canceled`, ...
+    pub status: String,
+    /// The first item's id (`si_...`), needed to change its price.
+    pub item_id: String,
+    /// The first item's price.
+    pub price_id: String,
+    /// Current period, unix seconds.
+    pub current_period_start: i64,
+    /// Current period end, unix seconds.
+    pub current_period_end: i64,
+    /// Ends at the period end instead of renewing.
+    pub cancel_at_period_end: bool,
+    /// When it ended, unix seconds.
+    pub ended_at: Option<i64>,
+    /// Metadata (billfold writes `workspace_id`).
+    pub metadata: HashMap<String, String>,
+}
+
+impl TryFrom<stripe_shared::Subscription> for SubscriptionInfo {
+    type Error = StripeCallError;
+
+    fn try_from(s: stripe_shared::Subscription) -> Result<Self, Self::Error> {
+        let item = s.items.data.into_iter().next().ok_or_else(|| {
+            StripeCallError::Unavailable(format!("subscription {} has no items", s.id))
+        })?;
+        Ok(Self {
+            id: s.id.to_string(),
+            customer_id: s.customer.id().to_string(),
+            status: s.status.as_str().to_owned(),
+            item_id: item.id.to_string(),
+            price_id: item.price.id.to_string(),
+            current_period_start: item.current_period_start,
+            current_period_end: item.current_period_end,
+            cancel_at_period_end: s.cancel_at_period_end,
+            ended_at: s.ended_at,
+            metadata: s.metadata,
+        })
+    }
+}
+
+/// An invoice as billfold keeps it (the list on `/billing`, allowance grants).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoiceInfo {
+    /// `in_...`
+    pub id: String,
+    /// `cus_...`
+    pub customer_id: Option<String>,
+    /// The subscription it bills, if any.
+    pub subscription_id: Option<String>,
+    /// Customer-facing number.
+    pub number: Option<String>,
+    /// `draft`, `open`, `paid`, `uncollectible`, `void`.
+    pub status: Option<String>,
+    /// `subscription_create`, `subscription_cycle`, `subscription_update`, ...
+    pub billing_reason: Option<String>,
+    /// Minor units.
+    pub amount_due: i64,
+    /// Minor units.
+    pub amount_paid: i64,
+    /// ISO 4217, lowercase.
+    pub currency: String,
+    /// Stripe's hosted page.
+    pub hosted_invoice_url: Option<String>,
+    /// PDF link.
+    pub invoice_pdf: Option<String>,
+    /// Billing period, unix seconds.
+    pub period_start: i64,
+    /// Billing period end, unix seconds.
+    pub period_end: i64,
+    /// Creation, unix seconds.
+    pub created: i64,
+}
+
+impl From<stripe_shared::Invoice> for InvoiceInfo {
+    fn from(i: stripe_shared::Invoice) -> Self {
+        Self {
+            id: i.id.map(|id| id.to_string()).unwrap_or_default(),
+            customer_id: i.customer.map(|c| c.id().to_string()),
+            subscription_id: i
+                .parent
+                .and_then(|p| p.subscription_details)
+                .map(|d| d.subscription.id().to_string()),
+            number: i.number,
+            status: i.status.map(|s| s.as_str().to_owned()),
+            billing_reason: i.billing_reason.map(|r| r.as_str().to_owned()),
+            amount_due: i.amount_due,
+            amount_paid: i.amount_paid,
+            currency: i.currency.to_string(),
+            hosted_invoice_url: i.hosted_invoice_url,
+            invoice_pdf: i.invoice_pdf,
+            period_start: i.period_start,
+            period_end: i.period_end,
+            created: i.created,
+        }
+    }
+}
+
+impl StripeClient {
+    /// Creates a subscription-mode Checkout session (free → paid plan).
+    #[tracing::instrument(skip_all)]
+    pub async fn create_subscription_checkout(
+        &self,
+        req: &SubscriptionCheckout,
+    ) -> Result<CheckoutSessionInfo, StripeCallError> {
+        let mut item = CreateCheckoutSessionLineItems::new();
+        item.price = Some(req.price_id.clone());
+        item.quantity = Some(1);
+        let mut subscription_data = CreateCheckoutSessionSubscriptionData::new();
+        subscription_data.metadata = Some(req.metadata.clone());
+        let session = CreateCheckoutSession::new()
+            .mode(stripe_shared::CheckoutSessionMode::Subscription)
+            .customer(req.customer_id.clone())
+            .client_reference_id(req.client_reference_id.clone())
+            .metadata(req.metadata.clone())
+            .subscription_data(subscription_data)
+            .line_items(vec![item])
+            .success_url(req.success_url.clone())
+            .cancel_url(req.cancel_url.clone())
+            .customize()
+            .request_strategy(idempotent(&req.idempotency_key)?)
+            .send(&self.client)
+            .await?;
+        Ok(session.into())
+    }
+
+    /// Fetches a subscription: the source of truth when events arrive out of order.
+    pub async fn retrieve_subscription(
+        &self,
+        id: &str,
+    ) -> Result<SubscriptionInfo, StripeCallError> {
+        RetrieveSubscription::new(id)
+            .send(&self.client)
+            .await?
+            .try_into()
+    }
+
+    /// Creates a billing portal session for a customer; returns its URL.
+    pub async fn create_portal_session(
+        &self,
+        customer_id: &str,
+        return_url: &str,
+    ) -> Result<String, StripeCallError> {
+        let session = CreateBillingPortalSession::new()
+            .customer(customer_id.to_owned())
+            .return_url(return_url.to_owned())
+            .send(&self.client)
+            .await?;
+        Ok(session.url)
+    }
+}

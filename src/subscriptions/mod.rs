@@ -1,0 +1,315 @@
+//! Subscriptions and invoices mirrored from Stripe. Owns tables `subscriptions` and
+//! `invoices`. Webhooks arrive duplicated and out of order (DESIGN.md principle 2), so a
+//! subscription event never applies its own payload: the subscription is re-fetched from
+//! Stripe under a per-subscription advisory lock, so the last writer always holds the
+//! newest state, and a stale `updated` after `deleted` cannot resurrect anything. An
+//! invoice never goes back from `paid`, and each allowance grant is keyed by its invoice.
+
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::ledger;
+use crate::stripe::StripeClient;
+use crate::stripe::billing::{InvoiceInfo, SubscriptionInfo};
+
+/// Statuses in which the workspace is on the subscription's plan.
+const LIVE: &[&str] = &["active", "trialing", "past_due"];
+
+fn ts(secs: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// Re-fetches subscription `id` from Stripe and mirrors it inside the caller's
+/// transaction; moves the workspace onto the plan (or back to free once it ended).
+/// Returns the workspace, or `None` for a subscription of a customer billfold does not
+/// know (another integration on the same Stripe account).
+pub async fn sync_subscription(
+    conn: &mut PgConnection,
+    stripe: &StripeClient,
+    id: &str,
+) -> anyhow::Result<Option<Uuid>> {
+    sqlx::query("select pg_advisory_xact_lock(hashtextextended($1, 7242))")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    let sub = stripe.retrieve_subscription(id).await?;
+    apply(conn, &sub).await
+}
+
+/// Mirrors a subscription state (as just fetched from Stripe).
+pub async fn apply(
+    conn: &mut PgConnection,
+    sub: &SubscriptionInfo,
+) -> anyhow::Result<Option<Uuid>> {
+    let by_metadata = sub
+        .metadata
+        .get("workspace_id")
+        .and_then(|v| v.parse::<Uuid>().ok());
+    let workspace_id: Option<Uuid> = sqlx::query_scalar(
+        "select workspace_id from workspaces
+          where workspace_id = $1 or stripe_customer_id = $2
+          order by workspace_id = $1 desc limit 1 for update",
+    )
+    .bind(by_metadata)
+    .bind(&sub.customer_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(workspace_id) = workspace_id else {
+        tracing::warn!(subscription = %sub.id, "subscription of an unknown customer ignored");
+        return Ok(None);
+    };
+    let plan_code: Option<String> =
+        sqlx::query_scalar("select plan_code from plans where stripe_price_id = $1")
+            .bind(&sub.price_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    sqlx::query(
+        "insert into subscriptions (stripe_subscription_id, workspace_id, stripe_customer_id, status,
+                stripe_item_id, stripe_price_id, plan_code, current_period_start, current_period_end,
+                cancel_at_period_end, ended_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         on conflict (stripe_subscription_id) do update set
+                status = excluded.status, stripe_item_id = excluded.stripe_item_id,
+                stripe_price_id = excluded.stripe_price_id, plan_code = excluded.plan_code,
+                current_period_start = excluded.current_period_start,
+                current_period_end = excluded.current_period_end,
+                cancel_at_period_end = excluded.cancel_at_period_end,
+                ended_at = excluded.ended_at, updated_at = now()",
+    )
+    .bind(&sub.id)
+    .bind(workspace_id)
+    .bind(&sub.customer_id)
+    .bind(&sub.status)
+    .bind(&sub.item_id)
+    .bind(&sub.price_id)
+    .bind(&plan_code)
+    .bind(ts(sub.current_period_start))
+    .bind(ts(sub.current_period_end))
+    .bind(sub.cancel_at_period_end)
+    .bind(sub.ended_at.map(ts))
+    .execute(&mut *conn)
+    .await?;
+
+    if LIVE.contains(&sub.status.as_str()) {
+        if let Some(plan) = &plan_code {
+            sqlx::query("update workspaces set plan_code = $2 where workspace_id = $1")
+                .bind(workspace_id)
+                .bind(plan)
+                .execute(&mut *conn)
+                .await?;
+        }
+    } else if sub.status == "canceled" {
+        end_subscription(conn, workspace_id, &sub.id).await?;
+    }
+    Ok(Some(workspace_id))
+}
+
+/// Back to the free plan once a subscription has ended, unless another live
+/// subscription holds the workspace. Plan credits reset to the free allowance, once
+/// per subscription; purchased credits are untouched.
+async fn end_subscription(
+    conn: &mut PgConnection,
+    workspace_id: Uuid,
+    sub_id: &str,
+) -> anyhow::Result<()> {
+    let other_live: bool = sqlx::query_scalar(
+        "select exists (select 1 from subscriptions where workspace_id = $1
+                          and stripe_subscription_id <> $2 and status = any($3))",
+    )
+    .bind(workspace_id)
+    .bind(sub_id)
+    .bind(LIVE)
+    .fetch_one(&mut *conn)
+    .await?;
+    if other_live {
+        return Ok(());
+    }
+    sqlx::query("update workspaces set plan_code = 'free' where workspace_id = $1")
+        .bind(workspace_id)
+        .execute(&mut *conn)
+        .await?;
+    let free: Option<i64> =
+        sqlx::query_scalar("select monthly_credits from plans where plan_code = 'free'")
+            .fetch_one(&mut *conn)
+            .await?;
+    ledger::reset_plan_credits(
+        conn,
+        workspace_id,
+        free.unwrap_or(0),
+        &format!("subscription-ended:{sub_id}"),
+        "Subscription ended: back to the Free plan allowance",
+    )
+    .await?;
+    Ok(())
+}
+
+/// Mirrors an invoice and, when it is a paid first or renewal invoice of a
+/// subscription, resets plan credits to the plan's allowance (no rollover; purchased
+/// credits untouched), once per invoice id. An invoice for a subscription billfold has
+/// not seen yet is fetched first.
+pub async fn apply_invoice(
+    conn: &mut PgConnection,
+    stripe: &StripeClient,
+    invoice: &InvoiceInfo,
+    paid: bool,
+) -> anyhow::Result<()> {
+    let Some(sub_id) = &invoice.subscription_id else {
+        return Ok(());
+    };
+    let known: Option<Uuid> = sqlx::query_scalar(
+        "select workspace_id from subscriptions where stripe_subscription_id = $1",
+    )
+    .bind(sub_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let workspace_id = match known {
+        Some(ws) => ws,
+        None => match sync_subscription(conn, stripe, sub_id).await? {
+            Some(ws) => ws,
+            None => return Ok(()),
+        },
+    };
+    let status = if paid {
+        "paid".to_owned()
+    } else {
+        invoice.status.clone().unwrap_or_else(|| "open".into())
+    };
+    sqlx::query(
+        "insert into invoices (stripe_invoice_id, workspace_id, stripe_subscription_id, number, status,
+                billing_reason, amount_due, amount_paid, currency, hosted_invoice_url, invoice_pdf,
+                period_start, period_end, created_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+         on conflict (stripe_invoice_id) do update set
+                -- a late payment_failed never makes a paid invoice unpaid
+                status = case when invoices.status = 'paid' then 'paid' else excluded.status end,
+                amount_paid = greatest(invoices.amount_paid, excluded.amount_paid),
+                number = coalesce(excluded.number, invoices.number),
+                hosted_invoice_url = coalesce(excluded.hosted_invoice_url, invoices.hosted_invoice_url),
+                invoice_pdf = coalesce(excluded.invoice_pdf, invoices.invoice_pdf)",
+    )
+    .bind(&invoice.id)
+    .bind(workspace_id)
+    .bind(sub_id)
+    .bind(&invoice.number)
+    .bind(&status)
+    .bind(&invoice.billing_reason)
+    .bind(invoice.amount_due)
+    .bind(invoice.amount_paid)
+    .bind(&invoice.currency)
+    .bind(&invoice.hosted_invoice_url)
+    .bind(&invoice.invoice_pdf)
+    .bind(ts(invoice.period_start))
+    .bind(ts(invoice.period_end))
+    .bind(ts(invoice.created))
+    .execute(&mut *conn)
+    .await?;
+
+    let resets = matches!(
+        invoice.billing_reason.as_deref(),
+        Some("subscription_create" | "subscription_cycle")
+    );
+    if paid && resets {
+        let plan: Option<(String, Option<i64>)> = sqlx::query_as(
+            "select p.name, p.monthly_credits from subscriptions s join plans p using (plan_code)
+              where s.stripe_subscription_id = $1",
+        )
+        .bind(sub_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some((name, allowance)) = plan {
+            ledger::reset_plan_credits(
+                conn,
+                workspace_id,
+                allowance.unwrap_or(0),
+                &invoice.id,
+                &format!("{name} plan: monthly allowance"),
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// The workspace's current (latest) subscription, for `/billing`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Subscription {
+    /// `sub_...`
+    pub stripe_subscription_id: String,
+    /// Stripe's status.
+    pub status: String,
+    /// The plan, if billfold knows the price.
+    pub plan_code: Option<String>,
+    /// End of the paid period.
+    pub current_period_end: OffsetDateTime,
+    /// Ends at period end instead of renewing.
+    pub cancel_at_period_end: bool,
+}
+
+impl Subscription {
+    /// Status as shown to customers.
+    pub fn status_label(&self) -> &str {
+        match self.status.as_str() {
+            "active" => "Active",
+            "trialing" => "Trialing",
+            "past_due" => "Past due",
+            "canceled" => "Canceled",
+            "unpaid" => "Unpaid",
+            "incomplete" | "incomplete_expired" => "Incomplete",
+            other => other,
+        }
+    }
+}
+
+/// The workspace's newest subscription, if any.
+pub async fn current(
+    db: &sqlx::PgPool,
+    workspace_id: Uuid,
+) -> anyhow::Result<Option<Subscription>> {
+    Ok(sqlx::query_as::<_, Subscription>(
+        "select stripe_subscription_id, status, plan_code, current_period_end, cancel_at_period_end
+           from subscriptions where workspace_id = $1
+          order by (status = any($2)) desc, current_period_start desc limit 1",
+    )
+    .bind(workspace_id)
+    .bind(LIVE)
+    .fetch_optional(db)
+    .await?)
+}
+
+/// An invoice row for `/billing`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Invoice {
+    /// Customer-facing number.
+    pub number: Option<String>,
+    /// When Stripe created it.
+    pub created_at: OffsetDateTime,
+    /// Minor units.
+    pub amount_due: i64,
+    /// ISO 4217.
+    pub currency: String,
+    /// `paid`, `open`, ...
+    pub status: String,
+    /// Stripe's hosted page.
+    pub hosted_invoice_url: Option<String>,
+    /// PDF.
+    pub invoice_pdf: Option<String>,
+}
+
+impl Invoice {
+    /// The amount as money.
+    pub fn amount(&self) -> crate::money::Money {
+        crate::money::Money::new(self.amount_due, &self.currency)
+    }
+}
+
+/// The workspace's invoices, newest first.
+pub async fn invoices(db: &sqlx::PgPool, workspace_id: Uuid) -> anyhow::Result<Vec<Invoice>> {
+    Ok(sqlx::query_as::<_, Invoice>(
+        "select number, created_at, amount_due, currency, status, hosted_invoice_url, invoice_pdf
+           from invoices where workspace_id = $1 order by created_at desc, stripe_invoice_id desc limit 100",
+    )
+    .bind(workspace_id)
+    .fetch_all(db)
+    .await?)
+}
