@@ -17,9 +17,9 @@ use sqlx::PgConnection;
 use super::error::{ApiError, ErrorType, SandboxError};
 use super::middleware::RequestId;
 
-use super::objects::{self, EventRequest, NewCheckoutSession, NewLineItem};
+use super::objects::{self, EventRequest, NewCheckoutSession, NewLineItem, NewSubscriptionData};
 use super::params::{self, Param};
-use super::{MOUNT_PATH, SandboxState, db, events};
+use super::{MOUNT_PATH, SandboxState, billing, db, events};
 
 const OBJECT_TYPE: &str = "checkout.session";
 
@@ -57,12 +57,18 @@ async fn read_new_session(
     form: &Param<'_>,
 ) -> Result<NewCheckoutSession, ApiError> {
     let mode = form.get("mode");
-    if mode.required_string()? != "payment" {
-        return Err(ApiError::invalid(
-            None,
-            mode.name(),
-            "The billfold Stripe sandbox supports only mode=payment so far.".to_owned(),
-        ));
+    match mode.required_string()? {
+        "payment" => {}
+        "subscription" => return read_new_subscription_session(conn, form).await,
+        _ => {
+            return Err(ApiError::invalid(
+                None,
+                mode.name(),
+                "The billfold Stripe sandbox supports only mode=payment and \
+                 mode=subscription."
+                    .to_owned(),
+            ));
+        }
     }
 
     let items = form.get("line_items").list()?;
@@ -145,10 +151,73 @@ async fn read_new_session(
     }
 
     Ok(NewCheckoutSession {
+        subscription: None,
         currency: currency.unwrap_or_default(),
         line_items,
         customer,
         customer_email,
+        client_reference_id: form.get("client_reference_id").string()?.map(str::to_owned),
+        metadata: form.get("metadata").metadata()?,
+        success_url: http_url(&form.get("success_url"))?,
+        cancel_url: http_url(&form.get("cancel_url"))?,
+    })
+}
+
+/// `mode=subscription`: one line item naming a recurring catalog `price` (quantity
+/// 1) for an existing `customer`, with `subscription_data[metadata]`.
+async fn read_new_subscription_session(
+    conn: &mut PgConnection,
+    form: &Param<'_>,
+) -> Result<NewCheckoutSession, ApiError> {
+    let items = form.get("line_items").list()?;
+    let [item] = items.as_slice() else {
+        return Err(ApiError::invalid(
+            None,
+            "line_items",
+            "The billfold Stripe sandbox supports exactly one line item with \
+             mode=subscription."
+                .to_owned(),
+        ));
+    };
+    let price_param = item.get("price");
+    let price_id = price_param.required_string()?;
+    let price = billing::recurring_price(conn, price_param.name(), price_id).await?;
+    let quantity = item.get("quantity");
+    if quantity.integer()?.unwrap_or(1) != 1 {
+        return Err(ApiError::invalid(
+            None,
+            quantity.name(),
+            "The billfold Stripe sandbox supports only quantity 1 for subscriptions.".to_owned(),
+        ));
+    }
+    let terms = billing::PriceTerms::read(&price)
+        .ok_or_else(|| SandboxError::Corrupt("recurring price".to_owned()))?;
+    let customer_param = form.get("customer");
+    let customer = customer_param.required_string()?;
+    if db::find_object(conn, "customer", customer).await?.is_none() {
+        return Err(ApiError::invalid(
+            Some("resource_missing"),
+            customer_param.name(),
+            format!("No such customer: '{customer}'"),
+        ));
+    }
+    let description = db::find_object(conn, "product", &terms.product)
+        .await?
+        .and_then(|product| product["name"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| terms.id.clone());
+    Ok(NewCheckoutSession {
+        subscription: Some(NewSubscriptionData {
+            price,
+            metadata: form.get("subscription_data").get("metadata").metadata()?,
+        }),
+        currency: terms.currency,
+        line_items: vec![NewLineItem {
+            description,
+            quantity: 1,
+            amount: terms.unit_amount,
+        }],
+        customer: Some(customer.to_owned()),
+        customer_email: None,
         client_reference_id: form.get("client_reference_id").string()?.map(str::to_owned),
         metadata: form.get("metadata").metadata()?,
         success_url: http_url(&form.get("success_url"))?,
@@ -275,6 +344,8 @@ struct StoredItem {
     description: Option<String>,
     quantity: i64,
     amount_total: i64,
+    /// The catalog price of a subscription's item.
+    price: Option<Value>,
 }
 
 impl StoredSession {
@@ -342,7 +413,11 @@ impl CheckoutPage {
                 .map(|item| ItemRow {
                     description: item.description.clone().unwrap_or_default(),
                     quantity: item.quantity,
-                    amount: Money::new(item.amount_total, &session.currency).to_string(),
+                    // a plan shows its recurring price, e.g. "€49.00 / month"
+                    amount: match item.price.as_ref().and_then(billing::PriceTerms::read) {
+                        Some(terms) => billing::price_label(&terms),
+                        None => Money::new(item.amount_total, &session.currency).to_string(),
+                    },
                 })
                 .collect(),
             total: Money::new(session.amount_total, &session.currency).to_string(),
@@ -396,6 +471,23 @@ pub(crate) async fn pay(
                     .and_then(|customer| customer["email"].as_str().map(str::to_owned)),
                 (None, None) => None,
             };
+            let subscription_data = session[objects::SUBSCRIPTION_DATA_FIELD].clone();
+            if let (Value::Object(_), Some(customer)) = (&subscription_data, &stored.customer) {
+                let metadata = match &subscription_data["metadata"] {
+                    Value::Object(metadata) => metadata.clone(),
+                    _ => serde_json::Map::new(),
+                };
+                let (subscription, invoice) = billing::subscribe_from_checkout(
+                    &mut tx,
+                    &state.config.public_base_url,
+                    customer,
+                    subscription_data["price"].clone(),
+                    metadata,
+                )
+                .await?;
+                session["subscription"] = Value::String(subscription);
+                session["invoice"] = Value::String(invoice);
+            }
             objects::complete_checkout_session(&mut session, email);
             db::update_object(&mut tx, &id, &session).await?;
             events::emit(

@@ -37,6 +37,6 @@ pub(crate) async fn retrieve_customer(
     let mut conn = state.db.acquire().await?;
     db::find_object(&mut conn, "customer", &id)
         .await?
-        .map(Json)
+        .map(|customer| Json(objects::public_view(customer, &[])))
         .ok_or_else(|| ApiError::no_such("customer", &id))
 }

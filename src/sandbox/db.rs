@@ -240,7 +240,8 @@ pub(crate) async fn release_idempotency_key(
     Ok(())
 }
 
-/// Stores an event and queues its delivery to the webhook endpoint.
+/// Stores an event and queues its delivery to the webhook endpoint. `created_at` is
+/// the statement's clock, so events emitted in one transaction keep their order.
 pub(crate) async fn insert_event(
     conn: &mut PgConnection,
     event_id: &str,
@@ -249,7 +250,8 @@ pub(crate) async fn insert_event(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "with event as (
-             insert into sandbox_events (event_id, event_type, data) values ($1, $2, $3)
+             insert into sandbox_events (event_id, event_type, data, created_at)
+             values ($1, $2, $3, clock_timestamp())
              returning event_id
          )
          insert into sandbox_webhook_deliveries (event_id) select event_id from event",
@@ -301,7 +303,7 @@ pub(crate) async fn claim_due_deliveries(
              select d.delivery_id, e.data::text as payload
              from sandbox_webhook_deliveries d join sandbox_events e using (event_id)
              where d.status = 'pending' and d.next_attempt_at <= now()
-             order by d.next_attempt_at
+             order by d.next_attempt_at, d.delivery_id
              limit $1
              for update of d skip locked
          )
@@ -377,4 +379,89 @@ pub(crate) async fn next_delivery_due_in_ms(
     )
     .fetch_one(conn)
     .await
+}
+
+/// Moves the sandbox clock forward so that [`now`] returns `at` (never backwards).
+pub(crate) async fn set_now(conn: &mut PgConnection, at: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update sandbox_clocks
+         set offset_seconds = greatest(offset_seconds, $1 - floor(extract(epoch from now()))::bigint)",
+    )
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// How many of a customer's invoices have a number (are finalized).
+pub(crate) async fn count_customer_invoices_numbered(
+    conn: &mut PgConnection,
+    customer: &str,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "select count(*) from sandbox_objects
+         where object_type = 'invoice' and data->>'customer' = $1 and data->>'number' is not null",
+    )
+    .bind(customer)
+    .fetch_one(conn)
+    .await
+}
+
+/// A customer's open invoices, oldest first, locked until the transaction ends.
+pub(crate) async fn lock_open_invoices(
+    conn: &mut PgConnection,
+    customer: &str,
+) -> Result<Vec<Value>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select data from sandbox_objects
+         where object_type = 'invoice' and data->>'customer' = $1 and data->>'status' = 'open'
+         order by created_at, object_id
+         for update",
+    )
+    .bind(customer)
+    .fetch_all(conn)
+    .await
+}
+
+/// A customer's subscriptions, oldest first, locked until the transaction ends.
+pub(crate) async fn lock_customer_subscriptions(
+    conn: &mut PgConnection,
+    customer: &str,
+) -> Result<Vec<Value>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select data from sandbox_objects
+         where object_type = 'subscription' and data->>'customer' = $1
+         order by created_at, object_id
+         for update",
+    )
+    .bind(customer)
+    .fetch_all(conn)
+    .await
+}
+
+/// The live (active or past_due) subscription whose period ends first, if it ends by
+/// `until`, locked until the transaction ends.
+pub(crate) async fn lock_next_due_subscription(
+    conn: &mut PgConnection,
+    until: i64,
+) -> Result<Option<Value>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select data from sandbox_objects
+         where object_type = 'subscription'
+           and data->>'status' in ('active', 'past_due')
+           and (data#>>'{items,data,0,current_period_end}')::bigint <= $1
+         order by (data#>>'{items,data,0,current_period_end}')::bigint, object_id
+         limit 1
+         for update",
+    )
+    .bind(until)
+    .fetch_optional(conn)
+    .await
+}
+
+/// How far the sandbox clock is ahead of real time, in seconds.
+pub(crate) async fn clock_offset(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("select offset_seconds from sandbox_clocks")
+        .fetch_one(conn)
+        .await
 }

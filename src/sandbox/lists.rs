@@ -38,5 +38,9 @@ pub(crate) async fn page(
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     let has_more = data.len() > limit;
     data.truncate(limit);
+    let data = data
+        .into_iter()
+        .map(|object| objects::public_view(object, &[]))
+        .collect();
     Ok(objects::list(url, data, has_more))
 }

@@ -10,18 +10,26 @@
 //! (`objects`), announce changes through `events::emit`, and read time from the
 //! sandbox clock (`db::now`).
 
+mod billing;
 mod checkout;
+mod clock;
 mod customers;
 mod db;
 mod error;
 mod events;
+mod invoices;
 mod lists;
 mod middleware;
 mod objects;
 mod params;
+mod portal;
 mod prices;
 mod products;
+mod subscriptions;
 mod webhooks;
+
+pub use billing::TestCard;
+pub use clock::advance;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,8 +77,16 @@ struct SandboxState {
 ///
 /// - `/v1/...`: the Stripe API subset (customers, products, prices, checkout
 ///   sessions, events), behind [`SANDBOX_SECRET_KEY`];
+/// - `/v1/subscriptions`, `/v1/invoices` (with `create_preview`) and
+///   `/v1/billing_portal/sessions`;
 /// - `GET /checkout/{id}` and `POST /checkout/{id}/pay`: the hosted Checkout page,
-///   styled by `/static/sandbox.css`, which the app serves.
+///   styled by `/static/sandbox.css`, which the app serves;
+/// - `GET /invoices/{id}` and `/invoices/{id}/pdf`: hosted invoice page and PDF;
+/// - `GET /portal/{id}` and `POST /portal/{id}/{switch,cancel,resume,card}`: the
+///   hosted customer portal;
+/// - `GET /clock` and `POST /clock/advance` (`days`): the sandbox clock ([`advance`]);
+/// - `POST /test/customers/{id}/card` (`card=succeeding|declining`): a test hook
+///   setting a customer's test card, as the portal's "update card" does.
 ///
 /// Also starts the webhook worker on the current tokio runtime; it first delivers
 /// whatever a previous process left pending, and stops when `db` is closed.
@@ -112,6 +128,17 @@ pub fn router(db: PgPool, config: SandboxConfig) -> Router {
             "/prices/{id}",
             get(prices::retrieve_price).post(prices::update_price),
         )
+        .route("/subscriptions", get(subscriptions::list_subscriptions))
+        .route(
+            "/subscriptions/{id}",
+            get(subscriptions::retrieve_subscription)
+                .post(subscriptions::update_subscription)
+                .delete(subscriptions::cancel_subscription),
+        )
+        .route("/invoices", get(invoices::list_invoices))
+        .route("/invoices/create_preview", post(invoices::create_preview))
+        .route("/invoices/{id}", get(invoices::retrieve_invoice))
+        .route("/billing_portal/sessions", post(portal::create_session))
         .fallback(unknown_endpoint)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -124,6 +151,16 @@ pub fn router(db: PgPool, config: SandboxConfig) -> Router {
         .nest("/v1", api)
         .route("/checkout/{id}", get(checkout::checkout_page))
         .route("/checkout/{id}/pay", post(checkout::pay))
+        .route("/invoices/{id}", get(invoices::invoice_page))
+        .route("/invoices/{id}/pdf", get(invoices::invoice_pdf))
+        .route("/portal/{id}", get(portal::portal_page))
+        .route("/portal/{id}/switch", post(portal::switch_plan))
+        .route("/portal/{id}/cancel", post(portal::cancel))
+        .route("/portal/{id}/resume", post(portal::resume))
+        .route("/portal/{id}/card", post(portal::update_card))
+        .route("/clock", get(clock::clock_page))
+        .route("/clock/advance", post(clock::advance_clock))
+        .route("/test/customers/{id}/card", post(portal::set_customer_card))
         .with_state(state)
 }
 

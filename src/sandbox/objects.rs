@@ -246,9 +246,23 @@ pub(crate) struct NewLineItem {
     pub(crate) amount: i64,
 }
 
-/// Parameters of `POST /v1/checkout/sessions` (mode `payment`) the sandbox keeps.
+/// What a `mode=subscription` checkout session subscribes to.
+#[derive(Debug)]
+pub(crate) struct NewSubscriptionData {
+    /// The recurring price object of `line_items[0][price]`.
+    pub(crate) price: Value,
+    /// `subscription_data[metadata]`.
+    pub(crate) metadata: Map<String, Value>,
+}
+
+/// Where a `mode=subscription` session keeps what it subscribes to (never shown).
+pub(crate) const SUBSCRIPTION_DATA_FIELD: &str = "_sandbox_subscription_data";
+
+/// Parameters of `POST /v1/checkout/sessions` the sandbox keeps.
 #[derive(Debug)]
 pub(crate) struct NewCheckoutSession {
+    /// `Some` for `mode=subscription`, `None` for `mode=payment`.
+    pub(crate) subscription: Option<NewSubscriptionData>,
     pub(crate) currency: String,
     pub(crate) line_items: Vec<NewLineItem>,
     pub(crate) customer: Option<String>,
@@ -282,7 +296,7 @@ pub(crate) fn checkout_session(
                 "currency": new.currency,
                 "description": item.description,
                 "metadata": {},
-                "price": null,
+                "price": new.subscription.as_ref().map(|data| data.price.clone()),
                 "quantity": item.quantity,
             })
         })
@@ -296,7 +310,14 @@ pub(crate) fn checkout_session(
             json!(created + CHECKOUT_SESSION_LIFETIME_SECS),
         )?
         .set("url", json!(url))?
-        .set("mode", json!("payment"))?
+        .set(
+            "mode",
+            json!(if new.subscription.is_some() {
+                "subscription"
+            } else {
+                "payment"
+            }),
+        )?
         .set("ui_mode", json!("hosted_page"))?
         .set("status", json!("open"))?
         .set("payment_status", json!("unpaid"))?
@@ -358,6 +379,12 @@ pub(crate) fn checkout_session(
             "url": format!("/v1/checkout/sessions/{id}/line_items"),
         }),
     );
+    if let Some(data) = new.subscription {
+        session.fields.insert(
+            SUBSCRIPTION_DATA_FIELD.into(),
+            json!({"price": data.price, "metadata": data.metadata}),
+        );
+    }
     Ok(session.into_value())
 }
 
@@ -368,7 +395,10 @@ pub(crate) fn complete_checkout_session(session: &mut Value, email: Option<Strin
     session["status"] = json!("complete");
     session["url"] = Value::Null;
     session["payment_status"] = json!("paid");
-    session["payment_intent"] = json!(new_id("pi_", 24));
+    // a subscription's first payment belongs to its invoice, not to the session
+    if session["mode"] != json!("subscription") {
+        session["payment_intent"] = json!(new_id("pi_", 24));
+    }
     session["customer_details"] = json!({
         "address": null,
         "business_name": null,
@@ -425,12 +455,388 @@ pub(crate) fn event(
 }
 
 /// The object as the API returns it: expandable-only fields (a session's
-/// `line_items`) are left out unless the request asked for them with `expand[]`.
+/// `line_items`) are left out unless the request asked for them with `expand[]`, and
+/// fields only the sandbox reads ([`HIDDEN_FIELD_PREFIX`]) always.
 pub(crate) fn public_view(mut object: Value, expand: &[&str]) -> Value {
-    if let Value::Object(fields) = &mut object
-        && !expand.contains(&"line_items")
-    {
-        fields.remove("line_items");
+    if let Value::Object(fields) = &mut object {
+        if !expand.contains(&"line_items") {
+            fields.remove("line_items");
+        }
+        fields.retain(|field, _| !field.starts_with(HIDDEN_FIELD_PREFIX));
     }
     object
+}
+
+const SUBSCRIPTION_FIXTURE: &str = include_str!("fixtures/subscription.json");
+const INVOICE_FIXTURE: &str = include_str!("fixtures/invoice.json");
+const PORTAL_SESSION_FIXTURE: &str = include_str!("fixtures/billing_portal.session.json");
+
+/// Fields of a stored object that only the sandbox reads (e.g. a customer's test
+/// card); [`public_view`] leaves them out of every reply and event.
+pub(crate) const HIDDEN_FIELD_PREFIX: &str = "_sandbox_";
+
+/// A new subscription with one item.
+#[derive(Debug)]
+pub(crate) struct NewSubscription {
+    pub(crate) customer: String,
+    /// The price object, embedded in the item as Stripe does.
+    pub(crate) price: Value,
+    pub(crate) metadata: Map<String, Value>,
+    pub(crate) period_start: i64,
+    pub(crate) period_end: i64,
+    pub(crate) latest_invoice: String,
+}
+
+/// The legacy `plan` Stripe still embeds in a subscription item, derived from its price.
+pub(crate) fn plan_from_price(price: &Value) -> Value {
+    json!({
+        "active": price["active"],
+        "amount": price["unit_amount"],
+        "amount_decimal": price["unit_amount_decimal"],
+        "billing_scheme": "per_unit",
+        "created": price["created"],
+        "currency": price["currency"],
+        "id": price["id"],
+        "interval": price["recurring"]["interval"],
+        "interval_count": price["recurring"]["interval_count"],
+        "livemode": false,
+        "metadata": price["metadata"],
+        "meter": null,
+        "nickname": price["nickname"],
+        "object": "plan",
+        "product": price["product"],
+        "tiers_mode": null,
+        "transform_usage": null,
+        "trial_period_days": null,
+        "usage_type": "licensed",
+    })
+}
+
+/// An active subscription: no trial, discount, tax, schedule or pending update.
+pub(crate) fn subscription(
+    id: &str,
+    item_id: &str,
+    created: i64,
+    new: NewSubscription,
+) -> Result<Value, SandboxError> {
+    let item = json!({
+        "billing_thresholds": null,
+        "created": created,
+        "current_period_end": new.period_end,
+        "current_period_start": new.period_start,
+        "discounts": [],
+        "id": item_id,
+        "metadata": {},
+        "object": "subscription_item",
+        "plan": plan_from_price(&new.price),
+        "price": new.price,
+        "quantity": 1,
+        "subscription": id,
+        "tax_rates": [],
+    });
+    let mut subscription = Fixture::load("subscription", SUBSCRIPTION_FIXTURE)?;
+    subscription
+        .set("id", json!(id))?
+        .set("created", json!(created))?
+        .set("start_date", json!(created))?
+        .set("billing_cycle_anchor", json!(new.period_start))?
+        .set("billing_cycle_anchor_config", Value::Null)?
+        .set("currency", item["price"]["currency"].clone())?
+        .set("customer", json!(new.customer))?
+        .set("status", json!("active"))?
+        .set("metadata", Value::Object(new.metadata))?
+        .set("latest_invoice", json!(new.latest_invoice))?
+        .set(
+            "items",
+            json!({
+                "object": "list",
+                "data": [item],
+                "has_more": false,
+                "url": format!("/v1/subscription_items?subscription={id}"),
+            }),
+        )?
+        .set("cancel_at", Value::Null)?
+        .set("canceled_at", Value::Null)?
+        .set("cancel_at_period_end", json!(false))?
+        .set(
+            "cancellation_details",
+            json!({"comment": null, "feedback": null, "reason": null}),
+        )?
+        .set("ended_at", Value::Null)?
+        .set("livemode", json!(false))?
+        .set(
+            "automatic_tax",
+            json!({"enabled": false, "liability": null, "disabled_reason": null}),
+        )?
+        .set(
+            "invoice_settings",
+            json!({"account_tax_ids": null, "issuer": {"type": "self"}}),
+        )?
+        .set("next_pending_invoice_item_invoice", Value::Null)?
+        .set("pause_collection", Value::Null)?
+        .set(
+            "payment_settings",
+            json!({"payment_method_options": null, "payment_method_types": null,
+                   "save_default_payment_method": "off"}),
+        )?
+        .set("pending_invoice_item_interval", Value::Null)?
+        .set("pending_update", Value::Null)?
+        .set("transfer_data", Value::Null)?
+        .set("trial_end", Value::Null)?
+        .set("trial_start", Value::Null)?
+        .set("billing_thresholds", Value::Null)?
+        .set("billing_mode", json!({"type": "classic", "flexible": null}))?
+        .set("managed_payments", json!({"enabled": false}))?
+        .set("billing_schedules", json!([]))?;
+    Ok(subscription.into_value())
+}
+
+/// One line of a new invoice.
+#[derive(Debug, Clone)]
+pub(crate) struct NewInvoiceLine {
+    pub(crate) description: String,
+    /// Minor units; negative for unused time credited back.
+    pub(crate) amount: i64,
+    pub(crate) price_id: String,
+    pub(crate) product_id: String,
+    pub(crate) unit_amount: i64,
+    pub(crate) period_start: i64,
+    pub(crate) period_end: i64,
+    /// A proration (an invoice item) rather than the item's regular charge.
+    pub(crate) proration: bool,
+    pub(crate) subscription_item: String,
+}
+
+/// A new subscription invoice.
+#[derive(Debug)]
+pub(crate) struct NewInvoice {
+    pub(crate) customer: String,
+    pub(crate) customer_email: Option<String>,
+    pub(crate) customer_name: Option<String>,
+    pub(crate) currency: String,
+    pub(crate) subscription: String,
+    pub(crate) subscription_metadata: Value,
+    /// `subscription_create`, `subscription_cycle` or `subscription_update`.
+    pub(crate) billing_reason: String,
+    pub(crate) period_start: i64,
+    pub(crate) period_end: i64,
+    pub(crate) lines: Vec<NewInvoiceLine>,
+}
+
+/// A draft invoice (`id` `None` makes a preview, which has no id, as on Stripe).
+pub(crate) fn invoice(
+    id: Option<&str>,
+    created: i64,
+    new: NewInvoice,
+) -> Result<Value, SandboxError> {
+    let total: i64 = new.lines.iter().map(|line| line.amount).sum();
+    // a negative total is credited to the customer's balance; nothing is due
+    let amount_due = total.max(0);
+    let lines: Vec<Value> = new
+        .lines
+        .iter()
+        .map(|line| {
+            let parent = if line.proration {
+                json!({
+                    "type": "invoice_item_details",
+                    "invoice_item_details": {
+                        "invoice_item": new_id("ii_", 24),
+                        "proration": true,
+                        "proration_details": {"credited_items": null},
+                        "subscription": new.subscription,
+                    },
+                    "subscription_item_details": null,
+                })
+            } else {
+                json!({
+                    "type": "subscription_item_details",
+                    "invoice_item_details": null,
+                    "subscription_item_details": {
+                        "invoice_item": null,
+                        "proration": false,
+                        "proration_details": {"credited_items": null},
+                        "subscription": new.subscription,
+                        "subscription_item": line.subscription_item,
+                    },
+                })
+            };
+            json!({
+                "id": new_id("il_", 24),
+                "object": "line_item",
+                "amount": line.amount,
+                "currency": new.currency,
+                "description": line.description,
+                "discount_amounts": [],
+                "discountable": !line.proration,
+                "discounts": [],
+                "invoice": id,
+                "livemode": false,
+                "metadata": {},
+                "parent": parent,
+                "period": {"start": line.period_start, "end": line.period_end},
+                "pretax_credit_amounts": [],
+                "pricing": {
+                    "type": "price_details",
+                    "price_details": {"price": line.price_id, "product": line.product_id},
+                    "unit_amount_decimal": line.unit_amount.to_string(),
+                },
+                "quantity": 1,
+                "quantity_decimal": "1",
+                "subscription": new.subscription,
+                "subtotal": line.amount,
+                "taxes": [],
+            })
+        })
+        .collect();
+    let lines_url = match id {
+        Some(id) => format!("/v1/invoices/{id}/lines"),
+        None => "/v1/invoices/create_preview/lines".to_owned(),
+    };
+    let mut invoice = Fixture::load("invoice", INVOICE_FIXTURE)?;
+    invoice
+        .set("id", json!(id))?
+        .set("created", json!(created))?
+        .set("account_country", json!("DE"))?
+        .set("account_name", json!("billfold"))?
+        .set("currency", json!(new.currency))?
+        .set("customer", json!(new.customer))?
+        .set("customer_email", json!(new.customer_email))?
+        .set("customer_name", json!(new.customer_name))?
+        .set("customer_address", Value::Null)?
+        .set("customer_shipping", Value::Null)?
+        .set("billing_reason", json!(new.billing_reason))?
+        .set("amount_due", json!(amount_due))?
+        .set("amount_paid", json!(0))?
+        .set("amount_remaining", json!(amount_due))?
+        .set("amount_overpaid", json!(0))?
+        .set("subtotal", json!(total))?
+        .set("subtotal_excluding_tax", json!(total))?
+        .set("total", json!(total))?
+        .set("total_excluding_tax", json!(total))?
+        .set("total_pretax_credit_amounts", json!([]))?
+        .set("total_taxes", json!([]))?
+        .set("starting_balance", json!(0))?
+        .set("ending_balance", Value::Null)?
+        .set("attempt_count", json!(0))?
+        .set("attempted", json!(false))?
+        .set("auto_advance", json!(id.is_some()))?
+        .set(
+            "automatic_tax",
+            json!({"enabled": false, "liability": null, "status": null,
+                   "disabled_reason": null, "provider": null}),
+        )?
+        .set("due_date", Value::Null)?
+        .set("effective_at", Value::Null)?
+        .set("from_invoice", Value::Null)?
+        .set("hosted_invoice_url", Value::Null)?
+        .set("invoice_pdf", Value::Null)?
+        .set("last_finalization_error", Value::Null)?
+        .set("livemode", json!(false))?
+        .set("next_payment_attempt", Value::Null)?
+        .set("number", Value::Null)?
+        .set(
+            "parent",
+            json!({
+                "type": "subscription_details",
+                "quote_details": null,
+                "subscription_details": {
+                    "metadata": new.subscription_metadata,
+                    "subscription": new.subscription,
+                },
+            }),
+        )?
+        .set("subscription", Value::Null)?
+        .set("period_start", json!(new.period_start))?
+        .set("period_end", json!(new.period_end))?
+        .set(
+            "payment_settings",
+            json!({"default_mandate": null, "payment_method_options": null,
+                   "payment_method_types": null}),
+        )?
+        .set(
+            "rendering",
+            json!({"amount_tax_display": null, "pdf": {"page_size": "auto"},
+                   "template": null, "template_version": null}),
+        )?
+        .set("shipping_cost", Value::Null)?
+        .set("shipping_details", Value::Null)?
+        .set("status", json!("draft"))?
+        .set(
+            "status_transitions",
+            json!({"finalized_at": null, "marked_uncollectible_at": null,
+                   "paid_at": null, "voided_at": null}),
+        )?
+        .set("webhooks_delivered_at", Value::Null)?
+        .set(
+            "lines",
+            json!({
+                "object": "list",
+                "data": lines,
+                "has_more": false,
+                "url": lines_url,
+            }),
+        )?;
+    Ok(invoice.into_value())
+}
+
+/// Finalizes a draft invoice: `open`, numbered, with its hosted page and PDF.
+pub(crate) fn finalize_invoice(
+    invoice: &mut Value,
+    number: &str,
+    hosted_url: &str,
+    pdf_url: &str,
+    now: i64,
+) {
+    invoice["status"] = json!("open");
+    invoice["number"] = json!(number);
+    invoice["hosted_invoice_url"] = json!(hosted_url);
+    invoice["invoice_pdf"] = json!(pdf_url);
+    invoice["effective_at"] = json!(now);
+    invoice["webhooks_delivered_at"] = json!(now);
+    invoice["status_transitions"]["finalized_at"] = json!(now);
+}
+
+/// Records a successful payment of an open invoice.
+pub(crate) fn pay_invoice(invoice: &mut Value, now: i64) {
+    let due = invoice["amount_due"].as_i64().unwrap_or(0);
+    let attempts = invoice["attempt_count"].as_i64().unwrap_or(0);
+    invoice["status"] = json!("paid");
+    invoice["amount_paid"] = json!(due);
+    invoice["amount_remaining"] = json!(0);
+    invoice["attempted"] = json!(true);
+    invoice["attempt_count"] = json!(attempts + 1);
+    invoice["auto_advance"] = json!(false);
+    invoice["next_payment_attempt"] = Value::Null;
+    invoice["status_transitions"]["paid_at"] = json!(now);
+}
+
+/// Records a declined payment: the invoice stays open.
+pub(crate) fn fail_invoice_payment(invoice: &mut Value) {
+    let attempts = invoice["attempt_count"].as_i64().unwrap_or(0);
+    invoice["attempted"] = json!(true);
+    invoice["attempt_count"] = json!(attempts + 1);
+}
+
+/// A billing portal session whose hosted page is `url`.
+pub(crate) fn portal_session(
+    id: &str,
+    created: i64,
+    customer: &str,
+    return_url: Option<&str>,
+    url: &str,
+) -> Result<Value, SandboxError> {
+    let mut session = Fixture::load("billing_portal.session", PORTAL_SESSION_FIXTURE)?;
+    session
+        .set("id", json!(id))?
+        .set("created", json!(created))?
+        .set("customer", json!(customer))?
+        .set("return_url", json!(return_url))?
+        .set("url", json!(url))?
+        .set("configuration", json!("bpc_billfold_sandbox"))?
+        .set("flow", Value::Null)?
+        .set("livemode", json!(false))?
+        .set("locale", Value::Null)?
+        .set("on_behalf_of", Value::Null)?
+        .set("customer_account", Value::Null)?;
+    Ok(session.into_value())
 }
