@@ -95,7 +95,10 @@ pub fn router(state: AppState, session_store: PostgresStore, sandbox: Option<Rou
             get(top_up::top_up_form).post(top_up::create_top_up),
         )
         .route("/billing", get(billing::show_billing))
-        .route("/billing/subscribe", post(billing::create_subscription_checkout))
+        .route(
+            "/billing/subscribe",
+            post(billing::create_subscription_checkout),
+        )
         .route("/billing/portal", post(billing::create_portal_session))
         .route("/billing/top-up/success", get(top_up::show_top_up_success))
         .route("/billing/top-up/status", get(top_up::top_up_status_partial))
