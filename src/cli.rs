@@ -48,6 +48,12 @@ enum Command {
         #[command(subcommand)]
         command: StripeCommand,
     },
+    /// The Stripe sandbox (only without STRIPE_SECRET_KEY).
+    #[cfg(feature = "sandbox")]
+    Sandbox {
+        #[command(subcommand)]
+        command: SandboxCommand,
+    },
     /// Database helpers.
     Db {
         #[command(subcommand)]
@@ -73,6 +79,18 @@ enum StripeCommand {
     /// Create or update Stripe products and prices for every paid plan and credit pack,
     /// idempotently by lookup key (against the sandbox when STRIPE_SECRET_KEY is unset).
     Sync,
+}
+
+#[cfg(feature = "sandbox")]
+#[derive(Debug, Subcommand)]
+enum SandboxCommand {
+    /// Move the sandbox clock forward: renewals, failed payments and cancellations
+    /// that fall due happen now; a running `billfold serve` delivers their webhooks.
+    Advance {
+        /// Days to move forward (0 to 3650).
+        #[arg(long)]
+        days: i64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,6 +183,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "API key {:?} for workspace {:?}: shown once, store it now",
                 created.key.name, ws.workspace_name
             );
+            finish(db, pg).await
+        }
+        #[cfg(feature = "sandbox")]
+        Command::Sandbox {
+            command: SandboxCommand::Advance { days },
+        } => {
+            let (db, pg) = startup::connect(&config).await?;
+            startup::migrate(&db).await?;
+            let now = startup::advance_sandbox_clock(&config, &db, days).await?;
+            let shown = time::OffsetDateTime::from_unix_timestamp(now)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_else(|| now.to_string());
+            println!("sandbox time is now {shown}");
             finish(db, pg).await
         }
         Command::Stripe {

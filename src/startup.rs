@@ -189,6 +189,41 @@ pub async fn stripe_client_for_cli(
     Ok((stripe, Some(server)))
 }
 
+/// The sandbox's settings for this configuration and public base URL.
+#[cfg(feature = "sandbox")]
+pub fn sandbox_config(
+    config: &Config,
+    base_url: &str,
+    webhook_secret: &SecretString,
+) -> crate::sandbox::SandboxConfig {
+    crate::sandbox::SandboxConfig {
+        public_base_url: base_url.to_owned(),
+        webhook_url: format!("{base_url}/webhooks/stripe"),
+        webhook_secret: webhook_secret.clone(),
+        retry_base_delay: config.sandbox_retry_base,
+        max_attempts: 8,
+    }
+}
+
+/// `billfold sandbox advance --days N`: moves the sandbox clock and runs what falls
+/// due (renewals, failed payments, cancellations). The events queue in the database and
+/// a running `billfold serve` delivers them within seconds. Returns the new sandbox
+/// time (unix seconds).
+#[cfg(feature = "sandbox")]
+pub async fn advance_sandbox_clock(config: &Config, db: &PgPool, days: i64) -> anyhow::Result<i64> {
+    anyhow::ensure!(
+        config.stripe_sandbox(),
+        "the sandbox clock exists only without STRIPE_SECRET_KEY"
+    );
+    anyhow::ensure!((0..=3650).contains(&days), "--days must be from 0 to 3650");
+    let base_url = config
+        .base_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.bind));
+    let sandbox = sandbox_config(config, &base_url, &webhook_secret(config)?);
+    Ok(crate::sandbox::advance(db, &sandbox, days).await?)
+}
+
 #[cfg(feature = "sandbox")]
 fn sandbox_parts(
     config: &Config,
@@ -196,21 +231,25 @@ fn sandbox_parts(
     base_url: &str,
     webhook_secret: &SecretString,
 ) -> anyhow::Result<(StripeClient, Option<axum::Router>)> {
-    use crate::sandbox::{self, SANDBOX_SECRET_KEY, SandboxConfig};
+    use crate::sandbox::{self, SANDBOX_SECRET_KEY};
     let stripe = StripeClient::new(
         &SecretString::from(SANDBOX_SECRET_KEY),
         Some(&format!("{base_url}/sandbox/")),
     )?;
-    let router = sandbox::router(
-        db.clone(),
-        SandboxConfig {
-            public_base_url: base_url.to_owned(),
-            webhook_url: format!("{base_url}/webhooks/stripe"),
-            webhook_secret: webhook_secret.clone(),
-            retry_base_delay: config.sandbox_retry_base,
-            max_attempts: 8,
-        },
-    );
+    // The sandbox stands in for a remote service: it gets its own small pool, so a
+    // webhook transaction waiting on a Stripe call can never starve it of connections.
+    let sandbox_db = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(8)
+        .connect_lazy_with((*db.connect_options()).clone());
+    {
+        // Closes with the application's pool (shutdown, or a test's teardown).
+        let (db, sandbox_db) = (db.clone(), sandbox_db.clone());
+        tokio::spawn(async move {
+            db.close_event().await;
+            sandbox_db.close().await;
+        });
+    }
+    let router = sandbox::router(sandbox_db, sandbox_config(config, base_url, webhook_secret));
     Ok((stripe, Some(router)))
 }
 

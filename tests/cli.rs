@@ -171,3 +171,28 @@ async fn stripe_sync_runs_against_the_in_process_sandbox_and_is_idempotent(pool:
         "{second}"
     );
 }
+
+#[cfg(feature = "sandbox")]
+#[sqlx::test]
+async fn sandbox_advance_moves_the_sandbox_clock(pool: PgPool) {
+    let url = url_of(&pool).await;
+    let before = time::OffsetDateTime::now_utc().unix_timestamp();
+    let out = billfold(&url, &["sandbox", "advance", "--days", "3"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let shown = line.strip_prefix("sandbox time is now ").expect(&line);
+    let now =
+        time::OffsetDateTime::parse(shown, &time::format_description::well_known::Rfc3339).unwrap();
+    let moved = now.unix_timestamp() - before;
+    assert!(
+        (3 * 86_400..3 * 86_400 + 60).contains(&moved),
+        "moved {moved} s"
+    );
+    let out = billfold(&url, &["sandbox", "advance", "--days=-1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--days must be from 0 to 3650"));
+}

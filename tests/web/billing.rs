@@ -149,3 +149,165 @@ async fn members_see_billing_read_only(pool: PgPool) {
         0
     );
 }
+
+/// Subscribes the signed-in workspace to `plan` through Checkout and waits for it.
+async fn subscribe(app: &TestApp, ws: uuid::Uuid, plan: &str, allowance: i64) {
+    let key = uuid::Uuid::new_v4().to_string();
+    let res = app
+        .post_form(
+            "/billing/subscribe",
+            &[("plan_code", plan), ("form_key", &key)],
+        )
+        .await;
+    pay(app, &location(&res)).await;
+    wait_for_plan_credits(app, ws, allowance).await;
+}
+
+async fn wait_for_plan_credits(app: &TestApp, ws: uuid::Uuid, plan_credits: i64) {
+    for _ in 0..400 {
+        if billfold::ledger::balance(&app.db, ws).await.unwrap().plan == plan_credits {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("plan credits never reached {plan_credits}");
+}
+
+async fn advance_days(app: &TestApp, days: i64) {
+    let res = app
+        .client
+        .post(app.url("/sandbox/clock/advance"))
+        .json(&serde_json::json!({"days": days}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[sqlx::test]
+async fn a_renewal_resets_plan_credits_and_keeps_purchased_credits(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    on_sale(&app).await;
+    let ws = app.sign_up("ada@example.com").await;
+    subscribe(&app, ws, "pro", 2_000).await;
+    crate::api::grant_purchased(&app, ws, 300).await;
+    let key = app.create_api_key("Backend").await;
+    let (status, _) = app
+        .consume(
+            &key,
+            serde_json::json!({"feature": "manager.process", "quantity": 1500}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(app.assert_ledger_consistent(ws).await, (500, 300));
+
+    advance_days(&app, 31).await;
+    wait_for_plan_credits(&app, ws, 2_000).await;
+    // No rollover of the 500 left; purchased credits untouched.
+    assert_eq!(app.assert_ledger_consistent(ws).await, (2_000, 300));
+    assert_eq!(
+        app.count("select count(*) from invoices where status = 'paid'")
+            .await,
+        2
+    );
+    let (_, html) = app.get_html("/billing").await;
+    assert_eq!(select(&html, "#invoices tbody tr").len(), 2);
+}
+
+#[sqlx::test]
+async fn canceling_in_the_portal_returns_to_free_at_period_end_with_purchased_credits_intact(
+    pool: PgPool,
+) {
+    let app = TestApp::spawn(pool).await;
+    on_sale(&app).await;
+    let ws = app.sign_up("ada@example.com").await;
+    subscribe(&app, ws, "pro", 2_000).await;
+    crate::api::grant_purchased(&app, ws, 250).await;
+
+    let res = app.post_form("/billing/portal", &[]).await;
+    let portal = location(&res);
+    let res = app
+        .client
+        .post(format!("{portal}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        res.status().is_redirection() || res.status().is_success(),
+        "{}",
+        res.status()
+    );
+    // The change arrives by webhook: the page then says when the plan ends.
+    let mut shown = String::new();
+    for _ in 0..200 {
+        let (_, html) = app.get_html("/billing").await;
+        shown = text(&html, "#current-plan").unwrap();
+        if shown.contains("Cancels on") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(shown.contains("Cancels on"), "{shown}");
+    assert_eq!(
+        plan_of(&app, ws).await,
+        "pro",
+        "the plan stays until the period ends"
+    );
+
+    advance_days(&app, 31).await;
+    wait_for_plan_credits(&app, ws, 100).await;
+    assert_eq!(plan_of(&app, ws).await, "free");
+    assert_eq!(app.assert_ledger_consistent(ws).await, (100, 250));
+    let (_, html) = app.get_html("/billing").await;
+    assert_eq!(text(&html, "#current-plan-name").unwrap(), "Free");
+}
+
+#[sqlx::test]
+async fn duplicated_subscription_events_grant_one_allowance_per_invoice(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    on_sale(&app).await;
+    let ws = app.sign_up("ada@example.com").await;
+    subscribe(&app, ws, "pro", 2_000).await;
+    // Replay every event the sandbox sent, 5 times each, concurrently, under new ids
+    // (as if Stripe had sent them again): nothing is granted twice.
+    let events: Vec<serde_json::Value> =
+        sqlx::query_scalar("select payload from stripe_events order by received_at")
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    let mut deliveries = Vec::new();
+    for (n, event) in events.iter().enumerate() {
+        for copy in 0..5 {
+            let mut event = event.clone();
+            event["id"] = serde_json::json!(format!("evt_replay_{n}_{copy}"));
+            let body = event.to_string();
+            let sig = billfold::stripe::webhooks::sign(
+                &body,
+                &secrecy::SecretString::from(crate::helpers::WEBHOOK_SECRET),
+                time::OffsetDateTime::now_utc().unix_timestamp(),
+            );
+            let (client, url) = (app.client.clone(), app.url("/webhooks/stripe"));
+            deliveries.push(tokio::spawn(async move {
+                client
+                    .post(url)
+                    .header("stripe-signature", sig)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            }));
+        }
+    }
+    for d in futures_util::future::join_all(deliveries).await {
+        assert_eq!(d.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(app.assert_ledger_consistent(ws).await, (2_000, 0));
+    assert_eq!(
+        app.count("select count(*) from ledger_entries where kind = 'plan_allowance'")
+            .await,
+        2
+    );
+    assert_eq!(app.count("select count(*) from subscriptions").await, 1);
+    assert_eq!(plan_of(&app, ws).await, "pro");
+}
