@@ -65,6 +65,8 @@ pub struct WorkspaceMembership {
     pub plan_code: String,
     /// The plan's display name.
     pub plan_name: String,
+    /// A subscription payment failed and is not settled yet (Stripe `past_due`).
+    pub past_due: bool,
 }
 
 /// Why a sign-up was refused. Field errors are for the form; `Unexpected` is a 500.
@@ -234,7 +236,9 @@ pub async fn primary_workspace(
     user_id: Uuid,
 ) -> anyhow::Result<Option<WorkspaceMembership>> {
     Ok(sqlx::query_as::<_, WorkspaceMembership>(
-        "select w.workspace_id, w.name as workspace_name, m.role, p.plan_code, p.name as plan_name
+        "select w.workspace_id, w.name as workspace_name, m.role, p.plan_code, p.name as plan_name,
+                exists (select 1 from subscriptions s
+                         where s.workspace_id = w.workspace_id and s.status = 'past_due') as past_due
            from memberships m
            join workspaces w using (workspace_id)
            join plans p on p.plan_code = w.plan_code

@@ -39,6 +39,7 @@ impl AccountMember {
             active,
             sandbox: self.sandbox,
             flash: None,
+            past_due: self.workspace.past_due,
         }
     }
 

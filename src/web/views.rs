@@ -18,6 +18,8 @@ pub struct PageCtx {
     pub sandbox: bool,
     /// One-time message from the previous request.
     pub flash: Option<String>,
+    /// Show the failed-payment banner (with a button to the customer portal).
+    pub past_due: bool,
 }
 
 const FLASH_KEY: &str = "web.flash";

@@ -311,3 +311,80 @@ async fn duplicated_subscription_events_grant_one_allowance_per_invoice(pool: Pg
     assert_eq!(app.count("select count(*) from subscriptions").await, 1);
     assert_eq!(plan_of(&app, ws).await, "pro");
 }
+
+#[sqlx::test]
+async fn a_failed_renewal_shows_a_banner_until_the_invoice_is_paid(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    on_sale(&app).await;
+    let ws = app.sign_up("ada@example.com").await;
+    subscribe(&app, ws, "pro", 2_000).await;
+    let customer: String =
+        sqlx::query_scalar("select stripe_customer_id from workspaces where workspace_id = $1")
+            .bind(ws)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    let set_card = |card: &'static str| {
+        let (client, url) = (
+            app.client.clone(),
+            app.url(&format!("/sandbox/test/customers/{customer}/card")),
+        );
+        async move {
+            client
+                .post(url)
+                .form(&[("card", card)])
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert!(set_card("declining").await.is_success());
+    let key = app.create_api_key("Backend").await;
+    app.consume(
+        &key,
+        serde_json::json!({"feature": "manager.process", "quantity": 500}),
+    )
+    .await;
+
+    advance_days(&app, 31).await;
+    let mut banner = None;
+    for _ in 0..200 {
+        let (_, html) = app.get_html("/dashboard").await;
+        banner = text(&html, "#past-due-banner");
+        if banner.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        banner
+            .expect("past-due banner")
+            .contains("Your last payment failed")
+    );
+    let (_, html) = app.get_html("/billing").await;
+    assert_eq!(text(&html, "#subscription-status").unwrap(), "Past due");
+    assert!(text(&html, "#invoices").unwrap().contains("open"));
+    assert_eq!(
+        app.assert_ledger_consistent(ws).await,
+        (1_500, 0),
+        "no allowance for an unpaid period"
+    );
+
+    // A working card pays the open invoice: the banner goes, the new period's allowance arrives.
+    assert!(set_card("succeeding").await.is_success());
+    wait_for_plan_credits(&app, ws, 2_000).await;
+    for _ in 0..200 {
+        let (_, html) = app.get_html("/dashboard").await;
+        if text(&html, "#past-due-banner").is_none() {
+            assert_eq!(
+                app.count("select count(*) from invoices where status = 'open'")
+                    .await,
+                0
+            );
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the past-due banner never went away");
+}

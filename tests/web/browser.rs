@@ -259,3 +259,128 @@ async fn a_customer_signs_up_buys_a_pack_and_sees_balance_and_chart(pool: PgPool
     .await
     .expect("browser flow timed out");
 }
+
+#[sqlx::test]
+async fn a_customer_subscribes_cancels_in_the_portal_and_is_back_on_free_after_the_period(
+    pool: PgPool,
+) {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let app = TestApp::spawn(pool).await;
+        let key = secrecy::SecretString::from(billfold::sandbox::SANDBOX_SECRET_KEY);
+        let stripe =
+            billfold::stripe::StripeClient::new(&key, Some(&format!("{}/sandbox/", app.base)))
+                .unwrap();
+        billfold::catalog::sync::sync(&app.db, &stripe)
+            .await
+            .unwrap();
+        let b = Browser::start().await;
+
+        b.driver.goto(format!("{}/signup", app.base)).await.unwrap();
+        b.wait_for("#email")
+            .await
+            .send_keys("lin@example.com")
+            .await
+            .unwrap();
+        b.wait_for("#password")
+            .await
+            .send_keys(PASSWORD)
+            .await
+            .unwrap();
+        b.wait_for("form[action='/signup'] button[type=submit]")
+            .await
+            .click()
+            .await
+            .unwrap();
+        b.wait_for("#balance-total").await;
+        let ws = app.workspace_of("lin@example.com").await;
+        crate::api::grant_purchased(&app, ws, 250).await;
+
+        b.driver
+            .goto(format!("{}/billing", app.base))
+            .await
+            .unwrap();
+        b.wait_for("[data-plan=pro] button").await;
+        b.screenshot("billing-free").await;
+        b.wait_for("[data-plan=pro] button")
+            .await
+            .click()
+            .await
+            .unwrap();
+        let pay = b.wait_for("form[action$='/pay'] button[type=submit]").await;
+        assert!(b.driver.source().await.unwrap().contains("€49.00"));
+        b.screenshot("sandbox-checkout-subscription").await;
+        pay.click().await.unwrap();
+
+        // Back on /billing; the webhook lands within moments.
+        b.wait_for("#current-plan").await;
+        for _ in 0..100 {
+            b.driver
+                .goto(format!("{}/billing", app.base))
+                .await
+                .unwrap();
+            if b.text_of("#current-plan-name").await == "Pro" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(b.text_of("#current-plan-name").await, "Pro");
+        assert!(b.text_of("#invoices").await.contains("€49.00"));
+        b.screenshot("billing-pro").await;
+
+        b.wait_for("#open-portal").await.click().await.unwrap();
+        let cancel = b.wait_for("form[action$='/cancel'] button").await;
+        b.screenshot("sandbox-portal").await;
+        cancel.click().await.unwrap();
+        b.wait_for("form[action$='/resume'] button").await;
+        b.wait_for("a.checkout-back").await.click().await.unwrap();
+        for _ in 0..100 {
+            if b.text_of("#current-plan").await.contains("Cancels on") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            b.driver
+                .goto(format!("{}/billing", app.base))
+                .await
+                .unwrap();
+        }
+        assert!(b.text_of("#current-plan").await.contains("Cancels on"));
+
+        // The sandbox clock moves past the period end.
+        b.driver
+            .goto(format!("{}/sandbox/clock", app.base))
+            .await
+            .unwrap();
+        b.screenshot("sandbox-clock").await;
+        b.wait_for("form[action$='/clock/advance'] button")
+            .await
+            .click()
+            .await
+            .unwrap();
+        for _ in 0..100 {
+            b.driver
+                .goto(format!("{}/billing", app.base))
+                .await
+                .unwrap();
+            if b.text_of("#current-plan-name").await == "Free" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(b.text_of("#current-plan-name").await, "Free");
+        b.screenshot("billing-back-to-free").await;
+        b.driver
+            .goto(format!("{}/dashboard", app.base))
+            .await
+            .unwrap();
+        assert_eq!(
+            b.text_of("#balance-purchased").await,
+            "250",
+            "purchased credits survive"
+        );
+        assert_eq!(b.text_of("#balance-plan").await, "100");
+        assert_eq!(app.assert_ledger_consistent(ws).await, (100, 250));
+        b.driver.clone().quit().await.unwrap();
+    })
+    .await
+    .expect("browser flow timed out");
+}
