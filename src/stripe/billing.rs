@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use stripe::StripeRequest;
 use stripe_billing::billing_portal_session::CreateBillingPortalSession;
-use stripe_billing::subscription::RetrieveSubscription;
+use stripe_billing::subscription::{RetrieveSubscription, UpdateSubscription};
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData,
 };
@@ -170,6 +170,19 @@ impl StripeClient {
         id: &str,
     ) -> Result<SubscriptionInfo, StripeCallError> {
         RetrieveSubscription::new(id)
+            .send(&self.client)
+            .await?
+            .try_into()
+    }
+
+    /// Sets or clears `cancel_at_period_end` (cancel at period end / resume).
+    pub async fn set_cancel_at_period_end(
+        &self,
+        id: &str,
+        cancel: bool,
+    ) -> Result<SubscriptionInfo, StripeCallError> {
+        UpdateSubscription::new(id)
+            .cancel_at_period_end(cancel)
             .send(&self.client)
             .await?
             .try_into()

@@ -185,6 +185,56 @@ pub async fn create_portal_session(
     Ok(Redirect::to(&url).into_response())
 }
 
+/// `POST /billing/cancel`: cancel at period end (the plan stays until then).
+pub async fn cancel_subscription(
+    State(state): State<AppState>,
+    member: AccountMember,
+) -> Result<Response> {
+    set_cancel(state, member, true).await
+}
+
+/// `POST /billing/resume`: undo a cancellation before the period ends.
+pub async fn resume_subscription(
+    State(state): State<AppState>,
+    member: AccountMember,
+) -> Result<Response> {
+    set_cancel(state, member, false).await
+}
+
+/// Changes `cancel_at_period_end` on the workspace's live subscription (found through
+/// the session's workspace, never the request), then mirrors Stripe's answer at once so
+/// the page is right on the redirect; the webhook that follows changes nothing more.
+async fn set_cancel(state: AppState, member: AccountMember, cancel: bool) -> Result<Response> {
+    member.require_manager()?;
+    let ws = member.workspace.workspace_id;
+    let Some(sub) = subscriptions::current(&state.db, ws)
+        .await?
+        .filter(|s| matches!(s.status.as_str(), "active" | "trialing" | "past_due"))
+    else {
+        set_flash(
+            &member.session,
+            "There is no active subscription to change.",
+        )
+        .await;
+        return Ok(Redirect::to("/billing").into_response());
+    };
+    let updated = state
+        .stripe
+        .set_cancel_at_period_end(&sub.stripe_subscription_id, cancel)
+        .await
+        .map_err(|e| provider_error(e.into()))?;
+    let mut tx = state.db.begin().await.map_err(anyhow::Error::from)?;
+    subscriptions::apply(&mut tx, &updated).await?;
+    tx.commit().await.map_err(anyhow::Error::from)?;
+    let message = if cancel {
+        "Your subscription will end at the end of the period. You can resume it until then."
+    } else {
+        "Your subscription will renew as usual."
+    };
+    set_flash(&member.session, message).await;
+    Ok(Redirect::to("/billing").into_response())
+}
+
 fn provider_error(e: top_ups::TopUpError) -> AppError {
     match e {
         top_ups::TopUpError::Unexpected(e) => AppError::Internal(e),

@@ -388,3 +388,145 @@ async fn a_failed_renewal_shows_a_banner_until_the_invoice_is_paid(pool: PgPool)
     }
     panic!("the past-due banner never went away");
 }
+
+#[sqlx::test]
+async fn cancel_and_resume_from_the_billing_page(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    on_sale(&app).await;
+    let ws = app.sign_up("ada@example.com").await;
+    subscribe(&app, ws, "pro", 2_000).await;
+
+    let res = app.post_form("/billing/cancel", &[]).await;
+    assert_eq!(location(&res), "/billing");
+    let (_, html) = app.get_html("/billing").await;
+    assert!(text(&html, "#current-plan").unwrap().contains("Cancels on"));
+    assert!(
+        text(&html, ".flash")
+            .unwrap()
+            .contains("end at the end of the period")
+    );
+
+    let res = app.post_form("/billing/resume", &[]).await;
+    assert_eq!(location(&res), "/billing");
+    let (_, html) = app.get_html("/billing").await;
+    assert!(text(&html, "#current-plan").unwrap().contains("Renews on"));
+    assert!(!select(&html, "#cancel-subscription").is_empty());
+
+    // Resumed: the period end renews instead of ending.
+    advance_days(&app, 31).await;
+    for _ in 0..200 {
+        if app
+            .count("select count(*) from invoices where status = 'paid'")
+            .await
+            == 2
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        app.count("select count(*) from invoices where status = 'paid'")
+            .await,
+        2
+    );
+    assert_eq!(plan_of(&app, ws).await, "pro");
+}
+
+#[sqlx::test]
+async fn stale_and_reordered_events_do_not_undo_newer_state(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    on_sale(&app).await;
+    let ws = app.sign_up("ada@example.com").await;
+    subscribe(&app, ws, "pro", 2_000).await;
+    let events: Vec<serde_json::Value> =
+        sqlx::query_scalar("select payload from stripe_events order by received_at")
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    let created = events
+        .iter()
+        .find(|e| e["type"] == "customer.subscription.created")
+        .unwrap()
+        .clone();
+    let paid = events
+        .iter()
+        .find(|e| e["type"] == "invoice.paid")
+        .unwrap()
+        .clone();
+
+    // The subscription is canceled now (immediately, through the API).
+    let sub_id = created["data"]["object"]["id"].as_str().unwrap().to_owned();
+    let res = app
+        .client
+        .delete(app.url(&format!("/sandbox/v1/subscriptions/{sub_id}")))
+        .bearer_auth(billfold::sandbox::SANDBOX_SECRET_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success());
+    wait_for_plan_credits(&app, ws, 100).await;
+    assert_eq!(plan_of(&app, ws).await, "free");
+
+    // A stale "created" (active) arriving late does not resurrect it.
+    let deliver = |mut event: serde_json::Value, id: &str, event_type: Option<&str>| {
+        event["id"] = serde_json::json!(id);
+        if let Some(t) = event_type {
+            event["type"] = serde_json::json!(t);
+        }
+        let body = event.to_string();
+        let sig = billfold::stripe::webhooks::sign(
+            &body,
+            &secrecy::SecretString::from(crate::helpers::WEBHOOK_SECRET),
+            time::OffsetDateTime::now_utc().unix_timestamp(),
+        );
+        let (client, url) = (app.client.clone(), app.url("/webhooks/stripe"));
+        async move {
+            client
+                .post(url)
+                .header("stripe-signature", sig)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(
+        deliver(created.clone(), "evt_late_created", None).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        deliver(
+            created,
+            "evt_late_updated",
+            Some("customer.subscription.updated")
+        )
+        .await,
+        StatusCode::OK
+    );
+    assert_eq!(plan_of(&app, ws).await, "free");
+    let status: String = sqlx::query_scalar("select status from subscriptions")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(status, "canceled");
+
+    // A payment_failed for the invoice that was paid does not make it unpaid.
+    let mut failed = paid;
+    failed["data"]["object"]["status"] = serde_json::json!("open");
+    assert_eq!(
+        deliver(failed, "evt_late_failed", Some("invoice.payment_failed")).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.count("select count(*) from invoices where status = 'paid'")
+            .await,
+        1
+    );
+    assert_eq!(app.assert_ledger_consistent(ws).await, (100, 0));
+    assert_eq!(
+        app.count("select count(*) from ledger_entries where kind = 'plan_allowance'")
+            .await,
+        3
+    );
+}
