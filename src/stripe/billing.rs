@@ -6,7 +6,15 @@ use std::collections::HashMap;
 
 use stripe::StripeRequest;
 use stripe_billing::billing_portal_session::CreateBillingPortalSession;
-use stripe_billing::subscription::{RetrieveSubscription, UpdateSubscription};
+use stripe_billing::invoice::{
+    CreatePreviewInvoice, CreatePreviewInvoiceSubscriptionDetails,
+    CreatePreviewInvoiceSubscriptionDetailsItems,
+    CreatePreviewInvoiceSubscriptionDetailsProrationBehavior,
+};
+use stripe_billing::subscription::{
+    RetrieveSubscription, UpdateSubscription, UpdateSubscriptionItems,
+    UpdateSubscriptionProrationBehavior,
+};
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData,
 };
@@ -136,7 +144,76 @@ impl From<stripe_shared::Invoice> for InvoiceInfo {
     }
 }
 
+/// Stripe's preview of what a plan change charges now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoicePreview {
+    /// (description, amount in minor units) per line, prorations included.
+    pub lines: Vec<(String, i64)>,
+    /// Charged now, minor units.
+    pub amount_due: i64,
+    /// ISO 4217, lowercase.
+    pub currency: String,
+}
+
 impl StripeClient {
+    /// Previews moving subscription item `item_id` to `price_id` now with proration
+    /// invoiced immediately (`proration_behavior = always_invoice`), at `proration_date`
+    /// so the confirmed change charges exactly what was shown.
+    pub async fn preview_price_change(
+        &self,
+        customer_id: &str,
+        subscription_id: &str,
+        item_id: &str,
+        price_id: &str,
+        proration_date: i64,
+    ) -> Result<InvoicePreview, StripeCallError> {
+        let mut item = CreatePreviewInvoiceSubscriptionDetailsItems::new();
+        item.id = Some(item_id.to_owned());
+        item.price = Some(price_id.to_owned());
+        let mut details = CreatePreviewInvoiceSubscriptionDetails::new();
+        details.items = Some(vec![item]);
+        details.proration_behavior =
+            Some(CreatePreviewInvoiceSubscriptionDetailsProrationBehavior::AlwaysInvoice);
+        details.proration_date = Some(proration_date);
+        let invoice = CreatePreviewInvoice::new()
+            .customer(customer_id.to_owned())
+            .subscription(subscription_id.to_owned())
+            .subscription_details(details)
+            .send(&self.client)
+            .await?;
+        Ok(InvoicePreview {
+            lines: invoice
+                .lines
+                .data
+                .into_iter()
+                .map(|l| (l.description.unwrap_or_default(), l.amount))
+                .collect(),
+            amount_due: invoice.amount_due,
+            currency: invoice.currency.to_string(),
+        })
+    }
+
+    /// Moves the subscription's item to `price_id` now, invoicing the proration at once
+    /// (Stripe: "upgrade immediately with proration").
+    pub async fn change_price(
+        &self,
+        subscription_id: &str,
+        item_id: &str,
+        price_id: &str,
+        proration_date: i64,
+    ) -> Result<SubscriptionInfo, StripeCallError> {
+        let mut item = UpdateSubscriptionItems::new();
+        item.id = Some(item_id.to_owned());
+        item.price = Some(price_id.to_owned());
+        UpdateSubscription::new(subscription_id)
+            .items(vec![item])
+            .proration_behavior(UpdateSubscriptionProrationBehavior::AlwaysInvoice)
+            .proration_date(proration_date)
+            .send(&self.client)
+            .await?
+            .try_into()
+    }
+
     /// Creates a subscription-mode Checkout session (free → paid plan).
     #[tracing::instrument(skip_all)]
     pub async fn create_subscription_checkout(

@@ -205,6 +205,9 @@ pub async fn apply_invoice(
     .execute(&mut *conn)
     .await?;
 
+    if paid && invoice.billing_reason.as_deref() == Some("subscription_update") {
+        grant_upgrade(conn, workspace_id, sub_id, &invoice.id).await?;
+    }
     let resets = matches!(
         invoice.billing_reason.as_deref(),
         Some("subscription_create" | "subscription_cycle")
@@ -231,11 +234,110 @@ pub async fn apply_invoice(
     Ok(())
 }
 
+/// Credits an upgrade grants (DESIGN.md "plan changes cannot be gamed"): the
+/// difference of the monthly allowances for the rest of the period,
+/// `floor((new − old) × remaining / period)`; rounded down so it never grants more
+/// than the plan would. Zero for a move to an unlimited plan (usage is not deducted
+/// there) or to a smaller allowance.
+pub fn upgrade_credits(
+    old: Option<i64>,
+    new: Option<i64>,
+    period_start: i64,
+    period_end: i64,
+    now: i64,
+) -> i64 {
+    let (Some(old), Some(new)) = (old, new) else {
+        return 0;
+    };
+    let period = period_end - period_start;
+    if new <= old || period <= 0 {
+        return 0;
+    }
+    let remaining = (period_end - now).clamp(0, period);
+    // i128: allowances × seconds can exceed i64 for very large plans.
+    i64::try_from(i128::from(new - old) * i128::from(remaining) / i128::from(period)).unwrap_or(0)
+}
+
+/// Records a confirmed upgrade; its credits are granted when the proration invoice is paid.
+pub async fn record_upgrade(
+    conn: &mut PgConnection,
+    workspace_id: Uuid,
+    subscription_id: &str,
+    from_plan: &str,
+    to_plan: &str,
+    credits: i64,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "insert into plan_changes (workspace_id, stripe_subscription_id, from_plan_code, to_plan_code, credits)
+         values ($1, $2, $3, $4, $5)",
+    )
+    .bind(workspace_id)
+    .bind(subscription_id)
+    .bind(from_plan)
+    .bind(to_plan)
+    .bind(credits)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Grants the oldest pending upgrade of this subscription, keyed by the paid invoice.
+async fn grant_upgrade(
+    conn: &mut PgConnection,
+    workspace_id: Uuid,
+    sub_id: &str,
+    invoice_id: &str,
+) -> anyhow::Result<()> {
+    let pending: Option<(Uuid, i64, String)> = sqlx::query_as(
+        "select c.plan_change_id, c.credits, p.name from plan_changes c join plans p on p.plan_code = c.to_plan_code
+          where c.stripe_subscription_id = $1 and c.stripe_invoice_id is null
+          order by c.created_at limit 1 for update of c",
+    )
+    .bind(sub_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((change_id, credits, plan_name)) = pending else {
+        return Ok(());
+    };
+    let claimed = sqlx::query(
+        "update plan_changes set stripe_invoice_id = $2 where plan_change_id = $1
+           and not exists (select 1 from plan_changes where stripe_invoice_id = $2)",
+    )
+    .bind(change_id)
+    .bind(invoice_id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if claimed == 1 && credits > 0 {
+        ledger::grant(
+            conn,
+            &ledger::Grant {
+                workspace_id,
+                kind: ledger::LedgerEntryKind::PlanAllowance,
+                plan_credits: credits,
+                purchased_credits: 0,
+                description: format!(
+                    "Upgrade to {plan_name}: pro-rata allowance for the rest of the period"
+                ),
+                reference: format!("upgrade:{invoice_id}"),
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// The workspace's current (latest) subscription, for `/billing`.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Subscription {
     /// `sub_...`
     pub stripe_subscription_id: String,
+    /// `cus_...`
+    pub stripe_customer_id: String,
+    /// The item whose price a plan change replaces.
+    pub stripe_item_id: String,
+    /// Start of the paid period.
+    pub current_period_start: OffsetDateTime,
     /// Stripe's status.
     pub status: String,
     /// The plan, if billfold knows the price.
@@ -267,7 +369,8 @@ pub async fn current(
     workspace_id: Uuid,
 ) -> anyhow::Result<Option<Subscription>> {
     Ok(sqlx::query_as::<_, Subscription>(
-        "select stripe_subscription_id, status, plan_code, current_period_end, cancel_at_period_end
+        "select stripe_subscription_id, stripe_customer_id, stripe_item_id, current_period_start, status,
+                plan_code, current_period_end, cancel_at_period_end
            from subscriptions where workspace_id = $1
           order by (status = any($2)) desc, current_period_start desc limit 1",
     )
@@ -312,4 +415,48 @@ pub async fn invoices(db: &sqlx::PgPool, workspace_id: Uuid) -> anyhow::Result<V
     .bind(workspace_id)
     .fetch_all(db)
     .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::upgrade_credits;
+
+    #[test]
+    fn upgrades_grant_the_pro_rata_difference_rounded_down() {
+        // Pro (2,000) → Business (10,000) half way through: 4,000.
+        assert_eq!(
+            upgrade_credits(Some(2_000), Some(10_000), 0, 100, 50),
+            4_000
+        );
+        // A third left: floor(8,000 / 3) = 2,666.
+        assert_eq!(
+            upgrade_credits(Some(2_000), Some(10_000), 0, 300, 200),
+            2_666
+        );
+        assert_eq!(
+            upgrade_credits(Some(2_000), Some(10_000), 0, 100, 0),
+            8_000,
+            "at the start: the whole difference"
+        );
+        assert_eq!(
+            upgrade_credits(Some(2_000), Some(10_000), 0, 100, 100),
+            0,
+            "at the end: nothing"
+        );
+        assert_eq!(
+            upgrade_credits(Some(2_000), Some(10_000), 0, 100, 150),
+            0,
+            "after the end: nothing"
+        );
+        assert_eq!(
+            upgrade_credits(Some(10_000), Some(2_000), 0, 100, 50),
+            0,
+            "a downgrade grants nothing"
+        );
+        assert_eq!(
+            upgrade_credits(Some(2_000), None, 0, 100, 50),
+            0,
+            "unlimited plans are not counted"
+        );
+    }
 }

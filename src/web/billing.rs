@@ -244,3 +244,204 @@ fn provider_error(e: top_ups::TopUpError) -> AppError {
         }
     }
 }
+
+/// Query of the change preview.
+#[derive(Debug, Deserialize)]
+pub struct ChangeQuery {
+    plan: String,
+}
+
+/// What an upgrade does, shown before it is confirmed.
+struct ChangePreview {
+    target: Plan,
+    current: Plan,
+    lines: Vec<(String, crate::money::Money)>,
+    due_now: crate::money::Money,
+    renews_on: time::OffsetDateTime,
+    credits: i64,
+    proration_date: i64,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "billing/change_partial.html")]
+struct ChangePartial {
+    csrf_token: String,
+    preview: ChangePreview,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "billing/change.html")]
+struct ChangePage {
+    page: PageCtx,
+    partial: ChangePartial,
+}
+
+/// The live subscription and the current and target plans of an upgrade; refuses
+/// what is not an upgrade of a live subscription.
+async fn upgrade_parts(
+    state: &AppState,
+    member: &AccountMember,
+    plan_code: &str,
+) -> Result<(Subscription, Plan, Plan, String)> {
+    let ws = member.workspace.workspace_id;
+    let sub = subscriptions::current(&state.db, ws)
+        .await?
+        .filter(|s| matches!(s.status.as_str(), "active" | "trialing"))
+        .ok_or(AppError::NotFound)?;
+    let current = catalog::plan(&state.db, &member.workspace.plan_code)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    let target = catalog::plan(&state.db, plan_code)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    if target.monthly_price_minor <= current.monthly_price_minor {
+        return Err(AppError::NotFound);
+    }
+    let price_id: Option<String> =
+        sqlx::query_scalar("select stripe_price_id from plans where plan_code = $1")
+            .bind(plan_code)
+            .fetch_one(&state.db)
+            .await
+            .map_err(anyhow::Error::from)?;
+    let price_id = price_id.ok_or(AppError::NotFound)?;
+    Ok((sub, current, target, price_id))
+}
+
+/// `GET /billing/change?plan=<code>`: Stripe's preview invoice of an upgrade (lines,
+/// amount due now, next renewal) and the credits it grants; a fragment for the htmx
+/// dialog, a page without JavaScript. The one GET that calls Stripe: a preview is
+/// Stripe's to compute, and it is only shown on request.
+pub async fn preview_change(
+    State(state): State<AppState>,
+    member: AccountMember,
+    headers: axum::http::HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<ChangeQuery>,
+) -> Result<Response> {
+    member.require_manager()?;
+    let (sub, current, target, price_id) = upgrade_parts(&state, &member, &q.plan).await?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let preview = state
+        .stripe
+        .preview_price_change(
+            &sub.stripe_customer_id,
+            &sub.stripe_subscription_id,
+            &sub.stripe_item_id,
+            &price_id,
+            now,
+        )
+        .await
+        .map_err(|e| provider_error(e.into()))?;
+    let money = |minor| crate::money::Money::new(minor, &preview.currency);
+    let credits = subscriptions::upgrade_credits(
+        current.monthly_credits,
+        target.monthly_credits,
+        sub.current_period_start.unix_timestamp(),
+        sub.current_period_end.unix_timestamp(),
+        now,
+    );
+    let partial = ChangePartial {
+        csrf_token: member.csrf_token.clone(),
+        preview: ChangePreview {
+            lines: preview
+                .lines
+                .iter()
+                .map(|(d, a)| (d.clone(), money(*a)))
+                .collect(),
+            due_now: money(preview.amount_due),
+            renews_on: sub.current_period_end,
+            credits,
+            proration_date: now,
+            target,
+            current,
+        },
+    };
+    if headers.contains_key("hx-request") {
+        return Ok(partial.into_response());
+    }
+    Ok(ChangePage {
+        page: member.page("billing"),
+        partial,
+    }
+    .into_response())
+}
+
+/// The upgrade confirmation.
+#[derive(Debug, Deserialize)]
+pub struct ChangeForm {
+    plan_code: String,
+    proration_date: i64,
+}
+
+/// `POST /billing/change`: upgrades now with proration invoiced at once, at the
+/// previewed `proration_date` (so the charge is what was shown). The pro-rata
+/// allowance is granted when Stripe reports that invoice paid.
+pub async fn change_plan(
+    State(state): State<AppState>,
+    member: AccountMember,
+    Form(form): Form<ChangeForm>,
+) -> Result<Response> {
+    member.require_manager()?;
+    let (sub, current, target, price_id) = upgrade_parts(&state, &member, &form.plan_code).await?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    // A preview older than an hour is stale: price it again.
+    let proration_date = if (now - 3600..=now).contains(&form.proration_date) {
+        form.proration_date
+    } else {
+        now
+    };
+    let credits = subscriptions::upgrade_credits(
+        current.monthly_credits,
+        target.monthly_credits,
+        sub.current_period_start.unix_timestamp(),
+        sub.current_period_end.unix_timestamp(),
+        proration_date,
+    );
+    let ws = member.workspace.workspace_id;
+    {
+        // Recorded before Stripe is called: the paid invoice's webhook may come first.
+        let mut tx = state.db.begin().await.map_err(anyhow::Error::from)?;
+        subscriptions::record_upgrade(
+            &mut tx,
+            ws,
+            &sub.stripe_subscription_id,
+            &current.plan_code,
+            &target.plan_code,
+            credits,
+        )
+        .await?;
+        tx.commit().await.map_err(anyhow::Error::from)?;
+    }
+    let updated = state
+        .stripe
+        .change_price(
+            &sub.stripe_subscription_id,
+            &sub.stripe_item_id,
+            &price_id,
+            proration_date,
+        )
+        .await;
+    let updated = match updated {
+        Ok(u) => u,
+        Err(e) => {
+            sqlx::query("delete from plan_changes where stripe_subscription_id = $1 and stripe_invoice_id is null")
+                .bind(&sub.stripe_subscription_id)
+                .execute(&state.db)
+                .await
+                .map_err(anyhow::Error::from)?;
+            return Err(provider_error(e.into()));
+        }
+    };
+    let mut tx = state.db.begin().await.map_err(anyhow::Error::from)?;
+    subscriptions::apply(&mut tx, &updated).await?;
+    tx.commit().await.map_err(anyhow::Error::from)?;
+    set_flash(
+        &member.session,
+        format!(
+            "Upgraded to {}. {} credits for the rest of this period arrive with the payment.",
+            target.name,
+            crate::money::format_credits(credits)
+        ),
+    )
+    .await;
+    Ok(Redirect::to("/billing").into_response())
+}

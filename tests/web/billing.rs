@@ -530,3 +530,78 @@ async fn stale_and_reordered_events_do_not_undo_newer_state(pool: PgPool) {
         3
     );
 }
+
+#[sqlx::test]
+async fn an_upgrade_shows_stripes_preview_then_charges_it_and_grants_the_pro_rata_allowance(
+    pool: PgPool,
+) {
+    let app = TestApp::spawn(pool).await;
+    on_sale(&app).await;
+    let ws = app.sign_up("ada@example.com").await;
+    subscribe(&app, ws, "pro", 2_000).await;
+    // (billfold prorates at wall-clock time, so the sandbox clock stays put here; the
+    // pro-rata arithmetic itself is unit-tested in `subscriptions`.)
+
+    let res = app
+        .client
+        .get(app.url("/billing/change?plan=business"))
+        .header("hx-request", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let html = scraper::Html::parse_fragment(&res.text().await.unwrap());
+    let due_now = text(&html, "#due-now").unwrap();
+    let lines = text(&html, "#preview-lines").unwrap();
+    assert!(lines.contains("Business"), "{lines}");
+    let credits_text = text(&html, "#preview-credits").unwrap();
+    let proration_date =
+        crate::helpers::attr(&html, "input[name=proration_date]", "value").unwrap();
+
+    let res = app
+        .post_form(
+            "/billing/change",
+            &[
+                ("plan_code", "business"),
+                ("proration_date", &proration_date),
+            ],
+        )
+        .await;
+    assert_eq!(location(&res), "/billing");
+    // The proration invoice is paid; its webhook grants the pro-rata allowance.
+    let mut granted = 0;
+    for _ in 0..200 {
+        granted = app
+            .count("select coalesce(sum(plan_delta), 0)::bigint from ledger_entries where reference like 'upgrade:%'")
+            .await;
+        if granted > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        credits_text.contains(&crate::helpers::group(granted)),
+        "preview {credits_text:?} vs granted {granted}"
+    );
+    // Right after subscribing almost the whole period remains: almost all of 8,000.
+    assert!((7_990..=8_000).contains(&granted), "{granted}");
+    assert_eq!(plan_of(&app, ws).await, "business");
+    assert_eq!(app.assert_ledger_consistent(ws).await, (2_000 + granted, 0));
+    let paid: i64 = sqlx::query_scalar(
+        "select amount_paid from invoices where billing_reason = 'subscription_update'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        due_now,
+        billfold::money::Money::new(paid, "eur").to_string(),
+        "charged what the preview showed"
+    );
+
+    // Not an upgrade any more: business → pro is refused here.
+    assert_eq!(
+        app.get("/billing/change?plan=pro").await.status(),
+        StatusCode::NOT_FOUND
+    );
+}

@@ -213,3 +213,8 @@ pub fn location(res: &reqwest::Response) -> String {
         .unwrap()
         .to_owned()
 }
+
+/// `1234` → `"1,234"` (as the pages print credits).
+pub fn group(n: i64) -> String {
+    billfold::money::format_credits(n)
+}
