@@ -193,6 +193,26 @@ impl StripeClient {
         })
     }
 
+    /// Moves the subscription's item to `price_id` without proration: nothing is
+    /// charged or credited now and the next renewal bills the new price (a downgrade at
+    /// period end, or undoing one).
+    pub async fn change_price_at_renewal(
+        &self,
+        subscription_id: &str,
+        item_id: &str,
+        price_id: &str,
+    ) -> Result<SubscriptionInfo, StripeCallError> {
+        let mut item = UpdateSubscriptionItems::new();
+        item.id = Some(item_id.to_owned());
+        item.price = Some(price_id.to_owned());
+        UpdateSubscription::new(subscription_id)
+            .items(vec![item])
+            .proration_behavior(UpdateSubscriptionProrationBehavior::None)
+            .send(&self.client)
+            .await?
+            .try_into()
+    }
+
     /// Moves the subscription's item to `price_id` now, invoicing the proration at once
     /// (Stripe: "upgrade immediately with proration").
     pub async fn change_price(

@@ -91,6 +91,21 @@ pub async fn apply(
     .execute(&mut *conn)
     .await?;
 
+    // A scheduled downgrade keeps the workspace on the plan it pays for until the
+    // period it paid ends; once a new period starts the downgrade has happened.
+    let held: Option<String> = sqlx::query_scalar(
+        "update subscriptions set
+                scheduled_plan_code = case when scheduled_effective_at <= $2 then null else scheduled_plan_code end,
+                scheduled_from_plan_code = case when scheduled_effective_at <= $2 then null else scheduled_from_plan_code end,
+                scheduled_effective_at = case when scheduled_effective_at <= $2 then null else scheduled_effective_at end
+          where stripe_subscription_id = $1
+         returning scheduled_from_plan_code",
+    )
+    .bind(&sub.id)
+    .bind(ts(sub.current_period_start))
+    .fetch_one(&mut *conn)
+    .await?;
+    let plan_code = held.or(plan_code);
     if LIVE.contains(&sub.status.as_str()) {
         if let Some(plan) = &plan_code {
             sqlx::query("update workspaces set plan_code = $2 where workspace_id = $1")
@@ -327,6 +342,96 @@ async fn grant_upgrade(
     Ok(())
 }
 
+/// Why a downgrade to a plan is refused: what the workspace uses beyond it.
+pub async fn downgrade_blockers(
+    db: &sqlx::PgPool,
+    workspace_id: Uuid,
+    target_plan: &str,
+) -> anyhow::Result<Vec<String>> {
+    let (max_members, max_keys, name): (Option<i32>, Option<i32>, String) =
+        sqlx::query_as("select max_members, max_api_keys, name from plans where plan_code = $1")
+            .bind(target_plan)
+            .fetch_one(db)
+            .await?;
+    let members: i64 =
+        sqlx::query_scalar("select count(*) from memberships where workspace_id = $1")
+            .bind(workspace_id)
+            .fetch_one(db)
+            .await?;
+    let keys: i64 = sqlx::query_scalar(
+        "select count(*) from api_keys where workspace_id = $1 and revoked_at is null",
+    )
+    .bind(workspace_id)
+    .fetch_one(db)
+    .await?;
+    let features: Vec<String> = sqlx::query_scalar(
+        "select distinct u.feature_code from usage_events u join features f using (feature_code)
+          where u.workspace_id = $1 and u.created_at > now() - interval '30 days'
+            and not exists (select 1 from plan_entitlements e
+                             where e.plan_code = $2 and e.feature_group = f.feature_group)
+          order by 1",
+    )
+    .bind(workspace_id)
+    .bind(target_plan)
+    .fetch_all(db)
+    .await?;
+    let mut reasons = Vec::new();
+    if let Some(max) = max_members.filter(|m| members > i64::from(*m)) {
+        reasons.push(format!(
+            "{name} allows {max} members; this workspace has {members}. Remove members first."
+        ));
+    }
+    if let Some(max) = max_keys.filter(|m| keys > i64::from(*m)) {
+        reasons.push(format!(
+            "{name} allows {max} active API keys; this workspace has {keys}. Revoke keys first."
+        ));
+    }
+    if !features.is_empty() {
+        reasons.push(format!(
+            "{name} does not include features used in the last 30 days: {}.",
+            features.join(", ")
+        ));
+    }
+    Ok(reasons)
+}
+
+/// Records a downgrade scheduled for the end of the current period.
+pub async fn schedule_downgrade(
+    conn: &mut PgConnection,
+    subscription_id: &str,
+    from_plan: &str,
+    to_plan: &str,
+    effective_at: OffsetDateTime,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "update subscriptions set scheduled_plan_code = $2, scheduled_from_plan_code = $3, scheduled_effective_at = $4
+          where stripe_subscription_id = $1",
+    )
+    .bind(subscription_id)
+    .bind(to_plan)
+    .bind(from_plan)
+    .bind(effective_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Forgets a scheduled downgrade (after Stripe's price was put back).
+pub async fn clear_scheduled_downgrade(
+    conn: &mut PgConnection,
+    subscription_id: &str,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "update subscriptions set scheduled_plan_code = null, scheduled_from_plan_code = null,
+                scheduled_effective_at = null
+          where stripe_subscription_id = $1",
+    )
+    .bind(subscription_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// The workspace's current (latest) subscription, for `/billing`.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Subscription {
@@ -346,6 +451,8 @@ pub struct Subscription {
     pub current_period_end: OffsetDateTime,
     /// Ends at period end instead of renewing.
     pub cancel_at_period_end: bool,
+    /// A downgrade that takes effect at `current_period_end`.
+    pub scheduled_plan_code: Option<String>,
 }
 
 impl Subscription {
@@ -370,7 +477,7 @@ pub async fn current(
 ) -> anyhow::Result<Option<Subscription>> {
     Ok(sqlx::query_as::<_, Subscription>(
         "select stripe_subscription_id, stripe_customer_id, stripe_item_id, current_period_start, status,
-                plan_code, current_period_end, cancel_at_period_end
+                plan_code, current_period_end, cancel_at_period_end, scheduled_plan_code
            from subscriptions where workspace_id = $1
           order by (status = any($2)) desc, current_period_start desc limit 1",
     )

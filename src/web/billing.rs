@@ -34,9 +34,18 @@ struct BillingPage {
     can_manage: bool,
     has_customer: bool,
     form_key: Uuid,
+    /// Why the last downgrade was refused (422).
+    downgrade_errors: Vec<String>,
 }
 
 impl BillingPage {
+    fn plan_name<'a>(&'a self, code: &'a str) -> &'a str {
+        self.plans
+            .iter()
+            .find(|p| p.plan_code == code)
+            .map_or(code, |p| p.name.as_str())
+    }
+
     fn live(&self) -> bool {
         self.subscription
             .as_ref()
@@ -49,6 +58,10 @@ pub async fn show_billing(
     State(state): State<AppState>,
     member: AccountMember,
 ) -> Result<Response> {
+    Ok(render(&state, &member).await?.into_response())
+}
+
+async fn render(state: &AppState, member: &AccountMember) -> Result<BillingPage> {
     let ws = member.workspace.workspace_id;
     let plans = catalog::plans(&state.db).await?;
     let plan = plans
@@ -73,8 +86,8 @@ pub async fn show_billing(
         can_manage: member.workspace.role.can_manage(),
         has_customer,
         form_key: Uuid::new_v4(),
-    }
-    .into_response())
+        downgrade_errors: Vec::new(),
+    })
 }
 
 /// The subscribe form.
@@ -441,6 +454,123 @@ pub async fn change_plan(
             target.name,
             crate::money::format_credits(credits)
         ),
+    )
+    .await;
+    Ok(Redirect::to("/billing").into_response())
+}
+
+/// The downgrade form.
+#[derive(Debug, Deserialize)]
+pub struct DowngradeForm {
+    plan_code: String,
+}
+
+/// `POST /billing/downgrade`: schedules a move to a cheaper paid plan at the end of
+/// the period (nothing refunded, the current plan kept until then). Refused with the
+/// reasons (422) when the workspace uses more than the target plan allows.
+pub async fn schedule_downgrade(
+    State(state): State<AppState>,
+    member: AccountMember,
+    Form(form): Form<DowngradeForm>,
+) -> Result<Response> {
+    member.require_manager()?;
+    let ws = member.workspace.workspace_id;
+    let sub = subscriptions::current(&state.db, ws)
+        .await?
+        .filter(|s| matches!(s.status.as_str(), "active" | "trialing"))
+        .ok_or(AppError::NotFound)?;
+    let current = catalog::plan(&state.db, &member.workspace.plan_code)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    let target = catalog::plan(&state.db, &form.plan_code)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    if target.monthly_price_minor == 0 || target.monthly_price_minor >= current.monthly_price_minor
+    {
+        return Err(AppError::NotFound);
+    }
+    let blockers = subscriptions::downgrade_blockers(&state.db, ws, &target.plan_code).await?;
+    if !blockers.is_empty() {
+        let mut page = render(&state, &member).await?;
+        page.downgrade_errors = blockers;
+        return Ok((axum::http::StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
+    }
+    let price_id: Option<String> =
+        sqlx::query_scalar("select stripe_price_id from plans where plan_code = $1")
+            .bind(&target.plan_code)
+            .fetch_one(&state.db)
+            .await
+            .map_err(anyhow::Error::from)?;
+    let price_id = price_id.ok_or(AppError::NotFound)?;
+    {
+        let mut tx = state.db.begin().await.map_err(anyhow::Error::from)?;
+        subscriptions::schedule_downgrade(
+            &mut tx,
+            &sub.stripe_subscription_id,
+            &current.plan_code,
+            &target.plan_code,
+            sub.current_period_end,
+        )
+        .await?;
+        tx.commit().await.map_err(anyhow::Error::from)?;
+    }
+    let updated = state
+        .stripe
+        .change_price_at_renewal(&sub.stripe_subscription_id, &sub.stripe_item_id, &price_id)
+        .await;
+    let mut tx = state.db.begin().await.map_err(anyhow::Error::from)?;
+    match updated {
+        Ok(updated) => {
+            subscriptions::apply(&mut tx, &updated).await?;
+        }
+        Err(e) => {
+            subscriptions::clear_scheduled_downgrade(&mut tx, &sub.stripe_subscription_id).await?;
+            tx.commit().await.map_err(anyhow::Error::from)?;
+            return Err(provider_error(e.into()));
+        }
+    }
+    tx.commit().await.map_err(anyhow::Error::from)?;
+    set_flash(
+        &member.session,
+        format!(
+            "You move to {} at the end of this period; {} stays until then.",
+            target.name, current.name
+        ),
+    )
+    .await;
+    Ok(Redirect::to("/billing").into_response())
+}
+
+/// `POST /billing/downgrade/cancel`: keeps the current plan after all.
+pub async fn cancel_downgrade(
+    State(state): State<AppState>,
+    member: AccountMember,
+) -> Result<Response> {
+    member.require_manager()?;
+    let ws = member.workspace.workspace_id;
+    let sub = subscriptions::current(&state.db, ws)
+        .await?
+        .filter(|s| s.scheduled_plan_code.is_some())
+        .ok_or(AppError::NotFound)?;
+    let price_id: Option<String> =
+        sqlx::query_scalar("select stripe_price_id from plans where plan_code = $1")
+            .bind(&member.workspace.plan_code)
+            .fetch_one(&state.db)
+            .await
+            .map_err(anyhow::Error::from)?;
+    let price_id = price_id.ok_or(AppError::NotFound)?;
+    let updated = state
+        .stripe
+        .change_price_at_renewal(&sub.stripe_subscription_id, &sub.stripe_item_id, &price_id)
+        .await
+        .map_err(|e| provider_error(e.into()))?;
+    let mut tx = state.db.begin().await.map_err(anyhow::Error::from)?;
+    subscriptions::clear_scheduled_downgrade(&mut tx, &sub.stripe_subscription_id).await?;
+    subscriptions::apply(&mut tx, &updated).await?;
+    tx.commit().await.map_err(anyhow::Error::from)?;
+    set_flash(
+        &member.session,
+        "The scheduled downgrade is canceled: your plan renews as before.",
     )
     .await;
     Ok(Redirect::to("/billing").into_response())

@@ -101,6 +101,8 @@ pub fn router(state: AppState, session_store: PostgresStore, sandbox: Option<Rou
         )
         .route("/billing/portal", post(billing::create_portal_session))
         .route("/billing/cancel", post(billing::cancel_subscription))
+        .route("/billing/downgrade", post(billing::schedule_downgrade))
+        .route("/billing/downgrade/cancel", post(billing::cancel_downgrade))
         .route(
             "/billing/change",
             get(billing::preview_change).post(billing::change_plan),

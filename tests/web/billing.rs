@@ -605,3 +605,97 @@ async fn an_upgrade_shows_stripes_preview_then_charges_it_and_grants_the_pro_rat
         StatusCode::NOT_FOUND
     );
 }
+
+#[sqlx::test]
+async fn a_downgrade_waits_for_the_period_end_and_can_be_taken_back(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    on_sale(&app).await;
+    let ws = app.sign_up("ada@example.com").await;
+    subscribe(&app, ws, "pro", 2_000).await;
+
+    let res = app
+        .post_form("/billing/downgrade", &[("plan_code", "starter")])
+        .await;
+    assert_eq!(location(&res), "/billing");
+    let (_, html) = app.get_html("/billing").await;
+    assert!(
+        text(&html, "#scheduled-downgrade")
+            .unwrap()
+            .contains("Moves to Starter on")
+    );
+    assert_eq!(
+        plan_of(&app, ws).await,
+        "pro",
+        "the paid-for plan stays until the period ends"
+    );
+
+    // Taken back, then scheduled again.
+    app.post_form("/billing/downgrade/cancel", &[]).await;
+    let (_, html) = app.get_html("/billing").await;
+    assert!(text(&html, "#scheduled-downgrade").is_none());
+    assert!(text(&html, "#current-plan").unwrap().contains("Renews on"));
+    app.post_form("/billing/downgrade", &[("plan_code", "starter")])
+        .await;
+
+    advance_days(&app, 31).await;
+    wait_for_plan_credits(&app, ws, 500).await;
+    assert_eq!(plan_of(&app, ws).await, "starter");
+    let renewal: i64 = sqlx::query_scalar(
+        "select amount_paid from invoices where billing_reason = 'subscription_cycle'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(renewal, 2_900, "the renewal bills the cheaper plan");
+    assert_eq!(app.assert_ledger_consistent(ws).await, (500, 0));
+}
+
+#[sqlx::test]
+async fn a_downgrade_is_refused_with_reasons_while_the_workspace_uses_more(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    on_sale(&app).await;
+    let ws = app.sign_up("ada@example.com").await;
+    subscribe(&app, ws, "pro", 2_000).await;
+    let mut key = String::new();
+    for i in 0..6 {
+        key = app.create_api_key(&format!("key {i}")).await;
+    }
+    let (status, _) = app
+        .consume(
+            &key,
+            serde_json::json!({"feature": "visual.interpret_image"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let res = app
+        .post_form("/billing/downgrade", &[("plan_code", "starter")])
+        .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = scraper::Html::parse_document(&res.text().await.unwrap());
+    let reasons = text(&html, "#downgrade-errors").unwrap();
+    assert!(
+        reasons.contains("Starter allows 5 active API keys; this workspace has 6"),
+        "{reasons}"
+    );
+    assert!(reasons.contains("visual.interpret_image"), "{reasons}");
+    let scheduled: Option<String> =
+        sqlx::query_scalar("select scheduled_plan_code from subscriptions")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(scheduled, None, "nothing changed");
+    // Downgrading to a pricier plan or to free is not a downgrade here.
+    assert_eq!(
+        app.post_form("/billing/downgrade", &[("plan_code", "business")])
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.post_form("/billing/downgrade", &[("plan_code", "free")])
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+}
