@@ -87,7 +87,7 @@ pub async fn create(
     // Lock the workspace row so two concurrent creations cannot both pass the limit.
     let limit: Option<i32> = sqlx::query_scalar(
         "select p.max_api_keys from workspaces w join plans p using (plan_code)
-          where w.workspace_id = $1 for update of w",
+          where w.workspace_id = $1 for no key update of w",
     )
     .bind(workspace_id)
     .fetch_one(&mut *tx)

@@ -46,10 +46,13 @@ pub async fn apply(
         .metadata
         .get("workspace_id")
         .and_then(|v| v.parse::<Uuid>().ok());
+    // `for no key update`, not `for update`: a concurrent consume holds the balance
+    // row and inserts ledger entries whose foreign key takes `key share` on this row;
+    // `for update` would conflict with it and deadlock with our own balance update.
     let workspace_id: Option<Uuid> = sqlx::query_scalar(
         "select workspace_id from workspaces
           where workspace_id = $1 or stripe_customer_id = $2
-          order by workspace_id = $1 desc limit 1 for update",
+          order by workspace_id = $1 desc limit 1 for no key update",
     )
     .bind(by_metadata)
     .bind(&sub.customer_id)
@@ -178,9 +181,11 @@ pub async fn apply_invoice(
     .bind(sub_id)
     .fetch_optional(&mut *conn)
     .await?;
+    // A paid invoice opens a period (first, renewal, upgrade): mirror the subscription
+    // in the same transaction, so plan and allowance move together.
     let workspace_id = match known {
-        Some(ws) => ws,
-        None => match sync_subscription(conn, stripe, sub_id).await? {
+        Some(ws) if !paid => ws,
+        _ => match sync_subscription(conn, stripe, sub_id).await? {
             Some(ws) => ws,
             None => return Ok(()),
         },

@@ -328,10 +328,13 @@ async fn a_customer_subscribes_cancels_in_the_portal_and_is_back_on_free_after_t
         b.screenshot("billing-pro").await;
 
         b.wait_for("#open-portal").await.click().await.unwrap();
-        let cancel = b.wait_for("form[action$='/cancel'] button").await;
+        let cancel = b
+            .wait_for("form[action*='/sandbox/portal/'][action$='/cancel'] button")
+            .await;
         b.screenshot("sandbox-portal").await;
         cancel.click().await.unwrap();
-        b.wait_for("form[action$='/resume'] button").await;
+        b.wait_for("form[action*='/sandbox/portal/'][action$='/resume'] button")
+            .await;
         b.wait_for("a.checkout-back").await.click().await.unwrap();
         for _ in 0..100 {
             if b.text_of("#current-plan").await.contains("Cancels on") {
