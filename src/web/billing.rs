@@ -258,10 +258,10 @@ fn provider_error(e: top_ups::TopUpError) -> AppError {
     }
 }
 
-/// Query of the change preview.
+/// The plan an upgrade preview is for.
 #[derive(Debug, Deserialize)]
 pub struct ChangeQuery {
-    plan: String,
+    plan_code: String,
 }
 
 /// What an upgrade does, shown before it is confirmed.
@@ -320,18 +320,18 @@ async fn upgrade_parts(
     Ok((sub, current, target, price_id))
 }
 
-/// `GET /billing/change?plan=<code>`: Stripe's preview invoice of an upgrade (lines,
-/// amount due now, next renewal) and the credits it grants; a fragment for the htmx
-/// dialog, a page without JavaScript. The one GET that calls Stripe: a preview is
-/// Stripe's to compute, and it is only shown on request.
+/// `POST /billing/change/preview` (`plan_code`): Stripe's preview invoice of an
+/// upgrade (lines, amount due now, next renewal) and the credits it grants; a fragment
+/// for the htmx dialog, a page without JavaScript. A POST because it calls Stripe, and
+/// no GET page does (DESIGN.md principle 3); it changes nothing.
 pub async fn preview_change(
     State(state): State<AppState>,
     member: AccountMember,
     headers: axum::http::HeaderMap,
-    axum::extract::Query(q): axum::extract::Query<ChangeQuery>,
+    Form(q): Form<ChangeQuery>,
 ) -> Result<Response> {
     member.require_manager()?;
-    let (sub, current, target, price_id) = upgrade_parts(&state, &member, &q.plan).await?;
+    let (sub, current, target, price_id) = upgrade_parts(&state, &member, &q.plan_code).await?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let preview = state
         .stripe

@@ -103,10 +103,8 @@ pub fn router(state: AppState, session_store: PostgresStore, sandbox: Option<Rou
         .route("/billing/cancel", post(billing::cancel_subscription))
         .route("/billing/downgrade", post(billing::schedule_downgrade))
         .route("/billing/downgrade/cancel", post(billing::cancel_downgrade))
-        .route(
-            "/billing/change",
-            get(billing::preview_change).post(billing::change_plan),
-        )
+        .route("/billing/change/preview", post(billing::preview_change))
+        .route("/billing/change", post(billing::change_plan))
         .route("/billing/resume", post(billing::resume_subscription))
         .route("/billing/top-up/success", get(top_up::show_top_up_success))
         .route("/billing/top-up/status", get(top_up::top_up_status_partial))

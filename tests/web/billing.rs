@@ -542,10 +542,12 @@ async fn an_upgrade_shows_stripes_preview_then_charges_it_and_grants_the_pro_rat
     // (billfold prorates at wall-clock time, so the sandbox clock stays put here; the
     // pro-rata arithmetic itself is unit-tested in `subscriptions`.)
 
+    let token = app.csrf().await;
     let res = app
         .client
-        .get(app.url("/billing/change?plan=business"))
+        .post(app.url("/billing/change/preview"))
         .header("hx-request", "true")
+        .form(&[("plan_code", "business"), ("csrf_token", &token)])
         .send()
         .await
         .unwrap();
@@ -601,7 +603,9 @@ async fn an_upgrade_shows_stripes_preview_then_charges_it_and_grants_the_pro_rat
 
     // Not an upgrade any more: business → pro is refused here.
     assert_eq!(
-        app.get("/billing/change?plan=pro").await.status(),
+        app.post_form("/billing/change/preview", &[("plan_code", "pro")])
+            .await
+            .status(),
         StatusCode::NOT_FOUND
     );
 }

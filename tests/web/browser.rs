@@ -327,6 +327,34 @@ async fn a_customer_subscribes_cancels_in_the_portal_and_is_back_on_free_after_t
         assert!(b.text_of("#invoices").await.contains("€49.00"));
         b.screenshot("billing-pro").await;
 
+        // Upgrade to Business after seeing Stripe's preview in the htmx dialog.
+        b.wait_for("button[data-upgrade=business]")
+            .await
+            .click()
+            .await
+            .unwrap();
+        let confirm = b.wait_for("#change-preview #confirm-change").await;
+        assert!(
+            b.text_of("#change-preview")
+                .await
+                .to_lowercase()
+                .contains("due now")
+        );
+        b.screenshot("upgrade-preview").await;
+        confirm.click().await.unwrap();
+        b.wait_for_text(".flash", "Upgraded to Business").await;
+        assert_eq!(b.text_of("#current-plan-name").await, "Business");
+
+        // Schedule a downgrade back to Pro for the period end.
+        b.wait_for("form[action='/billing/downgrade'] input[value=pro] + button")
+            .await
+            .click()
+            .await
+            .unwrap();
+        b.wait_for_text("#scheduled-downgrade", "Moves to Pro")
+            .await;
+        b.screenshot("billing-downgrade-scheduled").await;
+
         b.wait_for("#open-portal").await.click().await.unwrap();
         let cancel = b
             .wait_for("form[action*='/sandbox/portal/'][action$='/cancel'] button")
@@ -359,12 +387,24 @@ async fn a_customer_subscribes_cancels_in_the_portal_and_is_back_on_free_after_t
             .click()
             .await
             .unwrap();
+        // The form posts and comes back to the clock page; then look at billfold.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        b.wait_for("form[action$='/clock/advance']").await;
         for _ in 0..100 {
             b.driver
                 .goto(format!("{}/billing", app.base))
                 .await
                 .unwrap();
-            if b.text_of("#current-plan-name").await == "Free" {
+            let names = b
+                .driver
+                .find_all(By::Css("#current-plan-name"))
+                .await
+                .unwrap_or_default();
+            let mut on_free = false;
+            for name in names {
+                on_free |= name.text().await.is_ok_and(|t| t == "Free");
+            }
+            if on_free {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
