@@ -268,7 +268,7 @@ async fn duplicated_subscription_events_grant_one_allowance_per_invoice(pool: Pg
     on_sale(&app).await;
     let ws = app.sign_up("ada@example.com").await;
     subscribe(&app, ws, "pro", 2_000).await;
-    // Replay every event the sandbox sent, 5 times each, concurrently, under new ids
+    // Replay every event the sandbox sent, 20 times each, concurrently, under new ids
     // (as if Stripe had sent them again): nothing is granted twice.
     let events: Vec<serde_json::Value> =
         sqlx::query_scalar("select payload from stripe_events order by received_at")
@@ -277,7 +277,7 @@ async fn duplicated_subscription_events_grant_one_allowance_per_invoice(pool: Pg
             .unwrap();
     let mut deliveries = Vec::new();
     for (n, event) in events.iter().enumerate() {
-        for copy in 0..5 {
+        for copy in 0..20 {
             let mut event = event.clone();
             event["id"] = serde_json::json!(format!("evt_replay_{n}_{copy}"));
             let body = event.to_string();
