@@ -96,6 +96,17 @@ pub async fn plan(db: &PgPool, plan_code: &str) -> anyhow::Result<Option<Plan>> 
     .await?)
 }
 
+/// The Stripe price a plan is sold at (`None` until `billfold stripe sync` ran).
+pub async fn stripe_price_id(db: &PgPool, plan_code: &str) -> anyhow::Result<Option<String>> {
+    Ok(sqlx::query_scalar::<_, Option<String>>(
+        "select stripe_price_id from plans where plan_code = $1",
+    )
+    .bind(plan_code)
+    .fetch_optional(db)
+    .await?
+    .flatten())
+}
+
 /// Active credit packs, smallest first.
 pub async fn credit_packs(db: &PgPool) -> anyhow::Result<Vec<CreditPack>> {
     Ok(sqlx::query_as::<_, CreditPack>(

@@ -310,13 +310,9 @@ async fn upgrade_parts(
     if target.monthly_price_minor <= current.monthly_price_minor {
         return Err(AppError::NotFound);
     }
-    let price_id: Option<String> =
-        sqlx::query_scalar("select stripe_price_id from plans where plan_code = $1")
-            .bind(plan_code)
-            .fetch_one(&state.db)
-            .await
-            .map_err(anyhow::Error::from)?;
-    let price_id = price_id.ok_or(AppError::NotFound)?;
+    let price_id = catalog::stripe_price_id(&state.db, plan_code)
+        .await?
+        .ok_or(AppError::NotFound)?;
     Ok((sub, current, target, price_id))
 }
 
@@ -495,13 +491,9 @@ pub async fn schedule_downgrade(
         page.downgrade_errors = blockers;
         return Ok((axum::http::StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
     }
-    let price_id: Option<String> =
-        sqlx::query_scalar("select stripe_price_id from plans where plan_code = $1")
-            .bind(&target.plan_code)
-            .fetch_one(&state.db)
-            .await
-            .map_err(anyhow::Error::from)?;
-    let price_id = price_id.ok_or(AppError::NotFound)?;
+    let price_id = catalog::stripe_price_id(&state.db, &target.plan_code)
+        .await?
+        .ok_or(AppError::NotFound)?;
     {
         let mut tx = state.db.begin().await.map_err(anyhow::Error::from)?;
         subscriptions::schedule_downgrade(
@@ -552,13 +544,9 @@ pub async fn cancel_downgrade(
         .await?
         .filter(|s| s.scheduled_plan_code.is_some())
         .ok_or(AppError::NotFound)?;
-    let price_id: Option<String> =
-        sqlx::query_scalar("select stripe_price_id from plans where plan_code = $1")
-            .bind(&member.workspace.plan_code)
-            .fetch_one(&state.db)
-            .await
-            .map_err(anyhow::Error::from)?;
-    let price_id = price_id.ok_or(AppError::NotFound)?;
+    let price_id = catalog::stripe_price_id(&state.db, &member.workspace.plan_code)
+        .await?
+        .ok_or(AppError::NotFound)?;
     let updated = state
         .stripe
         .change_price_at_renewal(&sub.stripe_subscription_id, &sub.stripe_item_id, &price_id)

@@ -270,33 +270,13 @@ async fn duplicated_subscription_events_grant_one_allowance_per_invoice(pool: Pg
     subscribe(&app, ws, "pro", 2_000).await;
     // Replay every event the sandbox sent, 20 times each, concurrently, under new ids
     // (as if Stripe had sent them again): nothing is granted twice.
-    let events: Vec<serde_json::Value> =
-        sqlx::query_scalar("select payload from stripe_events order by received_at")
-            .fetch_all(&app.db)
-            .await
-            .unwrap();
+    let events = app.received_events().await;
     let mut deliveries = Vec::new();
     for (n, event) in events.iter().enumerate() {
         for copy in 0..20 {
             let mut event = event.clone();
             event["id"] = serde_json::json!(format!("evt_replay_{n}_{copy}"));
-            let body = event.to_string();
-            let sig = billfold::stripe::webhooks::sign(
-                &body,
-                &secrecy::SecretString::from(crate::helpers::WEBHOOK_SECRET),
-                time::OffsetDateTime::now_utc().unix_timestamp(),
-            );
-            let (client, url) = (app.client.clone(), app.url("/webhooks/stripe"));
-            deliveries.push(tokio::spawn(async move {
-                client
-                    .post(url)
-                    .header("stripe-signature", sig)
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-            }));
+            deliveries.push(tokio::spawn(app.deliver_signed(event.to_string())));
         }
     }
     for d in futures_util::future::join_all(deliveries).await {
@@ -438,11 +418,7 @@ async fn stale_and_reordered_events_do_not_undo_newer_state(pool: PgPool) {
     on_sale(&app).await;
     let ws = app.sign_up("ada@example.com").await;
     subscribe(&app, ws, "pro", 2_000).await;
-    let events: Vec<serde_json::Value> =
-        sqlx::query_scalar("select payload from stripe_events order by received_at")
-            .fetch_all(&app.db)
-            .await
-            .unwrap();
+    let events = app.received_events().await;
     let created = events
         .iter()
         .find(|e| e["type"] == "customer.subscription.created")
@@ -473,23 +449,7 @@ async fn stale_and_reordered_events_do_not_undo_newer_state(pool: PgPool) {
         if let Some(t) = event_type {
             event["type"] = serde_json::json!(t);
         }
-        let body = event.to_string();
-        let sig = billfold::stripe::webhooks::sign(
-            &body,
-            &secrecy::SecretString::from(crate::helpers::WEBHOOK_SECRET),
-            time::OffsetDateTime::now_utc().unix_timestamp(),
-        );
-        let (client, url) = (app.client.clone(), app.url("/webhooks/stripe"));
-        async move {
-            client
-                .post(url)
-                .header("stripe-signature", sig)
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
+        app.deliver_signed(event.to_string())
     };
     assert_eq!(
         deliver(created.clone(), "evt_late_created", None).await,

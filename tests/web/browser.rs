@@ -148,6 +148,28 @@ impl Browser {
         self.wait_for(css).await.text().await.unwrap()
     }
 
+    /// Signs up through the form and waits for the dashboard.
+    async fn sign_up(&self, base: &str, email: &str) {
+        self.driver.goto(format!("{base}/signup")).await.unwrap();
+        self.screenshot("signup").await;
+        self.wait_for("#email")
+            .await
+            .send_keys(email)
+            .await
+            .unwrap();
+        self.wait_for("#password")
+            .await
+            .send_keys(PASSWORD)
+            .await
+            .unwrap();
+        self.wait_for("form[action='/signup'] button[type=submit]")
+            .await
+            .click()
+            .await
+            .unwrap();
+        self.wait_for("#balance-total").await;
+    }
+
     async fn screenshot(&self, name: &str) {
         let _ = self
             .driver
@@ -162,23 +184,7 @@ async fn a_customer_signs_up_buys_a_pack_and_sees_balance_and_chart(pool: PgPool
         let app = TestApp::spawn(pool).await;
         let b = Browser::start().await;
 
-        b.driver.goto(format!("{}/signup", app.base)).await.unwrap();
-        b.screenshot("signup").await;
-        b.wait_for("#email")
-            .await
-            .send_keys("grace@example.com")
-            .await
-            .unwrap();
-        b.wait_for("#password")
-            .await
-            .send_keys(PASSWORD)
-            .await
-            .unwrap();
-        b.wait_for("form[action='/signup'] button[type=submit]")
-            .await
-            .click()
-            .await
-            .unwrap();
+        b.sign_up(&app.base, "grace@example.com").await;
 
         assert_eq!(b.text_of("#balance-total").await, "100 credits");
         b.screenshot("dashboard-new").await;
@@ -275,22 +281,7 @@ async fn a_customer_subscribes_cancels_in_the_portal_and_is_back_on_free_after_t
             .unwrap();
         let b = Browser::start().await;
 
-        b.driver.goto(format!("{}/signup", app.base)).await.unwrap();
-        b.wait_for("#email")
-            .await
-            .send_keys("lin@example.com")
-            .await
-            .unwrap();
-        b.wait_for("#password")
-            .await
-            .send_keys(PASSWORD)
-            .await
-            .unwrap();
-        b.wait_for("form[action='/signup'] button[type=submit]")
-            .await
-            .click()
-            .await
-            .unwrap();
+        b.sign_up(&app.base, "lin@example.com").await;
         b.wait_for("#balance-total").await;
         let ws = app.workspace_of("lin@example.com").await;
         crate::api::grant_purchased(&app, ws, 250).await;

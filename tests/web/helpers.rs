@@ -173,6 +173,38 @@ impl TestApp {
         }
     }
 
+    /// A delivery of `body` to the webhook endpoint, signed now as Stripe would; a
+    /// `'static` future so tests can spawn many at once.
+    pub fn deliver_signed(
+        &self,
+        body: String,
+    ) -> impl Future<Output = StatusCode> + Send + 'static {
+        let sig = billfold::stripe::webhooks::sign(
+            &body,
+            &SecretString::from(WEBHOOK_SECRET),
+            time::OffsetDateTime::now_utc().unix_timestamp(),
+        );
+        let (client, url) = (self.client.clone(), self.url("/webhooks/stripe"));
+        async move {
+            client
+                .post(url)
+                .header("stripe-signature", sig)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    }
+
+    /// Every Stripe event billfold stored, oldest first.
+    pub async fn received_events(&self) -> Vec<serde_json::Value> {
+        sqlx::query_scalar("select payload from stripe_events order by received_at")
+            .fetch_all(&self.db)
+            .await
+            .unwrap()
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         sqlx::query_scalar(sql).fetch_one(&self.db).await.unwrap()
     }
