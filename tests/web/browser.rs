@@ -148,6 +148,21 @@ impl Browser {
         self.wait_for(css).await.text().await.unwrap()
     }
 
+    /// Reloads `url` until an element matching `css` contains `text` (up to 20 s):
+    /// for state that arrives by webhook. Never panics on a missing element meanwhile.
+    async fn reload_until(&self, url: &str, css: &str, text: &str) {
+        for _ in 0..100 {
+            self.driver.goto(url).await.unwrap();
+            for el in self.driver.find_all(By::Css(css)).await.unwrap_or_default() {
+                if el.text().await.is_ok_and(|t| t.contains(text)) {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("{css} never showed {text:?} at {url}");
+    }
+
     /// Signs up through the form and waits for the dashboard.
     async fn sign_up(&self, base: &str, email: &str) {
         self.driver.goto(format!("{base}/signup")).await.unwrap();
@@ -304,18 +319,9 @@ async fn a_customer_subscribes_cancels_in_the_portal_and_is_back_on_free_after_t
 
         // Back on /billing; the webhook lands within moments.
         b.wait_for("#current-plan").await;
-        for _ in 0..100 {
-            b.driver
-                .goto(format!("{}/billing", app.base))
-                .await
-                .unwrap();
-            if b.text_of("#current-plan-name").await == "Pro" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let billing = format!("{}/billing", app.base);
+        b.reload_until(&billing, "#invoices", "€49.00").await;
         assert_eq!(b.text_of("#current-plan-name").await, "Pro");
-        assert!(b.text_of("#invoices").await.contains("€49.00"));
         b.screenshot("billing-pro").await;
 
         // Upgrade to Business after seeing Stripe's preview in the htmx dialog.
@@ -355,17 +361,8 @@ async fn a_customer_subscribes_cancels_in_the_portal_and_is_back_on_free_after_t
         b.wait_for("form[action*='/sandbox/portal/'][action$='/resume'] button")
             .await;
         b.wait_for("a.checkout-back").await.click().await.unwrap();
-        for _ in 0..100 {
-            if b.text_of("#current-plan").await.contains("Cancels on") {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            b.driver
-                .goto(format!("{}/billing", app.base))
-                .await
-                .unwrap();
-        }
-        assert!(b.text_of("#current-plan").await.contains("Cancels on"));
+        b.reload_until(&billing, "#current-plan", "Cancels on")
+            .await;
 
         // The sandbox clock moves past the period end.
         b.driver
@@ -381,25 +378,7 @@ async fn a_customer_subscribes_cancels_in_the_portal_and_is_back_on_free_after_t
         // The form posts and comes back to the clock page; then look at billfold.
         tokio::time::sleep(Duration::from_millis(500)).await;
         b.wait_for("form[action$='/clock/advance']").await;
-        for _ in 0..100 {
-            b.driver
-                .goto(format!("{}/billing", app.base))
-                .await
-                .unwrap();
-            let names = b
-                .driver
-                .find_all(By::Css("#current-plan-name"))
-                .await
-                .unwrap_or_default();
-            let mut on_free = false;
-            for name in names {
-                on_free |= name.text().await.is_ok_and(|t| t == "Free");
-            }
-            if on_free {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        b.reload_until(&billing, "#current-plan-name", "Free").await;
         assert_eq!(b.text_of("#current-plan-name").await, "Free");
         b.screenshot("billing-back-to-free").await;
         b.driver
