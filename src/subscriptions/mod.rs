@@ -461,6 +461,11 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// Whether the workspace is on this subscription's plan (active, trialing, past_due).
+    pub fn is_live(&self) -> bool {
+        LIVE.contains(&self.status.as_str())
+    }
+
     /// Status as shown to customers.
     pub fn status_label(&self) -> &str {
         match self.status.as_str() {

@@ -47,9 +47,7 @@ impl BillingPage {
     }
 
     fn live(&self) -> bool {
-        self.subscription
-            .as_ref()
-            .is_some_and(|s| matches!(s.status.as_str(), "active" | "trialing" | "past_due"))
+        self.subscription.as_ref().is_some_and(|s| s.is_live())
     }
 }
 
@@ -108,7 +106,7 @@ pub async fn create_subscription_checkout(
     let ws = member.workspace.workspace_id;
     if subscriptions::current(&state.db, ws)
         .await?
-        .is_some_and(|s| matches!(s.status.as_str(), "active" | "trialing" | "past_due"))
+        .is_some_and(|s| s.is_live())
     {
         set_flash(
             &member.session,
@@ -222,7 +220,7 @@ async fn set_cancel(state: AppState, member: AccountMember, cancel: bool) -> Res
     let ws = member.workspace.workspace_id;
     let Some(sub) = subscriptions::current(&state.db, ws)
         .await?
-        .filter(|s| matches!(s.status.as_str(), "active" | "trialing" | "past_due"))
+        .filter(Subscription::is_live)
     else {
         set_flash(
             &member.session,
