@@ -9,8 +9,12 @@ use secrecy::SecretString;
 /// Everything billfold needs to start. Tests build it as a struct literal.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `DATABASE_URL`; `None` starts the embedded PostgreSQL under [`Config::data_dir`].
+    /// `DATABASE_URL`: the database owner (migrations); `None` starts the embedded
+    /// PostgreSQL under [`Config::data_dir`].
     pub database_url: Option<SecretString>,
+    /// `DATABASE_APP_URL`: the restricted role serving requests; `None` = billfold
+    /// creates `billfold_app` itself (see [`crate::database`]).
+    pub database_app_url: Option<SecretString>,
     /// `BIND`, default `127.0.0.1:8080`. Port 0 picks a free port (tests).
     pub bind: SocketAddr,
     /// `BASE_URL`: where users reach billfold (no trailing slash). Default
@@ -18,8 +22,11 @@ pub struct Config {
     pub base_url: Option<String>,
     /// `DATA_DIR`, default `.billfold`: embedded PostgreSQL data and generated secrets.
     pub data_dir: PathBuf,
-    /// `STRIPE_SECRET_KEY`; `None` = the built-in Stripe sandbox.
+    /// `STRIPE_SECRET_KEY`: real Stripe (`sk_live_…`/`sk_test_…`).
     pub stripe_secret_key: Option<SecretString>,
+    /// `STRIPE_SANDBOX=true`: run against the built-in Stripe sandbox (never together
+    /// with a key; with neither, `serve` refuses to start).
+    pub stripe_sandbox: bool,
     /// `STRIPE_API_BASE`: override of Stripe's API base URL (a proxy or a mock).
     pub stripe_api_base: Option<String>,
     /// `STRIPE_WEBHOOK_SECRET` (`whsec_...`). Required with a real key; in sandbox mode
@@ -31,6 +38,32 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Delay before the sandbox's first webhook retry (doubles each attempt).
     pub sandbox_retry_base: std::time::Duration,
+    /// `TRUSTED_PROXIES`: reverse proxies in front of billfold (default 0). With N > 0
+    /// the client address is the N-th address from the right of `X-Forwarded-For`;
+    /// with 0 the header is ignored and the peer address is the client.
+    pub trusted_proxies: usize,
+    /// `SIGNUPS_PER_ADDRESS_PER_HOUR` (default 10): sign-ups one client address may
+    /// make per hour (each creates a workspace with free credits).
+    pub signups_per_address_per_hour: u32,
+    /// `JOB_WORKERS` (default 4): background jobs `serve` runs at once; 0 leaves them
+    /// to `billfold worker`.
+    pub job_workers: usize,
+    /// Delay before a failed job's first retry (doubles each attempt; 2 s).
+    pub job_retry_base: std::time::Duration,
+    /// `PASSWORD_HASH_CONCURRENCY` (default 2): passwords hashed at once; more wait
+    /// up to 3 s, then get 503.
+    pub password_hash_concurrency: usize,
+}
+
+/// Which Stripe billfold talks to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StripeMode {
+    /// Real Stripe with this key.
+    Live,
+    /// The built-in sandbox (`STRIPE_SANDBOX=true`).
+    Sandbox,
+    /// Neither a key nor `STRIPE_SANDBOX=true`.
+    Unconfigured,
 }
 
 /// How log lines are written.
@@ -73,16 +106,6 @@ impl Config {
             }
             None => None,
         };
-        let session_secure = match var("SESSION_SECURE").as_deref() {
-            None | Some("0" | "false" | "no") => false,
-            Some("1" | "true" | "yes") => true,
-            Some(other) => {
-                return Err(ConfigError {
-                    name: "SESSION_SECURE",
-                    message: format!("expected true or false, got {other:?}"),
-                });
-            }
-        };
         let log_format = match var("LOG_FORMAT").as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -93,22 +116,90 @@ impl Config {
                 });
             }
         };
+        let flag = |name: &'static str| -> Result<bool, ConfigError> {
+            match var(name).as_deref() {
+                None | Some("0" | "false" | "no") => Ok(false),
+                Some("1" | "true" | "yes") => Ok(true),
+                Some(other) => Err(ConfigError {
+                    name,
+                    message: format!("expected true or false, got {other:?}"),
+                }),
+            }
+        };
+        let number = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
+            match var(name) {
+                None => Ok(default),
+                Some(v) => v.trim().parse().map_err(|_| ConfigError {
+                    name,
+                    message: format!("expected a whole number, got {v:?}"),
+                }),
+            }
+        };
+        let session_secure = flag("SESSION_SECURE")?;
+        let stripe_sandbox = flag("STRIPE_SANDBOX")?;
+        let stripe_secret_key = secret("STRIPE_SECRET_KEY");
+        if stripe_sandbox && stripe_secret_key.is_some() {
+            return Err(ConfigError {
+                name: "STRIPE_SANDBOX",
+                message: "the sandbox cannot run with STRIPE_SECRET_KEY set; unset one of them"
+                    .into(),
+            });
+        }
+        let signups = number("SIGNUPS_PER_ADDRESS_PER_HOUR", 10)?;
         Ok(Self {
             database_url: secret("DATABASE_URL"),
+            database_app_url: secret("DATABASE_APP_URL"),
             bind,
             base_url,
             data_dir: var("DATA_DIR").map_or_else(|| PathBuf::from(".billfold"), PathBuf::from),
-            stripe_secret_key: secret("STRIPE_SECRET_KEY"),
+            stripe_secret_key,
+            stripe_sandbox,
             stripe_api_base: var("STRIPE_API_BASE"),
             stripe_webhook_secret: secret("STRIPE_WEBHOOK_SECRET"),
             session_secure,
             log_format,
             sandbox_retry_base: std::time::Duration::from_secs(2),
+            trusted_proxies: usize::try_from(number("TRUSTED_PROXIES", 0)?).unwrap_or(0),
+            signups_per_address_per_hour: u32::try_from(signups.max(1)).unwrap_or(u32::MAX),
+            job_workers: usize::try_from(number("JOB_WORKERS", 4)?).unwrap_or(4),
+            job_retry_base: std::time::Duration::from_secs(2),
+            password_hash_concurrency: usize::try_from(
+                number("PASSWORD_HASH_CONCURRENCY", 2)?.max(1),
+            )
+            .unwrap_or(2),
         })
     }
 
-    /// Whether billfold runs against its built-in Stripe sandbox (no real key).
+    /// Which Stripe billfold talks to.
+    pub fn stripe_mode(&self) -> StripeMode {
+        match (&self.stripe_secret_key, self.stripe_sandbox) {
+            (Some(_), _) => StripeMode::Live,
+            (None, true) => StripeMode::Sandbox,
+            (None, false) => StripeMode::Unconfigured,
+        }
+    }
+
+    /// Whether billfold runs against its built-in Stripe sandbox.
     pub fn stripe_sandbox(&self) -> bool {
-        self.stripe_secret_key.is_none()
+        self.stripe_mode() == StripeMode::Sandbox
+    }
+
+    /// Whether users reach billfold over https (`BASE_URL` starts with `https://`, or
+    /// `SESSION_SECURE=true`): the session cookie is then `__Host-`-prefixed and
+    /// Secure, and responses carry HSTS.
+    pub fn https(&self) -> bool {
+        self.session_secure
+            || self
+                .base_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://"))
+    }
+
+    /// Where the app role comes from ([`crate::database`]).
+    pub fn app_role(&self) -> crate::database::AppRole {
+        match &self.database_app_url {
+            Some(url) => crate::database::AppRole::Given(url.clone()),
+            None => crate::database::AppRole::Provision(self.data_dir.clone()),
+        }
     }
 }

@@ -6,17 +6,25 @@
 //! `DESIGN.md`'s vocabulary for the words used here.
 //!
 //! Dependency direction: `web` → domain modules (`accounts`, `catalog`, `ledger`,
-//! `api_keys`, `top_ups`) → PostgreSQL. `stripe` is the only module that imports
-//! async-stripe; `charts` imports neither sqlx nor axum.
+//! `allowances`, `api_keys`, `top_ups`, `subscriptions`, `stripe_events`) → their
+//! `db` submodules → PostgreSQL; `jobs` runs domain work in the background. Domain
+//! functions that write take `&mut PgConnection` (the caller owns the transaction);
+//! workflows that call Stripe take the pool and open short transactions around the
+//! call. `stripe` is the only module that imports async-stripe; `charts` imports
+//! neither sqlx nor axum.
 
 pub mod accounts;
+pub mod allowances;
 pub mod api_keys;
 pub mod catalog;
 pub mod charts;
 pub mod cli;
 pub mod config;
+pub mod database;
 pub mod demo;
 pub mod embedded_pg;
+pub mod ids;
+pub mod jobs;
 pub mod ledger;
 pub mod money;
 #[cfg(feature = "sandbox")]

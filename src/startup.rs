@@ -1,8 +1,12 @@
-//! Building and running the application: database (given or embedded), migrations,
-//! catalog seed, Stripe client (real or sandbox), router, graceful shutdown.
+//! Building and running the application: database (given or embedded), migrations as
+//! the owner, the restricted app role, catalog seed, Stripe client (real or sandbox),
+//! router, background jobs, graceful shutdown.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
 use rand::RngCore;
@@ -10,16 +14,20 @@ use secrecy::SecretString;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tower_sessions::ExpiredDeletion;
 use tower_sessions_sqlx_store::PostgresStore;
 
-use crate::config::Config;
+use crate::accounts::password::PasswordHasher;
+use crate::config::{Config, StripeMode};
 use crate::embedded_pg::EmbeddedPostgres;
+use crate::jobs::{Runner, RunnerSettings};
 use crate::stripe::StripeClient;
 use crate::web::{self, AppState};
+use crate::{allowances, database, stripe_events, top_ups};
 
-/// Connects to `DATABASE_URL`, or starts the embedded PostgreSQL under `DATA_DIR`
-/// (returned so the caller can stop it on shutdown).
+/// Connects to `DATABASE_URL` (the owner), or starts the embedded PostgreSQL under
+/// `DATA_DIR` (returned so the caller can stop it on shutdown).
 pub async fn connect(config: &Config) -> anyhow::Result<(PgPool, Option<EmbeddedPostgres>)> {
     use secrecy::ExposeSecret;
     let (url, embedded) = match &config.database_url {
@@ -30,23 +38,19 @@ pub async fn connect(config: &Config) -> anyhow::Result<(PgPool, Option<Embedded
         }
     };
     let db = PgPoolOptions::new()
-        .max_connections(32)
-        .acquire_timeout(std::time::Duration::from_secs(10))
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(10))
         .connect(&url)
         .await
         .context("connect to postgres")?;
     Ok((db, embedded))
 }
 
-/// Applies the embedded migrations. sqlx takes a Postgres advisory lock while
-/// migrating, so several processes starting together apply each migration once.
-pub async fn migrate(db: &PgPool) -> anyhow::Result<()> {
-    sqlx::migrate!().run(db).await.context("run migrations")?;
-    PostgresStore::new(db.clone())
-        .migrate()
-        .await
-        .context("create session table")?;
-    Ok(())
+/// Migrates and seeds the catalog as the owner, then opens the app role's pool.
+pub async fn prepare(config: &Config, owner: &PgPool) -> anyhow::Result<PgPool> {
+    database::migrate(owner).await?;
+    crate::catalog::seed_default(owner).await?;
+    database::app_pool(owner, &config.app_role()).await
 }
 
 /// A built, bound, not yet serving billfold.
@@ -55,25 +59,29 @@ pub struct Application {
     router: axum::Router,
     base_url: String,
     db: PgPool,
+    owner: Option<PgPool>,
     embedded: Option<EmbeddedPostgres>,
     session_store: PostgresStore,
     stripe: StripeClient,
+    config: Arc<Config>,
+    ready: Arc<AtomicBool>,
 }
 
 impl Application {
     /// Connects (or starts the embedded database), migrates, seeds the catalog on an
-    /// empty database, and binds `config.bind`.
+    /// empty database, opens the app role's pool and binds `config.bind`.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let (db, embedded) = connect(&config).await?;
-        let mut app = Self::build_with_pool(config, db).await?;
+        let (owner, embedded) = connect(&config).await?;
+        let mut app = Self::build_with_pool(config, owner.clone()).await?;
         app.embedded = embedded;
+        app.owner = Some(owner);
         Ok(app)
     }
 
-    /// Like [`Application::build`] on an existing pool (tests use `#[sqlx::test]`'s).
-    pub async fn build_with_pool(config: Config, db: PgPool) -> anyhow::Result<Self> {
-        migrate(&db).await?;
-        crate::catalog::seed_default(&db).await?;
+    /// Like [`Application::build`] with an owner pool (tests use `#[sqlx::test]`'s; it
+    /// is not closed at shutdown).
+    pub async fn build_with_pool(config: Config, owner: PgPool) -> anyhow::Result<Self> {
+        let db = prepare(&config, &owner).await?;
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("bind {}", config.bind))?;
@@ -85,21 +93,26 @@ impl Application {
         let webhook_secret = webhook_secret(&config)?;
         let session_store = PostgresStore::new(db.clone());
 
-        let (stripe, sandbox) = if let Some(key) = &config.stripe_secret_key {
-            (
-                StripeClient::new(key, config.stripe_api_base.as_deref())?,
-                None,
-            )
-        } else {
-            sandbox_parts(&config, &db, &base_url, &webhook_secret)?
+        let (stripe, sandbox) = match config.stripe_mode() {
+            StripeMode::Live => (live_client(&config)?, None),
+            StripeMode::Sandbox => sandbox_parts(&config, &db, &base_url, &webhook_secret)?,
+            StripeMode::Unconfigured => anyhow::bail!(
+                "set STRIPE_SECRET_KEY to use Stripe, or STRIPE_SANDBOX=true to try billfold with its built-in Stripe sandbox"
+            ),
         };
+        // In sandbox mode the catalog is put on sale by this very process once it
+        // listens; until then billfold is not ready.
+        let ready = Arc::new(AtomicBool::new(!config.stripe_sandbox()));
+        let config = Arc::new(config);
         let state = AppState {
             db: db.clone(),
-            config: Arc::new(config),
+            config: Arc::clone(&config),
             stripe: stripe.clone(),
             base_url: base_url.clone().into(),
             webhook_secret: Arc::new(webhook_secret),
-            login_limiter: Arc::new(crate::web::auth::login_limiter()),
+            limits: Arc::new(web::limits::Limits::new(&config)),
+            hasher: hasher(&config),
+            ready: Arc::clone(&ready),
         };
         let router = web::router(state, session_store.clone(), sandbox);
         Ok(Self {
@@ -107,9 +120,12 @@ impl Application {
             router,
             base_url,
             db,
+            owner: None,
             embedded: None,
             session_store,
             stripe,
+            config,
+            ready,
         })
     }
 
@@ -123,7 +139,7 @@ impl Application {
         &self.base_url
     }
 
-    /// The database pool.
+    /// The app role's pool.
     pub fn db(&self) -> &PgPool {
         &self.db
     }
@@ -133,24 +149,210 @@ impl Application {
         &self.stripe
     }
 
-    /// Serves until SIGINT/SIGTERM, finishes in-flight requests, then stops the
-    /// embedded PostgreSQL if this process started it.
+    /// A password hasher with the configured concurrency (CLI and demo seed).
+    pub fn hasher(&self) -> PasswordHasher {
+        hasher(&self.config)
+    }
+
+    /// Whether billfold is ready (`/readyz`).
+    pub fn ready_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.ready)
+    }
+
+    /// Serves until SIGINT/SIGTERM ([`Application::run_until`]).
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(shutdown_signal(), || {}).await
+    }
+
+    /// Serves and runs background jobs until `shutdown` completes; calls `on_ready`
+    /// once billfold is ready (in sandbox mode: once the catalog is on sale, so a
+    /// customer's first "Subscribe" reaches Checkout). Then finishes in-flight requests
+    /// and jobs, and stops the embedded PostgreSQL if this process started it.
+    pub async fn run_until<F>(
+        self,
+        shutdown: F,
+        on_ready: impl FnOnce() + Send + 'static,
+    ) -> anyhow::Result<()>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (stop_tx, stop_rx) = watch::channel(false);
         let deletion = tokio::spawn(
             self.session_store
                 .clone()
-                .continuously_delete_expired(std::time::Duration::from_secs(3600)),
+                .continuously_delete_expired(Duration::from_secs(3600)),
         );
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown_signal())
-            .await;
+        let runner = (self.config.job_workers > 0).then(|| {
+            job_runner(
+                &self.db,
+                &self.stripe,
+                &self.config,
+                self.config.job_workers,
+            )
+            .spawn(stop_rx.clone())
+        });
+        let mut server_stop = stop_rx.clone();
+        let server = tokio::spawn(
+            axum::serve(
+                self.listener,
+                self.router
+                    .into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = server_stop.wait_for(|stop| *stop).await;
+            })
+            .into_future(),
+        );
+        let signal = tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        if self.config.stripe_sandbox() {
+            put_catalog_on_sale(&self.db, &self.stripe, stop_rx.clone()).await;
+        }
+        if !*stop_rx.borrow() {
+            self.ready.store(true, Ordering::SeqCst);
+            on_ready();
+        }
+        let served = server.await.context("server task")?;
+        signal.abort();
+        if let Some(runner) = runner {
+            // Jobs in hand finish (or their lease lets another process take them).
+            let _ = tokio::time::timeout(Duration::from_secs(10), runner).await;
+        }
         deletion.abort();
         self.db.close().await;
+        if let Some(owner) = self.owner {
+            owner.close().await;
+        }
         if let Some(pg) = self.embedded {
             pg.stop().await?;
         }
         served.context("serve http")
     }
+}
+
+/// A password hasher with the configured concurrency; a request waits at most 3 s for
+/// a turn.
+pub fn hasher(config: &Config) -> PasswordHasher {
+    PasswordHasher::new(config.password_hash_concurrency, Duration::from_secs(3))
+}
+
+/// Puts the catalog on sale in the sandbox this process serves, retrying quietly while
+/// the server comes up; gives up silently at shutdown.
+async fn put_catalog_on_sale(db: &PgPool, stripe: &StripeClient, mut stop: watch::Receiver<bool>) {
+    for attempt in 1..=20 {
+        match crate::catalog::sync::sync(db, stripe).await {
+            Ok(_) => return,
+            Err(e) => {
+                if *stop.borrow() || db.is_closed() {
+                    return;
+                }
+                tracing::debug!(error = %e, attempt, "catalog not on sale yet; retrying");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(100 * attempt)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+    tracing::error!("could not put the catalog on sale in the sandbox; subscriptions cannot start");
+}
+
+/// The background jobs of this process: the webhook inbox, the free plan's monthly
+/// allowance, reconciliation of abandoned top-ups, and housekeeping.
+pub fn job_runner(
+    db: &PgPool,
+    stripe: &StripeClient,
+    config: &Config,
+    concurrency: usize,
+) -> Runner {
+    let settings = RunnerSettings {
+        concurrency,
+        retry_base: config.job_retry_base,
+        ..RunnerSettings::default()
+    };
+    let (d1, s1) = (db.clone(), stripe.clone());
+    let d2 = db.clone();
+    let (d3, s3) = (db.clone(), stripe.clone());
+    let d4 = db.clone();
+    Runner::new(db.clone(), settings)
+        .handle(
+            stripe_events::APPLY_JOB,
+            stripe_events::MAX_ATTEMPTS,
+            move |job| {
+                let (db, stripe) = (d1.clone(), s1.clone());
+                async move { stripe_events::apply(&db, &stripe, &job.key).await }
+            },
+        )
+        .handle(allowances::FREE_RESET_JOB, 5, move |_| {
+            let db = d2.clone();
+            async move { allowances::run_free_resets(&db).await.map(|_| ()) }
+        })
+        .handle(top_ups::RECONCILE_JOB, 5, move |_| {
+            let (db, stripe) = (d3.clone(), s3.clone());
+            async move { top_ups::reconcile_open(&db, &stripe).await.map(|_| ()) }
+        })
+        .handle(crate::jobs::PURGE_JOB, 3, move |_| {
+            let db = d4.clone();
+            async move { crate::jobs::purge(&db).await }
+        })
+        .every(allowances::FREE_RESET_JOB, Duration::from_secs(600))
+        .every(top_ups::RECONCILE_JOB, Duration::from_secs(3600))
+        .every(crate::jobs::PURGE_JOB, Duration::from_secs(86_400))
+}
+
+/// `billfold worker`: the background jobs alone, no HTTP, until SIGINT/SIGTERM.
+pub async fn run_worker(config: Config) -> anyhow::Result<()> {
+    let (owner, embedded) = connect(&config).await?;
+    let db = prepare(&config, &owner).await?;
+    owner.close().await;
+    let stripe = match config.stripe_mode() {
+        StripeMode::Live => live_client(&config)?,
+        // The sandbox is served by `billfold serve`; the worker talks to it there.
+        StripeMode::Sandbox => sandbox_client(&config)?,
+        StripeMode::Unconfigured => anyhow::bail!(
+            "set STRIPE_SECRET_KEY, or STRIPE_SANDBOX=true, before starting the worker"
+        ),
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let concurrency = config.job_workers.max(1);
+    let handle = job_runner(&db, &stripe, &config, concurrency).spawn(stop_rx);
+    tracing::info!(concurrency, "worker running");
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
+    db.close().await;
+    if let Some(pg) = embedded {
+        pg.stop().await?;
+    }
+    Ok(())
+}
+
+fn live_client(config: &Config) -> anyhow::Result<StripeClient> {
+    let key = config
+        .stripe_secret_key
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("STRIPE_SECRET_KEY is not set"))?;
+    StripeClient::new(key, config.stripe_api_base.as_deref())
+}
+
+/// A client for the sandbox served by `billfold serve` at `BASE_URL`.
+#[cfg(feature = "sandbox")]
+fn sandbox_client(config: &Config) -> anyhow::Result<StripeClient> {
+    let base = config
+        .base_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.bind));
+    StripeClient::new(
+        &SecretString::from(crate::sandbox::SANDBOX_SECRET_KEY),
+        Some(&format!("{base}/sandbox/")),
+    )
+}
+
+#[cfg(not(feature = "sandbox"))]
+fn sandbox_client(_config: &Config) -> anyhow::Result<StripeClient> {
+    anyhow::bail!("this binary was built without the Stripe sandbox")
 }
 
 /// The Stripe client for a one-off CLI command. With a real key: Stripe. In sandbox
@@ -161,11 +363,12 @@ pub async fn stripe_client_for_cli(
     config: &Config,
     db: &PgPool,
 ) -> anyhow::Result<(StripeClient, Option<tokio::task::JoinHandle<()>>)> {
-    if let Some(key) = &config.stripe_secret_key {
-        return Ok((
-            StripeClient::new(key, config.stripe_api_base.as_deref())?,
-            None,
-        ));
+    match config.stripe_mode() {
+        StripeMode::Live => return Ok((live_client(config)?, None)),
+        StripeMode::Sandbox => {}
+        StripeMode::Unconfigured => anyhow::bail!(
+            "set STRIPE_SECRET_KEY to use Stripe, or STRIPE_SANDBOX=true for the built-in sandbox"
+        ),
     }
     let listener = TcpListener::bind(("127.0.0.1", 0))
         .await
@@ -207,13 +410,12 @@ pub fn sandbox_config(
 
 /// `billfold sandbox advance --days N`: moves the sandbox clock and runs what falls
 /// due (renewals, failed payments, cancellations). The events queue in the database and
-/// a running `billfold serve` delivers them within seconds. Returns the new sandbox
-/// time (unix seconds).
+/// a running `billfold serve` delivers them. Returns the new sandbox time (unix seconds).
 #[cfg(feature = "sandbox")]
 pub async fn advance_sandbox_clock(config: &Config, db: &PgPool, days: i64) -> anyhow::Result<i64> {
     anyhow::ensure!(
         config.stripe_sandbox(),
-        "the sandbox clock exists only without STRIPE_SECRET_KEY"
+        "the sandbox clock exists only with STRIPE_SANDBOX=true"
     );
     anyhow::ensure!((0..=3650).contains(&days), "--days must be from 0 to 3650");
     let base_url = config
@@ -236,9 +438,9 @@ fn sandbox_parts(
         &SecretString::from(SANDBOX_SECRET_KEY),
         Some(&format!("{base_url}/sandbox/")),
     )?;
-    // The sandbox stands in for a remote service: it gets its own small pool, so a
-    // webhook transaction waiting on a Stripe call can never starve it of connections.
-    let sandbox_db = sqlx::postgres::PgPoolOptions::new()
+    // The sandbox stands in for a remote service: it gets its own small pool, so an
+    // app waiting on a Stripe call can never starve it of connections.
+    let sandbox_db = PgPoolOptions::new()
         .max_connections(8)
         .connect_lazy_with((*db.connect_options()).clone());
     {
@@ -260,9 +462,7 @@ fn sandbox_parts(
     _base_url: &str,
     _webhook_secret: &SecretString,
 ) -> anyhow::Result<(StripeClient, Option<axum::Router>)> {
-    anyhow::bail!(
-        "STRIPE_SECRET_KEY is not set and this binary was built without the Stripe sandbox"
-    )
+    anyhow::bail!("STRIPE_SANDBOX=true, but this binary was built without the Stripe sandbox")
 }
 
 /// `STRIPE_WEBHOOK_SECRET`, or in sandbox mode a secret generated once and kept in
@@ -275,38 +475,61 @@ fn webhook_secret(config: &Config) -> anyhow::Result<SecretString> {
         config.stripe_sandbox(),
         "STRIPE_WEBHOOK_SECRET is required with STRIPE_SECRET_KEY (Stripe dashboard → Webhooks → signing secret)"
     );
-    load_or_create_secret(&config.data_dir.join("stripe_webhook_secret"))
+    load_or_create_secret(&config.data_dir.join("stripe_webhook_secret"), |bytes| {
+        format!("whsec_{}", hex::encode(bytes))
+    })
 }
 
-fn load_or_create_secret(path: &Path) -> anyhow::Result<SecretString> {
-    if let Ok(s) = std::fs::read_to_string(path) {
+/// Reads a secret kept in `path`, or creates it (24 random bytes shown by `show`,
+/// mode 0600). Safe when processes race: the first file written wins and the others
+/// read it.
+pub(crate) fn load_or_create_secret(
+    path: &Path,
+    show: impl Fn(&[u8]) -> String,
+) -> anyhow::Result<SecretString> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let read = |path: &Path| -> Option<SecretString> {
+        let s = std::fs::read_to_string(path).ok()?;
         let s = s.trim();
-        if !s.is_empty() {
-            return Ok(SecretString::from(s.to_owned()));
-        }
+        (!s.is_empty()).then(|| SecretString::from(s.to_owned()))
+    };
+    if let Some(s) = read(path) {
+        return Ok(s);
     }
     let mut bytes = [0u8; 24];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
-    let secret = format!("whsec_{}", hex::encode(bytes));
+    let secret = show(&bytes);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
+    // Written under a temporary name and linked into place: the file is never seen
+    // half-written, and a concurrent creator's file wins over ours.
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
-            .open(path)
-            .with_context(|| format!("write {}", path.display()))?;
+            .open(&tmp)
+            .with_context(|| format!("write {}", tmp.display()))?;
         f.write_all(secret.as_bytes())?;
+        f.sync_all()?;
     }
-    Ok(SecretString::from(secret))
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(SecretString::from(secret)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            read(path).ok_or_else(|| anyhow::anyhow!("{} is empty", path.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("create {}", path.display())),
+    }
 }
 
-async fn shutdown_signal() {
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::error!(error = %e, "cannot listen for ctrl-c");

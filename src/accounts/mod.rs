@@ -1,21 +1,26 @@
-//! Accounts: users, workspaces and memberships. Owns tables `users`, `workspaces`,
-//! `memberships`. Sign-up creates a workspace on the free plan and grants its monthly
-//! allowance through the ledger, in one transaction.
+//! Accounts: users, workspaces, memberships, the workspace's Stripe customer and the
+//! addresses users signed in from. Owns tables `users`, `workspaces`, `memberships`,
+//! `login_addresses` (SQL in [`db`]). Sign-up creates a workspace on the free plan and
+//! grants its first month's allowance through the ledger, in one transaction.
 
+pub mod db;
 pub mod password;
+
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
-use uuid::Uuid;
 
-use crate::ledger::{self, Grant, LedgerEntryKind};
-use crate::telemetry::spawn_blocking_with_tracing;
+use crate::ids::{PlanCode, UserId, WorkspaceId};
+use crate::stripe::{StripeCallError, StripeClient};
+use crate::{allowances, catalog, ledger};
+use password::{PasswordError, PasswordHasher};
 
 /// A signed-up person. `password_hash` is the argon2id PHC string; `Debug` hides it.
 #[derive(Clone, sqlx::FromRow)]
 pub struct User {
     /// Primary key.
-    pub user_id: Uuid,
+    pub user_id: UserId,
     /// Lowercased email, unique.
     pub email: String,
     /// argon2id PHC string.
@@ -56,13 +61,13 @@ impl Role {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct WorkspaceMembership {
     /// The workspace.
-    pub workspace_id: Uuid,
+    pub workspace_id: WorkspaceId,
     /// Its display name.
     pub workspace_name: String,
     /// The user's role in it.
     pub role: Role,
     /// The workspace's plan code (`free`, `pro`, ...).
-    pub plan_code: String,
+    pub plan_code: PlanCode,
     /// The plan's display name.
     pub plan_name: String,
     /// A subscription payment failed and is not settled yet (Stripe `past_due`).
@@ -81,6 +86,9 @@ pub enum SignupError {
     /// The email already has an account.
     #[error("an account with this email already exists")]
     EmailTaken,
+    /// Too many passwords being hashed right now.
+    #[error("too many sign-ups at once; try again in a few seconds")]
+    Busy,
     /// Database or hashing failure.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
@@ -96,6 +104,7 @@ pub const MAX_PASSWORD_LEN: usize = 128;
 pub fn parse_email(raw: &str) -> Result<String, SignupError> {
     let email = raw.trim().to_lowercase();
     let ok = email.len() <= 254
+        && !email.chars().any(char::is_control)
         && email.split_once('@').is_some_and(|(local, domain)| {
             !local.is_empty()
                 && !domain.contains('@')
@@ -121,71 +130,43 @@ pub fn check_password(password: &str) -> Result<(), SignupError> {
     }
 }
 
+impl From<PasswordError> for SignupError {
+    fn from(e: PasswordError) -> Self {
+        match e {
+            PasswordError::Busy => Self::Busy,
+            PasswordError::Unexpected(e) => Self::Unexpected(e),
+        }
+    }
+}
+
 /// Creates a user, their workspace on the free plan (named after the email), the
-/// owner membership, the balance row and the free plan's allowance ledger entry, all
-/// in one transaction. `is_staff` is for the CLI and the demo seed.
+/// owner membership, the balance row and the free plan's first month (its allowance
+/// through the ledger), all in one transaction; the password is hashed before it opens.
+/// `is_staff` is for the CLI and the demo seed.
 #[tracing::instrument(skip_all)]
 pub async fn sign_up(
     db: &PgPool,
+    hasher: &PasswordHasher,
     email: &str,
     password: &str,
     is_staff: bool,
 ) -> Result<User, SignupError> {
     let email = parse_email(email)?;
     check_password(password)?;
-    let pw = password.to_owned();
-    let password_hash = spawn_blocking_with_tracing(move || password::hash(&pw))
-        .await
-        .map_err(anyhow::Error::from)??;
+    let password_hash = hasher.hash(password).await?;
 
     let mut tx = db.begin().await.map_err(anyhow::Error::from)?;
-    let user = sqlx::query_as::<_, User>(
-        "insert into users (email, password_hash, is_staff) values ($1, $2, $3)
-         on conflict (email) do nothing
-         returning user_id, email, password_hash, is_staff",
-    )
-    .bind(&email)
-    .bind(&password_hash)
-    .bind(is_staff)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(anyhow::Error::from)?
-    .ok_or(SignupError::EmailTaken)?;
-
+    let user = db::insert_user(&mut tx, &email, &password_hash, is_staff)
+        .await?
+        .ok_or(SignupError::EmailTaken)?;
+    let free = catalog::db::plan(&mut tx, &PlanCode::free())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the catalog has no free plan"))?;
     let workspace_name = format!("{}'s workspace", email.split('@').next().unwrap_or("my"));
-    let (workspace_id, allowance): (Uuid, Option<i64>) = sqlx::query_as(
-        "insert into workspaces (name, plan_code) values ($1, 'free')
-         returning workspace_id, (select monthly_credits from plans where plan_code = 'free')",
-    )
-    .bind(&workspace_name)
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(anyhow::Error::from)?;
-    sqlx::query("insert into memberships (workspace_id, user_id, role) values ($1, $2, 'owner')")
-        .bind(workspace_id)
-        .bind(user.user_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(anyhow::Error::from)?;
-    sqlx::query("insert into balances (workspace_id) values ($1)")
-        .bind(workspace_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(anyhow::Error::from)?;
-    if let Some(credits) = allowance.filter(|c| *c > 0) {
-        ledger::grant(
-            &mut tx,
-            &Grant {
-                workspace_id,
-                kind: LedgerEntryKind::PlanAllowance,
-                plan_credits: credits,
-                purchased_credits: 0,
-                description: "Free plan: monthly allowance".into(),
-                reference: format!("signup:{workspace_id}"),
-            },
-        )
-        .await?;
-    }
+    let workspace_id = db::insert_workspace(&mut tx, &workspace_name, &free.plan_code).await?;
+    db::insert_membership(&mut tx, workspace_id, user.user_id, Role::Owner).await?;
+    ledger::db::create_balance(&mut tx, workspace_id).await?;
+    allowances::start_free(&mut tx, workspace_id, &free).await?;
     tx.commit().await.map_err(anyhow::Error::from)?;
     tracing::info!(user_id = %user.user_id, %workspace_id, "signed up");
     Ok(user)
@@ -195,60 +176,69 @@ pub async fn sign_up(
 /// (indistinguishable, and equally slow).
 pub async fn authenticate(
     db: &PgPool,
+    hasher: &PasswordHasher,
     email: &str,
     password: &str,
-) -> anyhow::Result<Option<User>> {
+) -> Result<Option<User>, PasswordError> {
     let email = email.trim().to_lowercase();
-    let user = find_by_email(db, &email).await?;
-    let stored = user.as_ref().map_or_else(
-        || password::dummy_hash().to_owned(),
-        |u| u.password_hash.clone(),
-    );
-    let pw = password.to_owned();
-    let ok = spawn_blocking_with_tracing(move || password::verify(&pw, &stored)).await?;
+    let user = db::find_by_email(
+        &mut *db.acquire().await.map_err(anyhow::Error::from)?,
+        &email,
+    )
+    .await?;
+    let ok = hasher
+        .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
+        .await?;
     Ok(user.filter(|_| ok))
 }
 
-/// Looks a user up by (lowercased) email.
-pub async fn find_by_email(db: &PgPool, email: &str) -> anyhow::Result<Option<User>> {
-    Ok(sqlx::query_as::<_, User>(
-        "select user_id, email, password_hash, is_staff from users where email = $1",
-    )
-    .bind(email)
-    .fetch_optional(db)
-    .await?)
-}
-
-/// Looks a user up by id (session restore).
-pub async fn find_by_id(db: &PgPool, user_id: Uuid) -> anyhow::Result<Option<User>> {
-    Ok(sqlx::query_as::<_, User>(
-        "select user_id, email, password_hash, is_staff from users where user_id = $1",
-    )
-    .bind(user_id)
-    .fetch_optional(db)
-    .await?)
-}
-
-/// The workspace a user works in: their oldest membership (a workspace switcher comes
-/// with team management). `None` for a user without any workspace.
-pub async fn primary_workspace(
+/// Remembers that `user_id` signed in from `address` (see `login_addresses`).
+pub async fn remember_login_address(
     db: &PgPool,
-    user_id: Uuid,
-) -> anyhow::Result<Option<WorkspaceMembership>> {
-    Ok(sqlx::query_as::<_, WorkspaceMembership>(
-        "select w.workspace_id, w.name as workspace_name, m.role, p.plan_code, p.name as plan_name,
-                exists (select 1 from subscriptions s
-                         where s.workspace_id = w.workspace_id and s.status = 'past_due') as past_due
-           from memberships m
-           join workspaces w using (workspace_id)
-           join plans p on p.plan_code = w.plan_code
-          where m.user_id = $1
-          order by m.created_at, w.workspace_id
-          limit 1",
+    user_id: UserId,
+    address: IpAddr,
+) -> anyhow::Result<()> {
+    db::record_login_address(&mut *db.acquire().await?, user_id, address).await
+}
+
+/// Returns the workspace's Stripe customer id, creating the customer on first use.
+/// Concurrent first uses create one customer: the Stripe call is idempotent per
+/// workspace and only the first stored id wins. No connection is held during the call.
+pub async fn ensure_stripe_customer(
+    db: &PgPool,
+    stripe: &StripeClient,
+    workspace_id: WorkspaceId,
+    workspace_name: &str,
+    email: &str,
+) -> Result<String, CustomerError> {
+    let existing = db::stripe_customer(
+        &mut *db.acquire().await.map_err(anyhow::Error::from)?,
+        workspace_id,
     )
-    .bind(user_id)
-    .fetch_optional(db)
+    .await?;
+    if let Some(id) = existing {
+        return Ok(id);
+    }
+    let created = stripe
+        .create_customer(email, workspace_name, &workspace_id.to_string())
+        .await?;
+    Ok(db::set_stripe_customer(
+        &mut *db.acquire().await.map_err(anyhow::Error::from)?,
+        workspace_id,
+        &created,
+    )
     .await?)
+}
+
+/// Why a workspace's Stripe customer could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum CustomerError {
+    /// Stripe did not answer or refused.
+    #[error(transparent)]
+    Stripe(#[from] StripeCallError),
+    /// Database failure.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
 }
 
 #[cfg(test)]
@@ -257,6 +247,7 @@ mod tests {
 
     #[test]
     fn emails_are_normalised_and_checked() {
+        assert!(parse_email("ada\u{0}@example.com").is_err(), "NUL refused");
         assert_eq!(
             parse_email("  Ada@Example.COM ").unwrap(),
             "ada@example.com"

@@ -1,18 +1,20 @@
 //! Catalog: plans, entitlements, credit packs and feature costs. Owns tables `plans`,
-//! `plan_entitlements`, `credit_packs`, `features`. Seeded with DESIGN.md's default
-//! catalog on an empty database; admins edit it later.
+//! `plan_entitlements`, `credit_packs`, `features` (SQL in [`db`]). Seeded with
+//! DESIGN.md's default catalog on an empty database; admins edit it later.
 
+pub mod db;
 pub mod sync;
 
 use sqlx::PgPool;
 
+use crate::ids::PlanCode;
 use crate::money::Money;
 
 /// A plan as shown to customers.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Plan {
     /// Stable code (`free`, `pro`, ...).
-    pub plan_code: String,
+    pub plan_code: PlanCode,
     /// Display name.
     pub name: String,
     /// Price per month in minor units.
@@ -23,12 +25,24 @@ pub struct Plan {
     pub monthly_credits: Option<i64>,
     /// Metering API calls per minute; `None` = unlimited.
     pub rate_limit_per_min: Option<i32>,
+    /// Members allowed; `None` = unlimited.
+    pub max_members: Option<i32>,
+    /// Active API keys allowed; `None` = unlimited.
+    pub max_api_keys: Option<i32>,
+    /// The Stripe price it is sold at (`None` until `billfold stripe sync` ran, and for
+    /// the free plan).
+    pub stripe_price_id: Option<String>,
 }
 
 impl Plan {
     /// The monthly price.
     pub fn price(&self) -> Money {
         Money::new(self.monthly_price_minor, &self.currency)
+    }
+
+    /// Whether the plan is paid (sold through Stripe).
+    pub fn is_paid(&self) -> bool {
+        self.monthly_price_minor > 0
     }
 }
 
@@ -75,72 +89,12 @@ pub mod custom_top_up {
     pub const CREDITS_PER_EUR: i64 = 10;
 }
 
-/// Every plan, cheapest first.
-pub async fn plans(db: &PgPool) -> anyhow::Result<Vec<Plan>> {
-    Ok(sqlx::query_as::<_, Plan>(
-        "select plan_code, name, monthly_price_minor, currency, monthly_credits, rate_limit_per_min
-           from plans order by sort_order, monthly_price_minor",
-    )
-    .fetch_all(db)
-    .await?)
-}
-
-/// One plan by code.
-pub async fn plan(db: &PgPool, plan_code: &str) -> anyhow::Result<Option<Plan>> {
-    Ok(sqlx::query_as::<_, Plan>(
-        "select plan_code, name, monthly_price_minor, currency, monthly_credits, rate_limit_per_min
-           from plans where plan_code = $1",
-    )
-    .bind(plan_code)
-    .fetch_optional(db)
-    .await?)
-}
-
-/// The Stripe price a plan is sold at (`None` until `billfold stripe sync` ran).
-pub async fn stripe_price_id(db: &PgPool, plan_code: &str) -> anyhow::Result<Option<String>> {
-    Ok(sqlx::query_scalar::<_, Option<String>>(
-        "select stripe_price_id from plans where plan_code = $1",
-    )
-    .bind(plan_code)
-    .fetch_optional(db)
-    .await?
-    .flatten())
-}
-
-/// Active credit packs, smallest first.
-pub async fn credit_packs(db: &PgPool) -> anyhow::Result<Vec<CreditPack>> {
-    Ok(sqlx::query_as::<_, CreditPack>(
-        "select credit_pack_code, name, credits, price_minor, currency
-           from credit_packs where active order by sort_order, credits",
-    )
-    .fetch_all(db)
-    .await?)
-}
-
-/// One active credit pack by code.
-pub async fn credit_pack(db: &PgPool, code: &str) -> anyhow::Result<Option<CreditPack>> {
-    Ok(sqlx::query_as::<_, CreditPack>(
-        "select credit_pack_code, name, credits, price_minor, currency
-           from credit_packs where active and credit_pack_code = $1",
-    )
-    .bind(code)
-    .fetch_optional(db)
-    .await?)
-}
-
-/// Every feature with its cost, by code.
-pub async fn features(db: &PgPool) -> anyhow::Result<Vec<Feature>> {
-    Ok(sqlx::query_as::<_, Feature>(
-        "select feature_code, credit_cost from features order by feature_code",
-    )
-    .fetch_all(db)
-    .await?)
-}
-
 /// Inserts DESIGN.md's default catalog unless plans exist already. Returns whether it
 /// seeded. Idempotent and safe when two processes start together (one transaction,
 /// `on conflict do nothing`).
 pub async fn seed_default(db: &PgPool) -> anyhow::Result<bool> {
+    // A startup step with its own transaction: it runs before anything else uses the
+    // catalog, under an advisory lock so concurrent starts seed once.
     let mut tx = db.begin().await?;
     // Serialise concurrent seeders; released at commit.
     sqlx::query("select pg_advisory_xact_lock(7242100001)")

@@ -47,39 +47,29 @@ pub fn plan_lookup_key(plan_code: &str) -> String {
 }
 
 /// Syncs every paid plan and every credit pack; stores the Stripe ids on the catalog
-/// rows. Free plans (price 0) are not sold through Stripe and are skipped.
+/// rows. Free plans (price 0) are not sold through Stripe and are skipped. No
+/// connection is held while Stripe is called.
 pub async fn sync(db: &PgPool, stripe: &StripeClient) -> anyhow::Result<Vec<SyncLine>> {
-    let plans: Vec<(String, String, i64, String)> = sqlx::query_as(
-        "select plan_code, name, monthly_price_minor, currency from plans
-          where monthly_price_minor > 0 order by sort_order",
-    )
-    .fetch_all(db)
-    .await?;
-    let packs: Vec<(String, String, i64, String)> = sqlx::query_as(
-        "select credit_pack_code, name, price_minor, currency from credit_packs
-          where active order by sort_order",
-    )
-    .fetch_all(db)
-    .await?;
+    let plans = super::db::sellable_plans(&mut *db.acquire().await?).await?;
+    let packs = super::db::sellable_packs(&mut *db.acquire().await?).await?;
     let mut report = Vec::new();
     for (code, name, amount, currency) in plans {
         let item = CatalogItem {
             product_id: format!("billfold_plan_{code}"),
             name: format!("{name} plan"),
-            lookup_key: plan_lookup_key(&code),
+            lookup_key: plan_lookup_key(code.as_str()),
             unit_amount: amount,
             currency,
             monthly: true,
-            metadata: HashMap::from([("plan_code".to_owned(), code.clone())]),
+            metadata: HashMap::from([("plan_code".to_owned(), code.to_string())]),
         };
         let synced = stripe.sync_catalog_item(&item).await?;
-        sqlx::query(
-            "update plans set stripe_product_id = $2, stripe_price_id = $3 where plan_code = $1",
+        super::db::set_plan_stripe_ids(
+            &mut *db.acquire().await?,
+            &code,
+            &synced.product_id,
+            &synced.price_id,
         )
-        .bind(&code)
-        .bind(&synced.product_id)
-        .bind(&synced.price_id)
-        .execute(db)
         .await?;
         report.push(SyncLine {
             subject: format!("plan {code}"),
@@ -99,13 +89,12 @@ pub async fn sync(db: &PgPool, stripe: &StripeClient) -> anyhow::Result<Vec<Sync
             metadata: HashMap::from([("credit_pack".to_owned(), code.clone())]),
         };
         let synced = stripe.sync_catalog_item(&item).await?;
-        sqlx::query(
-            "update credit_packs set stripe_product_id = $2, stripe_price_id = $3 where credit_pack_code = $1",
+        super::db::set_pack_stripe_ids(
+            &mut *db.acquire().await?,
+            &code,
+            &synced.product_id,
+            &synced.price_id,
         )
-        .bind(&code)
-        .bind(&synced.product_id)
-        .bind(&synced.price_id)
-        .execute(db)
         .await?;
         report.push(SyncLine {
             subject: format!("pack {code}"),

@@ -1,33 +1,49 @@
 //! Credits ledger and metering. Owns tables `balances`, `ledger_entries`,
-//! `usage_events` and the `consume_credits` SQL function.
+//! `usage_events`, `rate_limit_states` and the SQL functions `ledger_append` (the one
+//! path every balance change takes) and `consume_credits` (a metering call in one round
+//! trip). SQL lives in [`db`]; this module holds the types and the operations built on
+//! [`db::append`].
 //!
-//! Invariants (DESIGN.md "Credits"): a balance changes only in the transaction that
-//! writes its ledger entry; both buckets stay ≥ 0 (CHECK constraints); the ledger is
-//! append-only (a trigger refuses updates and deletes); for every workspace
-//! `plan_credits = Σ plan_delta` and `purchased_credits = Σ purchased_delta`
-//! ([`check_balance`]).
+//! Invariants (DESIGN.md "Credits"), enforced by the database itself: both credit
+//! buckets and the debt stay ≥ 0 (CHECK constraints); the ledger is append-only
+//! (triggers refuse update, delete and truncate); every entry continues its workspace's
+//! ledger, and at commit a balance row equals its newest entry (deferred constraint
+//! triggers), so `plan_credits = Σ plan_delta`, `purchased_credits = Σ purchased_delta`
+//! and `debt = Σ debt_delta` always hold ([`db::check_balance`] verifies it).
+//!
+//! Debt: a refund or dispute reverses a top-up's credits; what was already spent
+//! cannot come out of a bucket, so it becomes debt. Debt blocks consumption (402
+//! `credits_in_debt`) until purchased credits settle it: every purchased grant pays
+//! debt first ([`grant_purchased`]).
+
+pub mod db;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use time::OffsetDateTime;
-use uuid::Uuid;
+
+use crate::ids::WorkspaceId;
 
 /// Why a ledger entry exists (Postgres enum `ledger_entry_kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type, Serialize)]
 #[sqlx(type_name = "ledger_entry_kind", rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum LedgerEntryKind {
-    /// A plan's monthly allowance.
+    /// A plan's allowance: a period's reset or a pro-rata upgrade.
     PlanAllowance,
     /// Credits bought through Checkout.
     TopUp,
     /// A metering API call.
     Usage,
-    /// A staff correction with a reason.
+    /// A staff correction with a reason (and the demo seed's welcome credits).
     Adjustment,
-    /// A refunded top-up taken back.
+    /// A refunded top-up's credits taken back.
     Refund,
+    /// A disputed top-up's credits taken back.
+    Dispute,
+    /// A dispute the business won: the credits it took back are restored.
+    DisputeWon,
 }
 
 impl LedgerEntryKind {
@@ -39,6 +55,8 @@ impl LedgerEntryKind {
             Self::Usage => "Usage",
             Self::Adjustment => "Adjustment",
             Self::Refund => "Refund",
+            Self::Dispute => "Dispute",
+            Self::DisputeWon => "Dispute won",
         }
     }
 
@@ -49,13 +67,14 @@ impl LedgerEntryKind {
             Self::TopUp => "top-up",
             Self::Usage => "usage",
             Self::Adjustment => "adjustment",
-            Self::Refund => "refund",
+            Self::Refund | Self::Dispute => "refund",
+            Self::DisputeWon => "top-up",
         }
     }
 }
 
-/// A workspace's credits in its two buckets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::FromRow)]
+/// A workspace's credits: two buckets and the debt (all ≥ 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, sqlx::FromRow)]
 pub struct Balance {
     /// Monthly allowance left (reset each period, no rollover).
     #[sqlx(rename = "plan_credits")]
@@ -63,6 +82,9 @@ pub struct Balance {
     /// Purchased credits left (never expire).
     #[sqlx(rename = "purchased_credits")]
     pub purchased: i64,
+    /// Credits owed after a refund or dispute of credits already spent; while above
+    /// zero, consumption is refused.
+    pub debt: i64,
 }
 
 impl Balance {
@@ -70,187 +92,14 @@ impl Balance {
     pub fn total(&self) -> i64 {
         self.plan + self.purchased
     }
-}
 
-/// Credits added to a workspace, at most once per `(workspace, kind, reference)`.
-#[derive(Debug, Clone)]
-pub struct Grant {
-    /// Who receives the credits.
-    pub workspace_id: Uuid,
-    /// Why (allowance, top-up, adjustment).
-    pub kind: LedgerEntryKind,
-    /// Credits added to the plan bucket (≥ 0).
-    pub plan_credits: i64,
-    /// Credits added to the purchased bucket (≥ 0).
-    pub purchased_credits: i64,
-    /// Shown on the statement.
-    pub description: String,
-    /// Idempotency: a checkout session id, an invoice id, `signup:<workspace>`.
-    pub reference: String,
-}
-
-/// Whether a grant changed anything.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GrantOutcome {
-    /// Credits added; the balance after the grant.
-    Granted(Balance),
-    /// This reference was granted before; nothing changed.
-    AlreadyGranted,
-}
-
-/// Adds credits inside the caller's transaction: locks the balance row, skips a
-/// reference that was already granted, updates the balance and appends the entry.
-/// Grants of one workspace are serialised by the row lock, so the check is exact; the
-/// unique index `ledger_entries_grant_once_key` backs it up.
-pub async fn grant(conn: &mut PgConnection, grant: &Grant) -> anyhow::Result<GrantOutcome> {
-    anyhow::ensure!(
-        grant.plan_credits >= 0 && grant.purchased_credits >= 0,
-        "a grant cannot be negative"
-    );
-    sqlx::query("select 1 from balances where workspace_id = $1 for update")
-        .bind(grant.workspace_id)
-        .fetch_one(&mut *conn)
-        .await?;
-    let seen: Option<i64> = sqlx::query_scalar(
-        "select ledger_entry_id from ledger_entries
-          where workspace_id = $1 and kind = $2 and reference = $3",
-    )
-    .bind(grant.workspace_id)
-    .bind(grant.kind)
-    .bind(&grant.reference)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if seen.is_some() {
-        return Ok(GrantOutcome::AlreadyGranted);
+    /// What the workspace has net of its debt (negative while it owes more than it holds).
+    pub fn net(&self) -> i64 {
+        self.plan + self.purchased - self.debt
     }
-    let balance = sqlx::query_as::<_, Balance>(
-        "update balances set plan_credits = plan_credits + $2,
-                purchased_credits = purchased_credits + $3, updated_at = now()
-          where workspace_id = $1
-         returning plan_credits, purchased_credits",
-    )
-    .bind(grant.workspace_id)
-    .bind(grant.plan_credits)
-    .bind(grant.purchased_credits)
-    .fetch_one(&mut *conn)
-    .await?;
-    sqlx::query(
-        "insert into ledger_entries (workspace_id, kind, plan_delta, purchased_delta,
-                plan_balance_after, purchased_balance_after, description, reference)
-         values ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(grant.workspace_id)
-    .bind(grant.kind)
-    .bind(grant.plan_credits)
-    .bind(grant.purchased_credits)
-    .bind(balance.plan)
-    .bind(balance.purchased)
-    .bind(&grant.description)
-    .bind(&grant.reference)
-    .execute(&mut *conn)
-    .await?;
-    Ok(GrantOutcome::Granted(balance))
 }
 
-/// Sets plan credits to `allowance` (a new period: no rollover), writing the
-/// difference as one `plan_allowance` entry, at most once per `reference` (an invoice
-/// id). Purchased credits are untouched. Returns whether it changed anything.
-pub async fn reset_plan_credits(
-    conn: &mut PgConnection,
-    workspace_id: Uuid,
-    allowance: i64,
-    reference: &str,
-    description: &str,
-) -> anyhow::Result<bool> {
-    anyhow::ensure!(allowance >= 0, "an allowance cannot be negative");
-    let current: i64 =
-        sqlx::query_scalar("select plan_credits from balances where workspace_id = $1 for update")
-            .bind(workspace_id)
-            .fetch_one(&mut *conn)
-            .await?;
-    let seen: Option<i64> = sqlx::query_scalar(
-        "select ledger_entry_id from ledger_entries
-          where workspace_id = $1 and kind = 'plan_allowance' and reference = $2",
-    )
-    .bind(workspace_id)
-    .bind(reference)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if seen.is_some() {
-        return Ok(false);
-    }
-    let balance = sqlx::query_as::<_, Balance>(
-        "update balances set plan_credits = $2, updated_at = now() where workspace_id = $1
-         returning plan_credits, purchased_credits",
-    )
-    .bind(workspace_id)
-    .bind(allowance)
-    .fetch_one(&mut *conn)
-    .await?;
-    sqlx::query(
-        "insert into ledger_entries (workspace_id, kind, plan_delta, purchased_delta,
-                plan_balance_after, purchased_balance_after, description, reference)
-         values ($1, 'plan_allowance', $2, 0, $3, $4, $5, $6)",
-    )
-    .bind(workspace_id)
-    .bind(allowance - current)
-    .bind(balance.plan)
-    .bind(balance.purchased)
-    .bind(description)
-    .bind(reference)
-    .execute(&mut *conn)
-    .await?;
-    Ok(true)
-}
-
-/// The current balance of a workspace.
-pub async fn balance(db: &PgPool, workspace_id: Uuid) -> anyhow::Result<Balance> {
-    Ok(sqlx::query_as::<_, Balance>(
-        "select plan_credits, purchased_credits from balances where workspace_id = $1",
-    )
-    .bind(workspace_id)
-    .fetch_one(db)
-    .await?)
-}
-
-/// `balance == Σ ledger` for one workspace, bucket by bucket. Returns the stored
-/// balance and the ledger sums when they differ.
-pub async fn check_balance(
-    db: &PgPool,
-    workspace_id: Uuid,
-) -> anyhow::Result<Result<Balance, (Balance, Balance)>> {
-    let (stored, plan_sum, purchased_sum): (Balance, i64, i64) = {
-        let row: (i64, i64, i64, i64) = sqlx::query_as(
-            "select b.plan_credits, b.purchased_credits,
-                    coalesce(sum(e.plan_delta), 0)::bigint, coalesce(sum(e.purchased_delta), 0)::bigint
-               from balances b left join ledger_entries e using (workspace_id)
-              where b.workspace_id = $1
-              group by b.plan_credits, b.purchased_credits",
-        )
-        .bind(workspace_id)
-        .fetch_one(db)
-        .await?;
-        (
-            Balance {
-                plan: row.0,
-                purchased: row.1,
-            },
-            row.2,
-            row.3,
-        )
-    };
-    let summed = Balance {
-        plan: plan_sum,
-        purchased: purchased_sum,
-    };
-    Ok(if stored == summed {
-        Ok(stored)
-    } else {
-        Err((stored, summed))
-    })
-}
-
-/// One line of a credit statement.
+/// One line of a credit statement (a row of `ledger_entries`).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct LedgerEntry {
     /// Increasing id: the statement's order.
@@ -261,10 +110,14 @@ pub struct LedgerEntry {
     pub plan_delta: i64,
     /// Change of purchased credits.
     pub purchased_delta: i64,
+    /// Change of the debt (positive: more owed).
+    pub debt_delta: i64,
     /// Plan credits right after this entry.
     pub plan_balance_after: i64,
     /// Purchased credits right after this entry.
     pub purchased_balance_after: i64,
+    /// Debt right after this entry.
+    pub debt_after: i64,
     /// Statement text.
     pub description: String,
     /// When it was written.
@@ -272,87 +125,159 @@ pub struct LedgerEntry {
 }
 
 impl LedgerEntry {
-    /// Total change (both buckets).
+    /// Net change: credits gained minus debt taken on.
     pub fn amount(&self) -> i64 {
-        self.plan_delta + self.purchased_delta
+        self.plan_delta + self.purchased_delta - self.debt_delta
     }
 
-    /// Total balance right after this entry: the running balance.
+    /// Net balance right after this entry: the running balance (negative in debt).
     pub fn balance_after(&self) -> i64 {
-        self.plan_balance_after + self.purchased_balance_after
+        self.plan_balance_after + self.purchased_balance_after - self.debt_after
     }
 }
 
-/// Which page of a statement to read (keyset pagination on the entry id).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatementPage {
-    /// Newest first, entries older than this id (`None`: the newest page).
-    NewestBefore(Option<i64>),
-    /// Oldest first, entries newer than this id (`None`: from the start; CSV export).
-    OldestAfter(Option<i64>),
+/// A change to append ([`db::append`]); deltas may be negative.
+#[derive(Debug, Clone)]
+pub struct NewEntry<'a> {
+    /// Whose balance changes.
+    pub workspace_id: WorkspaceId,
+    /// Why.
+    pub kind: LedgerEntryKind,
+    /// Change of plan credits.
+    pub plan_delta: i64,
+    /// Change of purchased credits.
+    pub purchased_delta: i64,
+    /// Change of the debt.
+    pub debt_delta: i64,
+    /// Shown on the statement.
+    pub description: &'a str,
+    /// Idempotency: an entry with a reference is written once per workspace and kind
+    /// (a checkout session, an invoice, `signup`); `None` for usage.
+    pub reference: Option<&'a str>,
+    /// Backdating for the demo seed; `None` = now.
+    pub created_at: Option<OffsetDateTime>,
 }
 
-/// At most `limit` ledger entries of a workspace, in the page's order.
-pub async fn entries(
-    db: &PgPool,
-    workspace_id: Uuid,
-    page: StatementPage,
-    limit: i64,
-) -> anyhow::Result<Vec<LedgerEntry>> {
-    let (filter, order, cursor) = match page {
-        StatementPage::NewestBefore(id) => (
-            "ledger_entry_id < coalesce($2, 9223372036854775807)",
-            "desc",
-            id,
-        ),
-        StatementPage::OldestAfter(id) => ("ledger_entry_id > coalesce($2, 0)", "asc", id),
-    };
-    let sql = format!(
-        "select ledger_entry_id, kind, plan_delta, purchased_delta, plan_balance_after,
-                purchased_balance_after, description, created_at
-           from ledger_entries
-          where workspace_id = $1 and {filter}
-          order by ledger_entry_id {order}
-          limit $3"
+impl<'a> NewEntry<'a> {
+    /// An entry of `kind` with all deltas zero, written now.
+    pub fn new(
+        workspace_id: WorkspaceId,
+        kind: LedgerEntryKind,
+        description: &'a str,
+        reference: Option<&'a str>,
+    ) -> Self {
+        Self {
+            workspace_id,
+            kind,
+            plan_delta: 0,
+            purchased_delta: 0,
+            debt_delta: 0,
+            description,
+            reference,
+            created_at: None,
+        }
+    }
+}
+
+/// Adds `credits` (≥ 0) to the plan bucket, once per reference. `None` when the
+/// reference was recorded before (nothing changed).
+pub async fn grant_plan_credits(
+    conn: &mut PgConnection,
+    workspace_id: WorkspaceId,
+    credits: i64,
+    description: &str,
+    reference: &str,
+) -> anyhow::Result<Option<LedgerEntry>> {
+    anyhow::ensure!(credits >= 0, "a grant cannot be negative");
+    let mut entry = NewEntry::new(
+        workspace_id,
+        LedgerEntryKind::PlanAllowance,
+        description,
+        Some(reference),
     );
-    Ok(sqlx::query_as::<_, LedgerEntry>(&sql)
-        .bind(workspace_id)
-        .bind(cursor)
-        .bind(limit)
-        .fetch_all(db)
-        .await?)
+    entry.plan_delta = credits;
+    db::append(conn, &entry).await
 }
 
-/// Number of ledger entries of a workspace (statement pagination).
-pub async fn count_entries(db: &PgPool, workspace_id: Uuid) -> anyhow::Result<i64> {
-    Ok(
-        sqlx::query_scalar("select count(*) from ledger_entries where workspace_id = $1")
-            .bind(workspace_id)
-            .fetch_one(db)
-            .await?,
-    )
+/// Adds `credits` (≥ 0) of purchased credits, settling debt first (a top-up after a
+/// refund pays what is owed, the rest is usable), once per `(kind, reference)`.
+/// `None` when already recorded.
+pub async fn grant_purchased(
+    conn: &mut PgConnection,
+    workspace_id: WorkspaceId,
+    kind: LedgerEntryKind,
+    credits: i64,
+    description: &str,
+    reference: &str,
+) -> anyhow::Result<Option<LedgerEntry>> {
+    anyhow::ensure!(credits >= 0, "a grant cannot be negative");
+    let balance = db::lock_balance(conn, workspace_id).await?;
+    let settles = credits.min(balance.debt);
+    let mut entry = NewEntry::new(workspace_id, kind, description, Some(reference));
+    entry.purchased_delta = credits - settles;
+    entry.debt_delta = -settles;
+    db::append(conn, &entry).await
 }
 
-/// Credits consumed per UTC day over the last `days` days, oldest first, with zero
-/// for days without usage.
-pub async fn daily_usage(
-    db: &PgPool,
-    workspace_id: Uuid,
-    days: i32,
-) -> anyhow::Result<Vec<(time::Date, i64)>> {
-    Ok(sqlx::query_as::<_, (time::Date, i64)>(
-        "select d::date, coalesce(sum(u.credits_charged), 0)::bigint
-           from generate_series((now() at time zone 'utc')::date - ($2 - 1), (now() at time zone 'utc')::date, interval '1 day') d
-           left join usage_events u
-             on u.workspace_id = $1
-            and u.created_at >= d::date::timestamp at time zone 'utc'
-            and u.created_at < (d::date + 1)::timestamp at time zone 'utc'
-          group by d order by d",
-    )
-    .bind(workspace_id)
-    .bind(days)
-    .fetch_all(db)
-    .await?)
+/// Takes back `credits` (≥ 0) of purchased credits (a refund or dispute): what the
+/// purchased bucket holds is removed, the rest becomes debt. Once per
+/// `(kind, reference)`; `None` when already recorded.
+pub async fn reverse_purchased(
+    conn: &mut PgConnection,
+    workspace_id: WorkspaceId,
+    kind: LedgerEntryKind,
+    credits: i64,
+    description: &str,
+    reference: &str,
+) -> anyhow::Result<Option<LedgerEntry>> {
+    anyhow::ensure!(credits >= 0, "a reversal cannot be negative");
+    let balance = db::lock_balance(conn, workspace_id).await?;
+    let taken = credits.min(balance.purchased);
+    let mut entry = NewEntry::new(workspace_id, kind, description, Some(reference));
+    entry.purchased_delta = -taken;
+    entry.debt_delta = credits - taken;
+    db::append(conn, &entry).await
+}
+
+/// Sets plan credits to `allowance` (a new period: no rollover), writing the
+/// difference as one `plan_allowance` entry, once per reference. Purchased credits and
+/// debt are untouched. `None` when already recorded.
+pub async fn reset_plan_credits(
+    conn: &mut PgConnection,
+    workspace_id: WorkspaceId,
+    allowance: i64,
+    description: &str,
+    reference: &str,
+) -> anyhow::Result<Option<LedgerEntry>> {
+    anyhow::ensure!(allowance >= 0, "an allowance cannot be negative");
+    let balance = db::lock_balance(conn, workspace_id).await?;
+    let mut entry = NewEntry::new(
+        workspace_id,
+        LedgerEntryKind::PlanAllowance,
+        description,
+        Some(reference),
+    );
+    entry.plan_delta = allowance - balance.plan;
+    db::append(conn, &entry).await
+}
+
+/// Lowers plan credits to at most `cap` (never raises them), once per reference.
+pub async fn cap_plan_credits(
+    conn: &mut PgConnection,
+    workspace_id: WorkspaceId,
+    cap: i64,
+    description: &str,
+    reference: &str,
+) -> anyhow::Result<Option<LedgerEntry>> {
+    let balance = db::lock_balance(conn, workspace_id).await?;
+    let mut entry = NewEntry::new(
+        workspace_id,
+        LedgerEntryKind::PlanAllowance,
+        description,
+        Some(reference),
+    );
+    entry.plan_delta = cap.max(0).min(balance.plan) - balance.plan;
+    db::append(conn, &entry).await
 }
 
 /// Largest quantity one metering call may report; more is refused as absurd.
@@ -373,35 +298,100 @@ pub struct Consumption<'a> {
     pub idempotency_key: &'a str,
 }
 
-/// What a metering call did. Only `Charged` wrote anything.
+/// Where a workspace stands against its plan's rate limit after a call (for the
+/// `RateLimit-*` response headers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitState {
+    /// Calls per minute the plan allows (also the burst).
+    pub limit: i32,
+    /// Calls that may be made right now.
+    pub remaining: i32,
+    /// Milliseconds until the full allowance is available again.
+    pub reset_ms: i64,
+}
+
+/// What a metering call did. Only `Charged` wrote a ledger entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConsumeOutcome {
     /// Credits taken (0 on an unlimited plan); the balance after.
     Charged {
-        workspace_id: Uuid,
+        /// The key's workspace.
+        workspace_id: WorkspaceId,
+        /// Credits taken.
         charged: i64,
+        /// Balance after the call.
         balance: Balance,
+        /// The plan's rate limit, `None` if unlimited.
+        rate: Option<RateLimitState>,
     },
     /// The same idempotency key and body were charged before: the first answer.
     Replayed {
-        workspace_id: Uuid,
+        /// The key's workspace.
+        workspace_id: WorkspaceId,
+        /// Credits taken by the first call.
         charged: i64,
+        /// Balance right after the first call.
         balance: Balance,
     },
     /// Not enough credits: cost and available total.
     InsufficientCredits {
-        workspace_id: Uuid,
+        /// The key's workspace.
+        workspace_id: WorkspaceId,
+        /// What the call costs.
         required: i64,
+        /// Plan plus purchased credits.
         available: i64,
+        /// The plan's rate limit.
+        rate: Option<RateLimitState>,
+    },
+    /// The workspace owes credits after a refund or dispute; nothing is consumed until
+    /// a top-up settles the debt.
+    InDebt {
+        /// The key's workspace.
+        workspace_id: WorkspaceId,
+        /// Credits owed.
+        debt: i64,
+        /// The plan's rate limit.
+        rate: Option<RateLimitState>,
+    },
+    /// Over the plan's rate limit; retry after `retry_after_ms`.
+    RateLimited {
+        /// The key's workspace.
+        workspace_id: WorkspaceId,
+        /// The limit state (remaining 0).
+        rate: RateLimitState,
+        /// Milliseconds until one more call is allowed.
+        retry_after_ms: i64,
     },
     /// Missing, unknown or revoked API key.
     UnknownKey,
     /// No such feature.
-    UnknownFeature,
+    UnknownFeature {
+        /// The plan's rate limit.
+        rate: Option<RateLimitState>,
+    },
     /// The workspace's plan does not include this feature.
-    FeatureNotInPlan,
+    FeatureNotInPlan {
+        /// The plan's rate limit.
+        rate: Option<RateLimitState>,
+    },
     /// The idempotency key was used with another feature or quantity.
     IdempotencyConflict,
+}
+
+impl ConsumeOutcome {
+    /// The rate-limit state to report in headers, if the call counted against one.
+    pub fn rate(&self) -> Option<RateLimitState> {
+        match self {
+            Self::Charged { rate, .. }
+            | Self::InsufficientCredits { rate, .. }
+            | Self::InDebt { rate, .. }
+            | Self::UnknownFeature { rate }
+            | Self::FeatureNotInPlan { rate } => *rate,
+            Self::RateLimited { rate, .. } => Some(*rate),
+            Self::Replayed { .. } | Self::UnknownKey | Self::IdempotencyConflict => None,
+        }
+    }
 }
 
 /// Fingerprint of the request body an idempotency key is bound to.
@@ -411,51 +401,4 @@ pub fn request_hash(feature: &str, quantity: i64) -> Vec<u8> {
     h.update([0]);
     h.update(quantity.to_be_bytes());
     h.finalize().to_vec()
-}
-
-/// Consumes credits in one round trip to PostgreSQL (the `consume_credits` function
-/// in the initial migration): authenticate, replay, entitlement, conditional decrement
-/// (plan credits first, then purchased), ledger entry and usage event, atomically.
-pub async fn consume(db: &PgPool, c: &Consumption<'_>) -> anyhow::Result<ConsumeOutcome> {
-    let (outcome, workspace_id, charged, plan, purchased, required, available): (
-        String,
-        Option<Uuid>,
-        i64,
-        i64,
-        i64,
-        i64,
-        i64,
-    ) = sqlx::query_as("select * from consume_credits($1, $2, $3, $4, $5)")
-        .bind(c.key_hash)
-        .bind(c.feature)
-        .bind(c.quantity)
-        .bind(c.idempotency_key)
-        .bind(request_hash(c.feature, c.quantity))
-        .fetch_one(db)
-        .await?;
-    let balance = Balance { plan, purchased };
-    let ws =
-        || workspace_id.ok_or_else(|| anyhow::anyhow!("consume_credits returned no workspace"));
-    Ok(match outcome.as_str() {
-        "ok" => ConsumeOutcome::Charged {
-            workspace_id: ws()?,
-            charged,
-            balance,
-        },
-        "replay" => ConsumeOutcome::Replayed {
-            workspace_id: ws()?,
-            charged,
-            balance,
-        },
-        "insufficient_credits" => ConsumeOutcome::InsufficientCredits {
-            workspace_id: ws()?,
-            required,
-            available,
-        },
-        "unknown_key" => ConsumeOutcome::UnknownKey,
-        "unknown_feature" => ConsumeOutcome::UnknownFeature,
-        "feature_not_in_plan" => ConsumeOutcome::FeatureNotInPlan,
-        "idempotency_conflict" => ConsumeOutcome::IdempotencyConflict,
-        other => anyhow::bail!("consume_credits returned unknown outcome {other:?}"),
-    })
 }

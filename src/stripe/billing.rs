@@ -40,6 +40,130 @@ pub struct SubscriptionCheckout {
     pub idempotency_key: String,
 }
 
+/// Stripe's subscription status
+/// (<https://docs.stripe.com/api/subscriptions/object#subscription_object-status>;
+/// Postgres enum `subscription_status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "subscription_status", rename_all = "snake_case")]
+pub enum SubscriptionStatus {
+    /// The first payment has not succeeded yet.
+    Incomplete,
+    /// The first payment never succeeded (23 h): dead.
+    IncompleteExpired,
+    /// In a trial.
+    Trialing,
+    /// Paid and running.
+    Active,
+    /// A renewal payment failed; Stripe retries.
+    PastDue,
+    /// Ended.
+    Canceled,
+    /// Retries exhausted, left open.
+    Unpaid,
+    /// Paused (trial ended without a payment method).
+    Paused,
+}
+
+impl SubscriptionStatus {
+    /// Whether the workspace is on the subscription's plan: active, trialing, or
+    /// past due while Stripe retries the payment.
+    pub fn is_live(self) -> bool {
+        matches!(self, Self::Active | Self::Trialing | Self::PastDue)
+    }
+
+    /// Whether its plan can be changed now (a past-due subscription pays first).
+    pub fn can_change_plan(self) -> bool {
+        matches!(self, Self::Active | Self::Trialing)
+    }
+
+    /// The statuses in which the workspace is on the plan ([`Self::is_live`]).
+    pub const LIVE: [Self; 3] = [Self::Active, Self::Trialing, Self::PastDue];
+
+    /// Stripe's name (`past_due`, ...): CSS classes and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Incomplete => "incomplete",
+            Self::IncompleteExpired => "incomplete_expired",
+            Self::Trialing => "trialing",
+            Self::Active => "active",
+            Self::PastDue => "past_due",
+            Self::Canceled => "canceled",
+            Self::Unpaid => "unpaid",
+            Self::Paused => "paused",
+        }
+    }
+
+    /// As shown to customers.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Active => "Active",
+            Self::Trialing => "Trialing",
+            Self::PastDue => "Past due",
+            Self::Canceled => "Canceled",
+            Self::Unpaid => "Unpaid",
+            Self::Incomplete | Self::IncompleteExpired => "Incomplete",
+            Self::Paused => "Paused",
+        }
+    }
+
+    fn from_stripe(status: &stripe_shared::SubscriptionStatus) -> Self {
+        use stripe_shared::SubscriptionStatus as S;
+        match status {
+            S::Incomplete => Self::Incomplete,
+            S::IncompleteExpired => Self::IncompleteExpired,
+            S::Trialing => Self::Trialing,
+            S::Active => Self::Active,
+            S::PastDue => Self::PastDue,
+            S::Canceled => Self::Canceled,
+            S::Unpaid => Self::Unpaid,
+            S::Paused => Self::Paused,
+            // A status this SDK does not know: not live, never treated as paid.
+            _ => Self::Incomplete,
+        }
+    }
+}
+
+/// Stripe's invoice status (Postgres enum `invoice_status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "invoice_status", rename_all = "snake_case")]
+pub enum InvoiceStatus {
+    /// Being prepared.
+    Draft,
+    /// Finalized, awaiting payment.
+    Open,
+    /// Paid (never goes back).
+    Paid,
+    /// Written off.
+    Uncollectible,
+    /// Cancelled.
+    Void,
+}
+
+impl InvoiceStatus {
+    /// As shown to customers.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Draft => "draft",
+            Self::Open => "open",
+            Self::Paid => "paid",
+            Self::Uncollectible => "uncollectible",
+            Self::Void => "void",
+        }
+    }
+
+    fn from_stripe(status: &stripe_shared::InvoiceStatus) -> Option<Self> {
+        use stripe_shared::InvoiceStatus as S;
+        Some(match status {
+            S::Draft => Self::Draft,
+            S::Open => Self::Open,
+            S::Paid => Self::Paid,
+            S::Uncollectible => Self::Uncollectible,
+            S::Void => Self::Void,
+            _ => return None,
+        })
+    }
+}
+
 /// A subscription as billfold mirrors it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscriptionInfo {
@@ -47,8 +171,8 @@ pub struct SubscriptionInfo {
     pub id: String,
     /// `cus_...`
     pub customer_id: String,
-    /// Stripe's status: `active`, `trialing`, `past_due`, `canceled`, ...
-    pub status: String,
+    /// Stripe's status.
+    pub status: SubscriptionStatus,
     /// The first item's id (`si_...`), needed to change its price.
     pub item_id: String,
     /// The first item's price.
@@ -75,7 +199,7 @@ impl TryFrom<stripe_shared::Subscription> for SubscriptionInfo {
         Ok(Self {
             id: s.id.to_string(),
             customer_id: s.customer.id().to_string(),
-            status: s.status.as_str().to_owned(),
+            status: SubscriptionStatus::from_stripe(&s.status),
             item_id: item.id.to_string(),
             price_id: item.price.id.to_string(),
             current_period_start: item.current_period_start,
@@ -98,8 +222,8 @@ pub struct InvoiceInfo {
     pub subscription_id: Option<String>,
     /// Customer-facing number.
     pub number: Option<String>,
-    /// `draft`, `open`, `paid`, `uncollectible`, `void`.
-    pub status: Option<String>,
+    /// Its status (`None`: one this SDK does not know).
+    pub status: Option<InvoiceStatus>,
     /// `subscription_create`, `subscription_cycle`, `subscription_update`, ...
     pub billing_reason: Option<String>,
     /// Minor units.
@@ -118,10 +242,32 @@ pub struct InvoiceInfo {
     pub period_end: i64,
     /// Creation, unix seconds.
     pub created: i64,
+    /// The period its regular (non-proration) lines bill, unix seconds: the period a
+    /// first or renewal invoice opens.
+    pub billed_period: Option<(i64, i64)>,
+    /// When its proration lines start (unix seconds): the moment a mid-period plan
+    /// change took effect.
+    pub proration_at: Option<i64>,
 }
 
 impl From<stripe_shared::Invoice> for InvoiceInfo {
     fn from(i: stripe_shared::Invoice) -> Self {
+        let mut billed_period: Option<(i64, i64)> = None;
+        let mut proration_at: Option<i64> = None;
+        for line in &i.lines.data {
+            let proration = line.parent.as_ref().is_some_and(|p| {
+                p.subscription_item_details
+                    .as_ref()
+                    .is_some_and(|d| d.proration)
+                    || p.invoice_item_details.as_ref().is_some_and(|d| d.proration)
+            });
+            let (start, end) = (line.period.start, line.period.end);
+            if proration {
+                proration_at = Some(proration_at.map_or(start, |at| at.min(start)));
+            } else if billed_period.is_none_or(|(_, e)| end > e) {
+                billed_period = Some((start, end));
+            }
+        }
         Self {
             id: i.id.map(|id| id.to_string()).unwrap_or_default(),
             customer_id: i.customer.map(|c| c.id().to_string()),
@@ -130,7 +276,7 @@ impl From<stripe_shared::Invoice> for InvoiceInfo {
                 .and_then(|p| p.subscription_details)
                 .map(|d| d.subscription.id().to_string()),
             number: i.number,
-            status: i.status.map(|s| s.as_str().to_owned()),
+            status: i.status.as_ref().and_then(InvoiceStatus::from_stripe),
             billing_reason: i.billing_reason.map(|r| r.as_str().to_owned()),
             amount_due: i.amount_due,
             amount_paid: i.amount_paid,
@@ -140,6 +286,8 @@ impl From<stripe_shared::Invoice> for InvoiceInfo {
             period_start: i.period_start,
             period_end: i.period_end,
             created: i.created,
+            billed_period,
+            proration_at,
         }
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod billing;
 pub mod catalog;
+pub mod payments;
 pub mod webhooks;
 
 use std::collections::HashMap;
@@ -15,7 +16,7 @@ use secrecy::{ExposeSecret, SecretString};
 use stripe::{Client, ClientBuilder, RequestStrategy, StripeRequest};
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionLineItemsPriceData,
-    ProductData, RetrieveCheckoutSession,
+    ExpireCheckoutSession, ProductData, RetrieveCheckoutSession,
 };
 use stripe_core::customer::CreateCustomer;
 
@@ -37,6 +38,13 @@ pub enum StripeCallError {
     /// The idempotency key was unusable.
     #[error("invalid idempotency key")]
     IdempotencyKey,
+}
+
+impl StripeCallError {
+    /// Whether Stripe said the object does not exist (404).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::Refused { status: 404, .. })
+    }
 }
 
 impl From<stripe::StripeError> for StripeCallError {
@@ -109,6 +117,9 @@ pub struct CheckoutSessionInfo {
     pub metadata: HashMap<String, String>,
     /// The subscription a subscription-mode session created.
     pub subscription_id: Option<String>,
+    /// The payment intent of a paid payment-mode session (`pi_...`): what refunds and
+    /// disputes name.
+    pub payment_intent_id: Option<String>,
 }
 
 impl From<stripe_shared::CheckoutSession> for CheckoutSessionInfo {
@@ -127,6 +138,7 @@ impl From<stripe_shared::CheckoutSession> for CheckoutSessionInfo {
             client_reference_id: s.client_reference_id,
             metadata: s.metadata.unwrap_or_default(),
             subscription_id: s.subscription.map(|sub| sub.id().to_string()),
+            payment_intent_id: s.payment_intent.map(|pi| pi.id().to_string()),
         }
     }
 }
@@ -215,6 +227,19 @@ impl StripeClient {
         id: &str,
     ) -> Result<CheckoutSessionInfo, StripeCallError> {
         Ok(RetrieveCheckoutSession::new(id)
+            .send(&self.client)
+            .await?
+            .into())
+    }
+
+    /// Expires an open Checkout session so it can no longer be paid
+    /// (<https://docs.stripe.com/api/checkout/sessions/expire>); Stripe then sends
+    /// `checkout.session.expired`.
+    pub async fn expire_checkout_session(
+        &self,
+        id: &str,
+    ) -> Result<CheckoutSessionInfo, StripeCallError> {
+        Ok(ExpireCheckoutSession::new(id)
             .send(&self.client)
             .await?
             .into())

@@ -1,13 +1,14 @@
 //! Stripe webhook verification (`Stripe-Signature`, HMAC-SHA256 over `"{t}.{body}"`,
 //! 300 s tolerance: <https://docs.stripe.com/webhooks#verify-events>) with
-//! async-stripe's `Webhook::construct_event`, and translation of the events billfold
-//! handles into its own types.
+//! async-stripe's `Webhook::construct_event` at receipt, and, when the inbox applies a
+//! stored event, translation of the events billfold handles into its own types.
 
 use secrecy::{ExposeSecret, SecretString};
 use stripe_webhook::{EventObject, Webhook, WebhookError};
 
 use super::CheckoutSessionInfo;
 use super::billing::InvoiceInfo;
+use super::payments::{ChargeInfo, DisputeInfo};
 
 /// Why a delivery was refused (all answered 400; nothing is written).
 #[derive(Debug, thiserror::Error)]
@@ -26,17 +27,16 @@ pub enum VerifyError {
     BadPayload(String),
 }
 
-/// A verified event with what billfold needs of it.
-#[derive(Debug, Clone)]
-pub struct VerifiedEvent {
+/// The envelope of a verified delivery: what the inbox stores it by. Its object is
+/// read later, by the job that applies it ([`parse`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventEnvelope {
     /// `evt_...`: the key that makes deliveries idempotent.
     pub id: String,
     /// e.g. `checkout.session.completed`.
     pub event_type: String,
     /// Live or test mode.
     pub livemode: bool,
-    /// The parts of `data.object` billfold acts on.
-    pub payload: EventPayload,
 }
 
 /// The event objects billfold applies; everything else is acknowledged and ignored.
@@ -47,16 +47,18 @@ pub enum EventPayload {
     /// `checkout.session.expired`.
     CheckoutSessionExpired(CheckoutSessionInfo),
     /// `customer.subscription.created|updated|deleted`: the subscription id. The state
-    /// is re-fetched from Stripe, so the order of deliveries does not matter.
+    /// is fetched from Stripe, so the order of deliveries does not matter.
     SubscriptionChanged(String),
     /// `invoice.paid` or `invoice.payment_succeeded`.
     InvoicePaid(InvoiceInfo),
     /// `invoice.payment_failed`.
     InvoicePaymentFailed(InvoiceInfo),
+    /// `charge.refunded` (the charge, with its cumulative `amount_refunded`).
+    ChargeRefunded(ChargeInfo),
+    /// `charge.dispute.created|updated|closed|funds_withdrawn|funds_reinstated`.
+    DisputeChanged(DisputeInfo),
     /// Any other event type.
     Other,
-    /// Genuine (signature verified) but its object could not be read.
-    Unreadable(String),
 }
 
 /// Event types billfold acts on; the others are acknowledged and ignored.
@@ -70,31 +72,53 @@ pub const HANDLED_EVENT_TYPES: &[&str] = &[
     "invoice.paid",
     "invoice.payment_succeeded",
     "invoice.payment_failed",
+    "charge.refunded",
+    "charge.dispute.created",
+    "charge.dispute.updated",
+    "charge.dispute.closed",
+    "charge.dispute.funds_withdrawn",
+    "charge.dispute.funds_reinstated",
 ];
 
-/// Verifies `payload` against the `Stripe-Signature` header and parses it.
+/// Verifies `payload` against the `Stripe-Signature` header and returns its envelope.
 ///
 /// A correctly signed event whose object async-stripe cannot read (an endpoint on
-/// another API version, or an event type billfold never asked for) is not refused:
-/// it comes back as [`EventPayload::Unreadable`], so that unhandled types are still
-/// acknowledged and handled ones fail with a 5xx that Stripe retries and alerts on.
+/// another API version, or a type billfold never asked for) is not refused here: it is
+/// stored, and applying it fails visibly (or is ignored, for an unhandled type).
 pub fn verify(
     payload: &str,
     signature_header: &str,
     secret: &SecretString,
-) -> Result<VerifiedEvent, VerifyError> {
-    let event = match Webhook::construct_event(payload, signature_header, secret.expose_secret()) {
-        Ok(event) => event,
+) -> Result<EventEnvelope, VerifyError> {
+    match Webhook::construct_event(payload, signature_header, secret.expose_secret()) {
+        Ok(event) => Ok(EventEnvelope {
+            id: event.id.to_string(),
+            event_type: event.type_.as_str().to_owned(),
+            livemode: event.livemode,
+        }),
         // async-stripe checks signature and timestamp before parsing: BadParse means
         // the delivery is genuine.
-        Err(WebhookError::BadParse(reason)) => return envelope_only(payload, reason),
-        Err(WebhookError::BadKey | WebhookError::BadHeader(_)) => {
-            return Err(VerifyError::BadHeader);
+        Err(WebhookError::BadParse(reason)) => envelope_only(payload, reason),
+        Err(WebhookError::BadKey | WebhookError::BadHeader(_)) => Err(VerifyError::BadHeader),
+        Err(WebhookError::BadSignature) => Err(VerifyError::BadSignature),
+        Err(WebhookError::BadTimestamp(_)) => Err(VerifyError::Stale),
+    }
+}
+
+/// Reads a stored (already verified) event's object. An event of a handled type that
+/// cannot be read is an error (the inbox keeps retrying it and shows it failed); an
+/// unreadable event of another type is [`EventPayload::Other`].
+pub fn parse(event_type: &str, payload: &str) -> Result<EventPayload, String> {
+    let event = match Webhook::insecure(payload) {
+        Ok(event) => event,
+        Err(e) if HANDLED_EVENT_TYPES.contains(&event_type) => {
+            return Err(format!(
+                "cannot read a {event_type} event: {e}; is the endpoint on API version 2026-09-30.endive?"
+            ));
         }
-        Err(WebhookError::BadSignature) => return Err(VerifyError::BadSignature),
-        Err(WebhookError::BadTimestamp(_)) => return Err(VerifyError::Stale),
+        Err(_) => return Ok(EventPayload::Other),
     };
-    let payload = match event.data.object {
+    Ok(match event.data.object {
         EventObject::CheckoutSessionCompleted(s)
         | EventObject::CheckoutSessionAsyncPaymentSucceeded(s) => {
             EventPayload::CheckoutSessionCompleted((*s).into())
@@ -109,18 +133,18 @@ pub fn verify(
             EventPayload::InvoicePaid((*i).into())
         }
         EventObject::InvoicePaymentFailed(i) => EventPayload::InvoicePaymentFailed((*i).into()),
+        EventObject::ChargeRefunded(c) => EventPayload::ChargeRefunded((*c).into()),
+        EventObject::ChargeDisputeCreated(d)
+        | EventObject::ChargeDisputeUpdated(d)
+        | EventObject::ChargeDisputeClosed(d)
+        | EventObject::ChargeDisputeFundsWithdrawn(d)
+        | EventObject::ChargeDisputeFundsReinstated(d) => EventPayload::DisputeChanged((*d).into()),
         _ => EventPayload::Other,
-    };
-    Ok(VerifiedEvent {
-        id: event.id.to_string(),
-        event_type: event.type_.as_str().to_owned(),
-        livemode: event.livemode,
-        payload,
     })
 }
 
 /// The id, type and mode of a genuine event whose object could not be parsed.
-fn envelope_only(payload: &str, reason: String) -> Result<VerifiedEvent, VerifyError> {
+fn envelope_only(payload: &str, reason: String) -> Result<EventEnvelope, VerifyError> {
     #[derive(serde::Deserialize)]
     struct Envelope {
         id: String,
@@ -131,11 +155,10 @@ fn envelope_only(payload: &str, reason: String) -> Result<VerifiedEvent, VerifyE
     }
     let envelope: Envelope = serde_json::from_str(payload)
         .map_err(|e| VerifyError::BadPayload(format!("{reason}; {e}")))?;
-    Ok(VerifiedEvent {
+    Ok(EventEnvelope {
         id: envelope.id,
         event_type: envelope.event_type,
         livemode: envelope.livemode,
-        payload: EventPayload::Unreadable(reason),
     })
 }
 

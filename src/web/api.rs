@@ -1,68 +1,39 @@
 //! The metering API for the operator's product. Authenticated with
-//! `Authorization: Bearer <api key>`; every error is JSON
-//! `{"error": {"code", "message", ...}}` with the matching status.
+//! `Authorization: Bearer <api key>`; every error, on every path under `/api/`, is JSON
+//! `{"error": {"code", "message", ...}}` with the matching status ([`ApiError`]).
 //!
 //! - `POST /api/v1/usage` `{"feature": "planner.create_plan", "quantity": 1,
 //!   "idempotency_key": "..."}` (or an `Idempotency-Key` header) consumes
-//!   `feature cost × quantity` credits atomically: 200 `{"charged", "balance"}`;
-//!   402 `insufficient_credits`; 401 `invalid_api_key`; 403 `feature_not_in_plan`;
-//!   409 `idempotency_conflict`; 422 `invalid_request`/`unknown_feature`.
-//! - `GET /api/v1/balance`: 200 `{"balance": {"plan", "purchased", "total"}}`.
+//!   `feature cost × quantity` credits atomically: 200 `{"charged", "balance",
+//!   "idempotency_key"}`; 402 `insufficient_credits` or `credits_in_debt`; 429
+//!   `rate_limited`; 401 `invalid_api_key`; 403 `feature_not_in_plan`; 409
+//!   `idempotency_conflict`; 422 `invalid_request`/`unknown_feature`; 503 `unavailable`
+//!   or `timeout` (retry with the same idempotency key: it answers the first outcome).
+//!   Responses of a plan with a rate limit carry `RateLimit-Limit`,
+//!   `RateLimit-Remaining` and `RateLimit-Reset` (seconds), as the IETF draft
+//!   "RateLimit header fields for HTTP" describes; a 429 also `Retry-After`.
+//! - `GET /api/v1/balance`: 200 `{"balance": {"plan", "purchased", "total", "debt"}}`.
+
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::api_error::ApiError;
 use crate::api_keys;
 use crate::ledger::{
     self, Balance, ConsumeOutcome, Consumption, MAX_IDEMPOTENCY_KEY_LEN, MAX_QUANTITY,
+    RateLimitState,
 };
 
-/// A JSON error answer.
-fn error(status: StatusCode, code: &str, message: impl Into<String>, extra: Value) -> Response {
-    let mut body = json!({"code": code, "message": message.into()});
-    if let (Some(obj), Value::Object(extra)) = (body.as_object_mut(), extra) {
-        obj.extend(extra);
-    }
-    (status, axum::Json(json!({ "error": body }))).into_response()
-}
-
-fn unauthorized() -> Response {
-    let mut res = error(
-        StatusCode::UNAUTHORIZED,
-        "invalid_api_key",
-        "send a valid API key as `Authorization: Bearer <key>`",
-        Value::Null,
-    );
-    res.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Bearer"),
-    );
-    res
-}
-
-fn invalid(message: impl Into<String>) -> Response {
-    error(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_request",
-        message,
-        Value::Null,
-    )
-}
-
-fn internal(e: anyhow::Error) -> Response {
-    tracing::error!(error = ?e, "metering api failed");
-    error(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal_error",
-        "an internal error occurred; retry with the same idempotency key",
-        Value::Null,
-    )
-}
+/// How long a metering call may wait for the database before answering 503 (the
+/// global request timeout is longer, so the client always gets this JSON answer).
+const CONSUME_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
@@ -74,7 +45,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 fn balance_json(b: Balance) -> Value {
-    json!({"plan": b.plan, "purchased": b.purchased, "total": b.total()})
+    json!({"plan": b.plan, "purchased": b.purchased, "total": b.total(), "debt": b.debt})
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,49 +61,118 @@ fn one() -> i64 {
     1
 }
 
+/// A feature code as the catalog writes them: `group.operation`, lowercase letters
+/// and underscores, at most 100 characters.
+fn is_feature_code(s: &str) -> bool {
+    s.len() <= 100
+        && s.split_once('.').is_some_and(|(group, op)| {
+            let ok =
+                |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+            ok(group) && ok(op)
+        })
+}
+
+/// An idempotency key: 1 to 255 characters, none of them control characters.
+fn check_idempotency_key(key: &str) -> Result<(), ApiError> {
+    if key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY_LEN {
+        return Err(ApiError::invalid(format!(
+            "the idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} characters"
+        )));
+    }
+    if key.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "the idempotency key must not contain control characters (such as NUL)",
+        ));
+    }
+    Ok(())
+}
+
+/// The request's idempotency key: the body's or the header's (equal if both), or a new
+/// one (the call is then not retry-safe; the answer says which key it got).
+fn idempotency_key(body_key: Option<String>, headers: &HeaderMap) -> Result<String, ApiError> {
+    let header_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::invalid("the Idempotency-Key header must be visible ASCII"))?
+                .to_owned(),
+        ),
+    };
+    let key = match (body_key, header_key) {
+        (Some(body), Some(h)) if body != h => {
+            return Err(ApiError::invalid(
+                "the `Idempotency-Key` header and `idempotency_key` differ",
+            ));
+        }
+        (Some(k), _) | (None, Some(k)) => k,
+        (None, None) => uuid::Uuid::new_v4().to_string(),
+    };
+    check_idempotency_key(&key)?;
+    Ok(key)
+}
+
+/// `RateLimit-*` headers of a call's rate-limit state.
+fn rate_headers(rate: Option<RateLimitState>) -> Vec<(HeaderName, HeaderValue)> {
+    let Some(rate) = rate else {
+        return Vec::new();
+    };
+    let secs = |ms: i64| ((ms.max(0) + 999) / 1000).to_string();
+    [
+        ("ratelimit-limit", rate.limit.to_string()),
+        ("ratelimit-remaining", rate.remaining.max(0).to_string()),
+        ("ratelimit-reset", secs(rate.reset_ms)),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| {
+        Some((
+            HeaderName::from_static(name),
+            HeaderValue::from_str(&value).ok()?,
+        ))
+    })
+    .collect()
+}
+
+fn with_headers(mut res: Response, headers: Vec<(HeaderName, HeaderValue)>) -> Response {
+    for (name, value) in headers {
+        res.headers_mut().insert(name, value);
+    }
+    res
+}
+
 /// `POST /api/v1/usage`.
 pub async fn record_usage(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(key) = bearer(&headers) else {
-        return unauthorized();
-    };
-    let req: UsageRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return invalid(format!(
-                "body must be JSON {{\"feature\", \"quantity\", \"idempotency_key\"}}: {e}"
-            ));
-        }
-    };
+    match consume(&state, &headers, &body).await {
+        Ok(res) | Err(res) => res,
+    }
+}
+
+async fn consume(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Response, Response> {
+    let key = bearer(headers).ok_or_else(|| ApiError::unauthorized().into_response())?;
+    let req: UsageRequest = serde_json::from_slice(body).map_err(|e| {
+        ApiError::invalid(format!(
+            "body must be JSON {{\"feature\", \"quantity\", \"idempotency_key\"}}: {e}"
+        ))
+        .into_response()
+    })?;
     let feature = req.feature.trim();
-    if feature.is_empty() || feature.len() > 100 {
-        return invalid("`feature` must be a feature code such as \"planner.create_plan\"");
+    if !is_feature_code(feature) {
+        return Err(ApiError::invalid(
+            "`feature` must be a feature code such as \"planner.create_plan\"",
+        )
+        .into_response());
     }
     if !(1..=MAX_QUANTITY).contains(&req.quantity) {
-        return invalid(format!(
+        return Err(ApiError::invalid(format!(
             "`quantity` must be an integer from 1 to {MAX_QUANTITY}"
-        ));
+        ))
+        .into_response());
     }
-    let header_key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let idempotency_key = match (req.idempotency_key, header_key) {
-        (Some(body_key), Some(h)) if body_key != h => {
-            return invalid("the `Idempotency-Key` header and `idempotency_key` differ");
-        }
-        (Some(k), _) | (None, Some(k)) => k,
-        // No key: the call is not retry-safe; give it a unique one.
-        (None, None) => uuid::Uuid::new_v4().to_string(),
-    };
-    if idempotency_key.is_empty() || idempotency_key.len() > MAX_IDEMPOTENCY_KEY_LEN {
-        return invalid(format!(
-            "idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} characters"
-        ));
-    }
+    let idempotency_key =
+        idempotency_key(req.idempotency_key, headers).map_err(IntoResponse::into_response)?;
     let key_hash = api_keys::hash_key(key);
     let consumption = Consumption {
         key_hash: &key_hash,
@@ -140,64 +180,147 @@ pub async fn record_usage(
         quantity: req.quantity,
         idempotency_key: &idempotency_key,
     };
-    match ledger::consume(&state.db, &consumption).await {
-        Ok(
-            ConsumeOutcome::Charged {
-                charged, balance, ..
-            }
-            | ConsumeOutcome::Replayed {
-                charged, balance, ..
-            },
-        ) => (
+    let retry_same_key = |e: ApiError| {
+        e.with("idempotency_key", idempotency_key.clone())
+            .into_response()
+    };
+    let outcome = tokio::time::timeout(CONSUME_TIMEOUT, async {
+        let mut conn = state.db.acquire().await?;
+        ledger::db::consume(&mut conn, &consumption).await
+    })
+    .await;
+    let outcome = match outcome {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(e)) if is_pool_timeout(&e) => {
+            return Err(retry_same_key(ApiError::unavailable(
+                "billfold is busy; retry with the same idempotency key",
+                1,
+            )));
+        }
+        Ok(Err(e)) => return Err(retry_same_key(ApiError::internal(&e))),
+        Err(_) => {
+            tracing::warn!("metering call timed out");
+            return Err(retry_same_key(
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "timeout",
+                    "the call took too long and may or may not have been charged; retry with the same idempotency key to learn its outcome",
+                )
+                .header(header::RETRY_AFTER, "1"),
+            ));
+        }
+    };
+    let rate = rate_headers(outcome.rate());
+    let top_up_url = format!("{}/billing/top-up", state.base_url);
+    let res = match outcome {
+        ConsumeOutcome::Charged { charged, balance, .. } | ConsumeOutcome::Replayed { charged, balance, .. } => (
             StatusCode::OK,
-            axum::Json(json!({"charged": charged, "balance": balance_json(balance)})),
+            axum::Json(json!({
+                "charged": charged,
+                "balance": balance_json(balance),
+                "idempotency_key": idempotency_key,
+            })),
         )
             .into_response(),
-        Ok(ConsumeOutcome::InsufficientCredits {
-            required,
-            available,
-            ..
-        }) => error(
+        ConsumeOutcome::InsufficientCredits { required, available, .. } => ApiError::new(
             StatusCode::PAYMENT_REQUIRED,
             "insufficient_credits",
             format!("this call costs {required} credits and {available} are available"),
-            json!({"required": required, "available": available, "top_up_url": format!("{}/billing/top-up", state.base_url)}),
-        ),
-        Ok(ConsumeOutcome::UnknownKey) => unauthorized(),
-        Ok(ConsumeOutcome::UnknownFeature) => error(
+        )
+        .with("required", required)
+        .with("available", available)
+        .with("top_up_url", top_up_url)
+        .into_response(),
+        ConsumeOutcome::InDebt { debt, .. } => ApiError::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "credits_in_debt",
+            format!(
+                "this workspace owes {debt} credits after a refund or dispute; a top-up settles the debt before credits can be used"
+            ),
+        )
+        .with("debt", debt)
+        .with("top_up_url", top_up_url)
+        .into_response(),
+        ConsumeOutcome::RateLimited { rate, retry_after_ms, .. } => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "the plan allows {} calls per minute; retry after {} ms",
+                rate.limit, retry_after_ms
+            ),
+        )
+        .with("retry_after_ms", retry_after_ms)
+        .header(header::RETRY_AFTER, &((retry_after_ms.max(0) + 999) / 1000).to_string())
+        .into_response(),
+        ConsumeOutcome::UnknownKey => ApiError::unauthorized().into_response(),
+        ConsumeOutcome::UnknownFeature { .. } => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "unknown_feature",
             format!("no feature {feature:?}"),
-            Value::Null,
-        ),
-        Ok(ConsumeOutcome::FeatureNotInPlan) => error(
+        )
+        .into_response(),
+        ConsumeOutcome::FeatureNotInPlan { .. } => ApiError::new(
             StatusCode::FORBIDDEN,
             "feature_not_in_plan",
             format!("the workspace's plan does not include {feature:?}; upgrade to use it"),
-            Value::Null,
-        ),
-        Ok(ConsumeOutcome::IdempotencyConflict) => error(
+        )
+        .into_response(),
+        ConsumeOutcome::IdempotencyConflict => ApiError::new(
             StatusCode::CONFLICT,
             "idempotency_conflict",
             "this idempotency key was used with a different feature or quantity",
-            Value::Null,
-        ),
-        Err(e) => internal(e),
-    }
+        )
+        .into_response(),
+    };
+    Ok(with_headers(res, rate))
+}
+
+fn is_pool_timeout(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<sqlx::Error>(),
+        Some(sqlx::Error::PoolTimedOut)
+    )
 }
 
 /// `GET /api/v1/balance`.
 pub async fn show_balance(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let Some(key) = bearer(&headers) else {
-        return unauthorized();
+        return ApiError::unauthorized().into_response();
     };
-    let workspace_id = match api_keys::authenticate(&state.db, key).await {
-        Ok(Some((workspace_id, _))) => workspace_id,
-        Ok(None) => return unauthorized(),
-        Err(e) => return internal(e),
-    };
-    match ledger::balance(&state.db, workspace_id).await {
-        Ok(b) => axum::Json(json!({"balance": balance_json(b)})).into_response(),
-        Err(e) => internal(e),
+    let result = async {
+        let mut conn = state.db.acquire().await?;
+        match api_keys::db::authenticate(&mut conn, key).await? {
+            Some(ws) => Ok(Some(ledger::db::balance(&mut conn, ws).await?)),
+            None => Ok(None),
+        }
+    }
+    .await;
+    match result {
+        Ok(Some(b)) => axum::Json(json!({"balance": balance_json(b)})).into_response(),
+        Ok(None) => ApiError::unauthorized().into_response(),
+        Err(e) if is_pool_timeout(&e) => {
+            ApiError::unavailable("billfold is busy; retry", 1).into_response()
+        }
+        Err(e) => ApiError::internal(&e).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn feature_codes_are_group_dot_operation() {
+        assert!(super::is_feature_code("planner.create_plan"));
+        for bad in [
+            "planner",
+            ".x",
+            "x.",
+            "Planner.x",
+            "a.b.c",
+            "a\u{0}.b",
+            "a.b ",
+            "ä.b",
+        ] {
+            assert!(!super::is_feature_code(bad), "{bad:?}");
+        }
     }
 }

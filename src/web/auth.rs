@@ -1,28 +1,31 @@
-//! Sign-up, login and logout. axum-login over tower-sessions: `login` cycles the
-//! session id (session fixation, OWASP Session Management Cheat Sheet); the session
-//! auth hash is the password hash, so changing a password ends other sessions.
+//! Sign-up, login and logout. axum-login over tower-sessions: signing in cycles the
+//! session id and the CSRF token (session fixation, OWASP Session Management Cheat
+//! Sheet); sessions end 30 days after sign-in whatever the activity; the session auth
+//! hash is the password hash, so changing a password ends other sessions.
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::Form;
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_login::{AuthUser, AuthnBackend};
 use serde::Deserialize;
 use sqlx::PgPool;
 use tower_sessions::Session;
-use uuid::Uuid;
 
 use super::AppState;
 use super::error::{AppError, Result};
+use super::extract::{ClientAddr, Form, Query};
+use super::limits::Refused;
 use super::views::PageCtx;
+use crate::accounts::password::{PasswordError, PasswordHasher};
 use crate::accounts::{self, SignupError, User};
+use crate::ids::UserId;
 
 impl AuthUser for User {
-    type Id = Uuid;
+    type Id = UserId;
 
-    fn id(&self) -> Uuid {
+    fn id(&self) -> UserId {
         self.user_id
     }
 
@@ -35,12 +38,13 @@ impl AuthUser for User {
 #[derive(Debug, Clone)]
 pub struct Backend {
     db: PgPool,
+    hasher: PasswordHasher,
 }
 
 impl Backend {
-    /// A backend reading users from `db`.
-    pub fn new(db: PgPool) -> Self {
-        Self { db }
+    /// A backend reading users from `db`, verifying passwords with `hasher`.
+    pub fn new(db: PgPool, hasher: PasswordHasher) -> Self {
+        Self { db, hasher }
     }
 }
 
@@ -53,7 +57,7 @@ pub struct Credentials {
     pub password: String,
 }
 
-/// A database failure while authenticating.
+/// A failure while authenticating (database, or no hashing slot free).
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
 pub struct BackendError(#[from] anyhow::Error);
@@ -64,29 +68,59 @@ impl AuthnBackend for Backend {
     type Error = BackendError;
 
     async fn authenticate(&self, creds: Credentials) -> Result<Option<User>, BackendError> {
-        Ok(accounts::authenticate(&self.db, &creds.email, &creds.password).await?)
+        accounts::authenticate(&self.db, &self.hasher, &creds.email, &creds.password)
+            .await
+            .map_err(|e| BackendError(anyhow::anyhow!(e)))
     }
 
-    async fn get_user(&self, user_id: &Uuid) -> Result<Option<User>, BackendError> {
-        Ok(accounts::find_by_id(&self.db, *user_id).await?)
+    async fn get_user(&self, user_id: &UserId) -> Result<Option<User>, BackendError> {
+        let mut conn = self.db.acquire().await.map_err(anyhow::Error::from)?;
+        Ok(accounts::db::find_by_id(&mut conn, *user_id).await?)
     }
-}
-
-/// Rate limiter of login attempts, keyed by normalised email.
-pub type LoginLimiter = governor::DefaultKeyedRateLimiter<String>;
-
-/// Login attempts allowed per email and minute.
-pub const LOGIN_ATTEMPTS_PER_MINUTE: u32 = 5;
-
-/// A limiter allowing [`LOGIN_ATTEMPTS_PER_MINUTE`] per email.
-pub fn login_limiter() -> LoginLimiter {
-    let per_minute =
-        std::num::NonZeroU32::new(LOGIN_ATTEMPTS_PER_MINUTE).unwrap_or(std::num::NonZeroU32::MIN);
-    governor::RateLimiter::keyed(governor::Quota::per_minute(per_minute))
 }
 
 /// The auth session extractor for this backend.
 pub type AuthSession = axum_login::AuthSession<Backend>;
+
+/// Session key of the sign-in time (unix seconds).
+const SIGNED_IN_AT: &str = "auth.signed_in_at";
+
+/// Sessions end this long after sign-in whatever the activity (OWASP Session
+/// Management Cheat Sheet, "absolute timeout"), besides the 7-day idle expiry.
+pub const ABSOLUTE_SESSION_LIFETIME: time::Duration = time::Duration::days(30);
+
+/// Middleware: a signed-in session older than [`ABSOLUTE_SESSION_LIFETIME`] (or from
+/// before sign-in times were kept) is ended and sent to sign in again.
+pub async fn enforce_session_lifetime(
+    mut auth: AuthSession,
+    session: Session,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if auth.user.is_some() {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let signed_in_at = session.get::<i64>(SIGNED_IN_AT).await.ok().flatten();
+        let expired =
+            signed_in_at.is_none_or(|at| now - at > ABSOLUTE_SESSION_LIFETIME.whole_seconds());
+        if expired {
+            if let Err(e) = auth.logout().await {
+                return AppError::Internal(anyhow::anyhow!("end an expired session: {e}"))
+                    .into_response();
+            }
+            let next_path = req
+                .uri()
+                .path_and_query()
+                .map_or("/dashboard", |p| p.as_str());
+            let target = format!(
+                "/login?next={}",
+                url::form_urlencoded::byte_serialize(safe_next(Some(next_path)).as_bytes())
+                    .collect::<String>()
+            );
+            return Redirect::to(&target).into_response();
+        }
+    }
+    next.run(req).await
+}
 
 /// Accepts `next` only as a local path: starts with `/`, not `//` or `/\`
 /// (open-redirect prevention, OWASP Unvalidated Redirects Cheat Sheet).
@@ -167,41 +201,106 @@ pub struct SignupForm {
     next: Option<String>,
 }
 
-/// `POST /signup`: creates the account and its workspace, signs in, redirects.
-/// Invalid input re-renders the form with 422 and writes nothing.
-pub async fn sign_up(
-    State(state): State<AppState>,
-    mut auth: AuthSession,
-    session: Session,
-    Form(form): Form<SignupForm>,
-) -> Result<Response> {
-    let next = safe_next(form.next.as_deref());
-    let user = match accounts::sign_up(&state.db, &form.email, &form.password, false).await {
-        Ok(user) => user,
-        Err(SignupError::Unexpected(e)) => return Err(AppError::Internal(e)),
-        Err(e) => {
-            let (email_error, password_error) = match e {
-                SignupError::InvalidPassword => (None, Some(e.to_string())),
-                _ => (Some(e.to_string()), None),
-            };
-            let page = SignupPage {
-                page: public_page(&session, state.config.stripe_sandbox()).await?,
-                email: form.email.trim().to_owned(),
-                email_error,
-                password_error,
-                next,
-            };
-            return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
-        }
-    };
+/// Ends the anonymous session's identity and signs `user` in: a new session id
+/// (session fixation, OWASP Session Management Cheat Sheet), a new CSRF token, the
+/// sign-in time for the absolute lifetime, and the address remembered.
+async fn sign_in(
+    state: &AppState,
+    auth: &mut AuthSession,
+    session: &Session,
+    user: &User,
+    client: ClientAddr,
+) -> Result<()> {
     // axum-login cycles the id only for a session without a user; cycle it always.
     session
         .cycle_id()
         .await
         .map_err(|e| AppError::Internal(anyhow::anyhow!("cycle session: {e}")))?;
-    auth.login(&user)
+    auth.login(user)
         .await
-        .map_err(|e| AppError::Internal(anyhow::anyhow!("login after signup: {e}")))?;
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("login: {e}")))?;
+    super::csrf::renew(session).await?;
+    session
+        .insert(
+            SIGNED_IN_AT,
+            time::OffsetDateTime::now_utc().unix_timestamp(),
+        )
+        .await
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("session: {e}")))?;
+    accounts::remember_login_address(&state.db, user.user_id, client.0).await?;
+    Ok(())
+}
+
+/// `POST /signup`: creates the account and its workspace, signs in, redirects.
+/// Invalid input re-renders the form with 422 and writes nothing; more sign-ups from
+/// one address than `SIGNUPS_PER_ADDRESS_PER_HOUR` get 429.
+pub async fn sign_up(
+    State(state): State<AppState>,
+    mut auth: AuthSession,
+    session: Session,
+    client: ClientAddr,
+    Form(form): Form<SignupForm>,
+) -> Result<Response> {
+    let next = safe_next(form.next.as_deref());
+    let page = |email_error: Option<String>, password_error: Option<String>| async {
+        Ok::<_, AppError>(SignupPage {
+            page: public_page(&session, state.config.stripe_sandbox()).await?,
+            email: form
+                .email
+                .trim()
+                .chars()
+                .filter(|c| !c.is_control())
+                .collect(),
+            email_error,
+            password_error,
+            next: next.clone(),
+        })
+    };
+    // Validate before counting: a typo does not use up the address's sign-ups.
+    if let Err(e) =
+        accounts::parse_email(&form.email).and_then(|_| accounts::check_password(&form.password))
+    {
+        let (email_error, password_error) = match e {
+            SignupError::InvalidPassword => (None, Some(e.to_string())),
+            _ => (Some(e.to_string()), None),
+        };
+        return Ok((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            page(email_error, password_error).await?,
+        )
+            .into_response());
+    }
+    if let Err(refused) = state.limits.check_signup(client.0) {
+        tracing::warn!(client = %client.0, "sign-up refused: too many from this address");
+        let message =
+            "Too many accounts were created from your network recently. Please try again later.";
+        let retry = [(header::RETRY_AFTER, refused.retry_after().to_string())];
+        return Ok((
+            StatusCode::TOO_MANY_REQUESTS,
+            retry,
+            page(Some(message.into()), None).await?,
+        )
+            .into_response());
+    }
+    let user = match accounts::sign_up(&state.db, &state.hasher, &form.email, &form.password, false)
+        .await
+    {
+        Ok(user) => user,
+        Err(SignupError::Unexpected(e)) => return Err(AppError::Internal(e)),
+        Err(SignupError::Busy) => return Err(AppError::Busy),
+        Err(e) => {
+            let (email_error, password_error) = match e {
+                SignupError::InvalidPassword => (None, Some(e.to_string())),
+                _ => (Some(e.to_string()), None),
+            };
+            return Ok((
+                StatusCode::UNPROCESSABLE_ENTITY,
+                page(email_error, password_error).await?,
+            )
+                .into_response());
+        }
+    };
+    sign_in(&state, &mut auth, &session, &user, client).await?;
     super::views::set_flash(
         &session,
         "Welcome to billfold! Your free plan's 100 credits are ready.",
@@ -238,53 +337,74 @@ pub struct LoginForm {
 }
 
 /// `POST /login`: a wrong email or password re-renders with one message (422) that
-/// does not say which was wrong.
+/// does not say which was wrong, and is logged. Throttled per address, per account and
+/// address, and per account from addresses that never signed in to it ([`super::limits`]):
+/// 429 with `Retry-After`.
 pub async fn log_in(
     State(state): State<AppState>,
     mut auth: AuthSession,
     session: Session,
+    client: ClientAddr,
     Form(form): Form<LoginForm>,
 ) -> Result<Response> {
     let next = safe_next(form.next.as_deref());
-    let key = form.email.trim().to_lowercase();
-    if state.login_limiter.check_key(&key).is_err() {
-        let page = LoginPage {
+    let email = form.email.trim().to_lowercase();
+    let page = |error: String| async {
+        Ok::<_, AppError>(LoginPage {
             page: public_page(&session, state.config.stripe_sandbox()).await?,
-            email: form.email.trim().to_owned(),
-            error: Some(
-                "Too many sign-in attempts for this email. Wait a minute and try again.".into(),
-            ),
-            next,
+            email: form
+                .email
+                .trim()
+                .chars()
+                .filter(|c| !c.is_control())
+                .collect(),
+            error: Some(error),
+            next: next.clone(),
+        })
+    };
+    let known = accounts::db::is_known_login_address(
+        &mut *state.db.acquire().await.map_err(anyhow::Error::from)?,
+        &email,
+        client.0,
+    )
+    .await?;
+    if let Err(refused) = state.limits.check_login(&email, client.0, known) {
+        tracing::warn!(client = %client.0, ?refused, "sign-in throttled");
+        let message = match refused {
+            Refused::AccountFromNewAddresses => {
+                "Too many sign-in attempts for this account from new places. Sign in from a device you used before, or wait a few minutes."
+            }
+            _ => "Too many sign-in attempts. Wait a minute and try again.",
         };
-        let retry = [(axum::http::header::RETRY_AFTER, "60")];
-        return Ok((StatusCode::TOO_MANY_REQUESTS, retry, page).into_response());
+        let retry = [(header::RETRY_AFTER, refused.retry_after().to_string())];
+        return Ok((
+            StatusCode::TOO_MANY_REQUESTS,
+            retry,
+            page(message.into()).await?,
+        )
+            .into_response());
     }
-    state.login_limiter.retain_recent();
-    let creds = Credentials {
-        email: form.email.clone(),
-        password: form.password,
+    let user = match accounts::authenticate(&state.db, &state.hasher, &email, &form.password).await
+    {
+        Ok(user) => user,
+        Err(PasswordError::Busy) => return Err(AppError::Busy),
+        Err(PasswordError::Unexpected(e)) => return Err(AppError::Internal(e)),
     };
-    let user = auth
-        .authenticate(creds)
-        .await
-        .map_err(|e| AppError::Internal(anyhow::anyhow!("authenticate: {e}")))?;
     let Some(user) = user else {
-        let page = LoginPage {
-            page: public_page(&session, state.config.stripe_sandbox()).await?,
-            email: form.email.trim().to_owned(),
-            error: Some("The email or password is not right.".into()),
-            next,
-        };
-        return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
+        let account = accounts::db::find_by_email(
+            &mut *state.db.acquire().await.map_err(anyhow::Error::from)?,
+            &email,
+        )
+        .await?
+        .map_or_else(|| "unknown".to_owned(), |u| u.user_id.to_string());
+        tracing::warn!(client = %client.0, account, "failed sign-in");
+        return Ok((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            page("The email or password is not right.".into()).await?,
+        )
+            .into_response());
     };
-    // axum-login cycles the id only for a session without a user; cycle it always.
-    session
-        .cycle_id()
-        .await
-        .map_err(|e| AppError::Internal(anyhow::anyhow!("cycle session: {e}")))?;
-    auth.login(&user)
-        .await
-        .map_err(|e| AppError::Internal(anyhow::anyhow!("login: {e}")))?;
+    sign_in(&state, &mut auth, &session, &user, client).await?;
     Ok(Redirect::to(&next).into_response())
 }
 

@@ -2,7 +2,10 @@
 //! "synchronizer token pattern"): a random per-session token, required on every
 //! unsafe method either as the `X-CSRF-Token` header (htmx sends it from
 //! `hx-headers` on `<body>`) or as the `csrf_token` form field. SameSite=Lax cookies
-//! are the second layer. The metering API (bearer keys) and the Stripe webhook
+//! are the second layer, and an unsafe request whose `Sec-Fetch-Site` says
+//! `cross-site`, or whose `Origin` names another host, is refused even with a valid
+//! token (OWASP: "verifying origin with standard headers", Fetch Metadata). The token
+//! is renewed at sign-in. The metering API (bearer keys) and the Stripe webhook
 //! (signatures) are not session routes and are exempt.
 
 use axum::body::{Body, to_bytes};
@@ -35,10 +38,53 @@ pub async fn token(session: &Session) -> anyhow::Result<String> {
     Ok(t)
 }
 
-/// Middleware: refuses (403) an unsafe request whose token is missing or wrong.
+/// A new token for the session (at sign-in: a token seen before the session
+/// changed hands is worthless afterwards).
+pub async fn renew(session: &Session) -> anyhow::Result<String> {
+    session.remove::<String>(SESSION_KEY).await?;
+    token(session).await
+}
+
+/// Whether an unsafe request says it comes from another site: `Sec-Fetch-Site:
+/// cross-site`, or an `Origin` (including `null`) whose host is not the `Host` it was
+/// sent to.
+pub fn is_cross_site(headers: &axum::http::HeaderMap) -> bool {
+    if headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("cross-site"))
+    {
+        return true;
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return false;
+    };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin_host = origin
+        .to_str()
+        .ok()
+        .and_then(|o| url::Url::parse(o).ok())
+        .and_then(|u| {
+            u.host_str().map(|h| match u.port() {
+                Some(p) => format!("{h}:{p}"),
+                None => h.to_owned(),
+            })
+        });
+    match (origin_host, host) {
+        (Some(o), Some(h)) => !o.eq_ignore_ascii_case(h),
+        _ => true,
+    }
+}
+
+/// Middleware: refuses (403) an unsafe request whose token is missing or wrong, or
+/// that comes from another site.
 pub async fn verify_csrf(session: Session, req: Request, next: Next) -> Response {
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         return next.run(req).await;
+    }
+    if is_cross_site(req.headers()) {
+        tracing::warn!("cross-site request refused");
+        return AppError::Forbidden.into_response();
     }
     let expected = match session.get::<String>(SESSION_KEY).await {
         Ok(Some(t)) => t,
@@ -68,6 +114,9 @@ pub async fn verify_csrf(session: Session, req: Request, next: Next) -> Response
     let Ok(bytes) = to_bytes(body, MAX_FORM_BYTES).await else {
         return StatusCode::PAYLOAD_TOO_LARGE.into_response();
     };
+    if let Err(message) = super::extract::check_urlencoded(&bytes) {
+        return AppError::Invalid(message).into_response();
+    }
     let sent = url::form_urlencoded::parse(&bytes)
         .find(|(k, _)| k == FORM_FIELD)
         .map(|(_, v)| v.into_owned());
@@ -80,11 +129,54 @@ pub async fn verify_csrf(session: Session, req: Request, next: Next) -> Response
     }
 }
 
-fn matches(sent: &str, expected: &str) -> bool {
+/// Whether `sent` is the session's token (constant-time).
+pub fn matches(sent: &str, expected: &str) -> bool {
     sent.len() == expected.len() && bool::from(sent.as_bytes().ct_eq(expected.as_bytes()))
 }
 
 fn forbidden() -> Response {
     tracing::warn!("csrf token missing or wrong");
     AppError::Forbidden.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderMap;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn cross_site_requests_are_recognised() {
+        assert!(!super::is_cross_site(&headers(&[(
+            "host",
+            "billing.example.com"
+        )])));
+        assert!(!super::is_cross_site(&headers(&[
+            ("host", "billing.example.com"),
+            ("origin", "https://billing.example.com"),
+            ("sec-fetch-site", "same-origin"),
+        ])));
+        assert!(!super::is_cross_site(&headers(&[
+            ("host", "127.0.0.1:8080"),
+            ("origin", "http://127.0.0.1:8080"),
+        ])));
+        assert!(super::is_cross_site(&headers(&[
+            ("host", "billing.example.com"),
+            ("origin", "https://evil.example"),
+        ])));
+        assert!(super::is_cross_site(&headers(&[
+            ("host", "a"),
+            ("origin", "null")
+        ])));
+        assert!(super::is_cross_site(&headers(&[(
+            "sec-fetch-site",
+            "cross-site"
+        )])));
+    }
 }

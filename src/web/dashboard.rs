@@ -4,7 +4,7 @@
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Redirect, Response};
 use futures_util::StreamExt;
@@ -12,8 +12,9 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::error::{AppError, Result};
-use super::extract::AccountMember;
+use super::extract::{AccountMember, Query};
 use super::views::{PageCtx, filters};
+use crate::ledger::db::StatementPage as Page;
 use crate::ledger::{self, Balance, LedgerEntry};
 use crate::telemetry::spawn_blocking_with_tracing;
 use crate::{catalog, charts};
@@ -50,13 +51,14 @@ pub async fn show_dashboard(
     member: AccountMember,
 ) -> Result<Response> {
     let ws = member.workspace.workspace_id;
-    let plan = catalog::plan(&state.db, &member.workspace.plan_code)
+    let mut conn = state.db.acquire().await.map_err(anyhow::Error::from)?;
+    let plan = catalog::db::plan(&mut conn, &member.workspace.plan_code)
         .await?
         .ok_or(AppError::NotFound)?;
-    let balance = ledger::balance(&state.db, ws).await?;
-    let days = ledger::daily_usage(&state.db, ws, CHART_DAYS).await?;
-    let entries =
-        ledger::entries(&state.db, ws, ledger::StatementPage::NewestBefore(None), 8).await?;
+    let balance = ledger::db::balance(&mut conn, ws).await?;
+    let days = ledger::db::daily_usage(&mut conn, ws, CHART_DAYS).await?;
+    let entries = ledger::db::entries(&mut conn, ws, Page::NewestBefore(None), 8).await?;
+    drop(conn);
     let usage_total = days.iter().map(|(_, c)| c).sum();
     let usage_days = days
         .iter()
@@ -112,13 +114,9 @@ pub async fn show_statement(
     Query(q): Query<StatementQuery>,
 ) -> Result<Response> {
     let ws = member.workspace.workspace_id;
-    let mut entries = ledger::entries(
-        &state.db,
-        ws,
-        ledger::StatementPage::NewestBefore(q.before),
-        PAGE_SIZE + 1,
-    )
-    .await?;
+    let mut conn = state.db.acquire().await.map_err(anyhow::Error::from)?;
+    let mut entries =
+        ledger::db::entries(&mut conn, ws, Page::NewestBefore(q.before), PAGE_SIZE + 1).await?;
     let older = if entries.len() as i64 > PAGE_SIZE {
         entries.truncate(PAGE_SIZE as usize);
         entries.last().map(|e| e.ledger_entry_id)
@@ -127,9 +125,9 @@ pub async fn show_statement(
     };
     Ok(StatementPage {
         page: member.page("credits"),
-        balance: ledger::balance(&state.db, ws).await?,
+        balance: ledger::db::balance(&mut conn, ws).await?,
         entries,
-        total_entries: ledger::count_entries(&state.db, ws).await?,
+        total_entries: ledger::db::count_entries(&mut conn, ws).await?,
         older,
         is_first_page: q.before.is_none(),
     }
@@ -138,7 +136,8 @@ pub async fn show_statement(
 
 /// `GET /credits.csv`: the whole statement, oldest first, streamed as CSV
 /// (columns: id, created_at RFC 3339, kind, description, plan_delta,
-/// purchased_delta, amount, plan_balance, purchased_balance, balance).
+/// purchased_delta, debt_delta, amount, plan_balance, purchased_balance, debt, balance;
+/// amount and balance are net of debt).
 pub async fn download_statement(
     State(state): State<AppState>,
     member: AccountMember,
@@ -151,9 +150,11 @@ pub async fn download_statement(
         "description",
         "plan_delta",
         "purchased_delta",
+        "debt_delta",
         "amount",
         "plan_balance",
         "purchased_balance",
+        "debt",
         "balance",
     ]);
     let db = state.db.clone();
@@ -175,7 +176,7 @@ pub async fn download_statement(
 
 fn async_stream(
     db: sqlx::PgPool,
-    ws: uuid::Uuid,
+    ws: crate::ids::WorkspaceId,
 ) -> impl futures_util::Stream<Item = Result<String, std::io::Error>> + Send + 'static {
     futures_util::stream::unfold(
         (db, None::<i64>, false),
@@ -185,8 +186,11 @@ fn async_stream(
             }
             // Pages of 1,000 oldest-first via keyset, so the pool connection is not held
             // for the whole download.
-            let page: Result<Vec<LedgerEntry>, anyhow::Error> =
-                ledger::entries(&db, ws, ledger::StatementPage::OldestAfter(after), 1000).await;
+            let page: Result<Vec<LedgerEntry>, anyhow::Error> = async {
+                let mut conn = db.acquire().await?;
+                ledger::db::entries(&mut conn, ws, Page::OldestAfter(after), 1000).await
+            }
+            .await;
             match page {
                 Ok(entries) if entries.is_empty() => None,
                 Ok(entries) => {
@@ -219,9 +223,11 @@ fn csv_entry(e: &LedgerEntry) -> String {
         &e.description,
         &e.plan_delta.to_string(),
         &e.purchased_delta.to_string(),
+        &e.debt_delta.to_string(),
         &e.amount().to_string(),
         &e.plan_balance_after.to_string(),
         &e.purchased_balance_after.to_string(),
+        &e.debt_after.to_string(),
         &e.balance_after().to_string(),
     ])
 }

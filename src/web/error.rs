@@ -27,29 +27,47 @@ pub enum AppError {
     /// 503: Stripe is unreachable; the user may retry.
     #[error("payment provider unavailable")]
     ProviderUnavailable,
+    /// 503 with `Retry-After`: billfold is too busy right now (password hashing).
+    #[error("busy")]
+    Busy,
+    /// 422: the request could not be read (invalid UTF-8, NUL bytes, a missing or
+    /// malformed field); the message says what to fix.
+    #[error("invalid input: {0}")]
+    Invalid(String),
     /// 500: logged with its cause chain, shown as a generic page.
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
 
 /// Marker placed in a response's extensions so [`render_error_pages`] renders the
-/// page for it.
-#[derive(Debug, Clone, Copy)]
-pub struct ErrorPage;
+/// page for it; carries the message of a 422.
+#[derive(Debug, Clone)]
+pub struct ErrorPage(Option<String>);
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let status = match &self {
-            AppError::NotFound => StatusCode::NOT_FOUND,
-            AppError::Forbidden => StatusCode::FORBIDDEN,
-            AppError::ProviderUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        let (status, detail) = match self {
+            AppError::NotFound => (StatusCode::NOT_FOUND, None),
+            AppError::Forbidden => (StatusCode::FORBIDDEN, None),
+            AppError::ProviderUnavailable => (StatusCode::SERVICE_UNAVAILABLE, None),
+            AppError::Busy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("billfold is busy right now. Please try again in a few seconds.".to_owned()),
+            ),
+            AppError::Invalid(message) => (StatusCode::UNPROCESSABLE_ENTITY, Some(message)),
             AppError::Internal(e) => {
                 tracing::error!(error = ?e, "request failed");
-                StatusCode::INTERNAL_SERVER_ERROR
+                (StatusCode::INTERNAL_SERVER_ERROR, None)
             }
         };
         let mut res = status.into_response();
-        res.extensions_mut().insert(ErrorPage);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            res.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("5"),
+            );
+        }
+        res.extensions_mut().insert(ErrorPage(detail));
         res
     }
 }
@@ -64,12 +82,13 @@ pub async fn not_found() -> AppError {
 struct ErrorView {
     status: u16,
     title: &'static str,
-    message: &'static str,
+    message: String,
     request_id: String,
 }
 
 /// Replaces the empty body of an [`AppError`] (and of axum's own 404/405/408/413)
-/// with an error page showing the request id. JSON API answers are left alone.
+/// with an error page showing the request id. Under `/api/` and `/webhooks/` a bare
+/// error status becomes the API's JSON error instead.
 pub async fn render_error_pages(
     State(_state): State<AppState>,
     req: Request,
@@ -85,15 +104,31 @@ pub async fn render_error_pages(
         req.uri().path().starts_with("/api/") || req.uri().path().starts_with("/webhooks/");
     let res = next.run(req).await;
     let status = res.status();
-    let marked = res.extensions().get::<ErrorPage>().is_some();
+    let marked = res.extensions().get::<ErrorPage>().cloned();
     let bare = res
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .is_none()
-        && matches!(status.as_u16(), 404 | 405 | 408 | 413);
-    if is_api || !(marked || bare) {
+        && (status.is_client_error() || status.is_server_error());
+    if is_api {
+        if bare {
+            let mut json = super::api_error::ApiError::for_status(status).into_response();
+            for name in [axum::http::header::RETRY_AFTER, axum::http::header::ALLOW] {
+                if let Some(v) = res.headers().get(&name) {
+                    json.headers_mut().insert(name, v.clone());
+                }
+            }
+            return json;
+        }
         return res;
     }
+    if marked.is_none()
+        && !(bare && matches!(status.as_u16(), 400 | 404 | 405 | 408 | 413 | 415 | 422))
+    {
+        return res;
+    }
+    let retry_after = res.headers().get(axum::http::header::RETRY_AFTER).cloned();
+    let detail = marked.and_then(|m| m.0);
     let (title, message) = match status.as_u16() {
         404 => (
             "Page not found",
@@ -109,6 +144,10 @@ pub async fn render_error_pages(
         ),
         408 => ("Took too long", "The request timed out. Please try again."),
         413 => ("Too large", "The request was larger than billfold accepts."),
+        400 | 415 | 422 => (
+            "Could not read the request",
+            "The form could not be read. Go back, check what you entered, and try again.",
+        ),
         503 => (
             "Payment provider unavailable",
             "We could not reach the payment provider. Nothing was charged; please try again in a moment.",
@@ -121,10 +160,14 @@ pub async fn render_error_pages(
     let view = ErrorView {
         status: status.as_u16(),
         title,
-        message,
+        message: detail.unwrap_or_else(|| message.to_owned()),
         request_id,
     };
     let mut page = view.into_response();
     *page.status_mut() = status;
+    if let Some(v) = retry_after {
+        page.headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, v);
+    }
     page
 }

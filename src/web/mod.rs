@@ -2,10 +2,13 @@
 //! Handlers are thin: extract, call a domain module, build the view.
 //!
 //! Layer order (outermost first): request id → trace → timeout → body limit →
-//! security headers → error pages; session routes add sessions → auth → CSRF. The
-//! metering API, the Stripe webhook and the sandbox get no session, CSRF or login.
+//! security headers → error pages (JSON under `/api/`); session routes add sessions →
+//! auth → session lifetime → CSRF (token, and no cross-site `Origin`) → `no-store`. The
+//! metering API and the Stripe webhook get no session, CSRF or login; the sandbox's
+//! control endpoints answer loopback or a signed-in staff member only.
 
 pub mod api;
+pub mod api_error;
 pub mod assets;
 pub mod auth;
 pub mod billing;
@@ -14,12 +17,14 @@ pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod limits;
 pub mod settings;
 pub mod top_up;
 pub mod views;
 pub mod webhooks;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use axum::extract::FromRef;
@@ -36,6 +41,7 @@ use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
 use tower_sessions_sqlx_store::PostgresStore;
 
+use crate::accounts::password::PasswordHasher;
 use crate::config::Config;
 use crate::stripe::StripeClient;
 
@@ -52,10 +58,13 @@ pub struct AppState {
     pub base_url: Arc<str>,
     /// Secret that verifies `Stripe-Signature`.
     pub webhook_secret: Arc<SecretString>,
-    /// Login attempts per email (OWASP Authentication Cheat Sheet, "protect against
-    /// automated attacks"): 5 per minute. Per process: behind a load balancer each
-    /// process counts on its own, which still bounds guessing.
-    pub login_limiter: Arc<auth::LoginLimiter>,
+    /// Sign-in and sign-up throttles ([`limits`]).
+    pub limits: Arc<limits::Limits>,
+    /// Password hashing with bounded concurrency.
+    pub hasher: PasswordHasher,
+    /// Whether billfold is ready to serve customers (`/readyz`); in sandbox mode it
+    /// turns true once the catalog is on sale.
+    pub ready: Arc<AtomicBool>,
 }
 
 impl FromRef<AppState> for PgPool {
@@ -67,20 +76,41 @@ impl FromRef<AppState> for PgPool {
 /// The request id header set on every request and echoed on every response.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Strict CSP: only our own scripts and styles, no inline code, no framing.
+/// Strict CSP: only our own scripts and styles, no inline code, no framing, no
+/// `<base>` (OWASP Content Security Policy Cheat Sheet).
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-                   form-action 'self' http: https:; frame-ancestors 'none'; base-uri 'self'; object-src 'none'";
+                   form-action 'self' http: https:; frame-ancestors 'none'; base-uri 'none'; object-src 'none'";
+
+/// HSTS over https: a year, subdomains included (OWASP HTTP Strict Transport Security
+/// Cheat Sheet).
+const HSTS: &str = "max-age=31536000; includeSubDomains";
+
+/// The session cookie's name: `__Host-`-prefixed over https (the browser then insists
+/// on Secure, `Path=/` and no `Domain`, so no subdomain can plant or read it).
+pub fn session_cookie_name(https: bool) -> &'static str {
+    if https {
+        "__Host-billfold.sid"
+    } else {
+        "billfold.sid"
+    }
+}
 
 /// Builds the whole application router. `sandbox` is the Stripe sandbox router to
 /// mount at `/sandbox` (only when no real Stripe key is configured).
 pub fn router(state: AppState, session_store: PostgresStore, sandbox: Option<Router>) -> Router {
+    let https = state.config.https();
     let sessions = SessionManagerLayer::new(session_store)
-        .with_name("billfold.sid")
+        .with_name(session_cookie_name(https))
         .with_http_only(true)
         .with_same_site(SameSite::Lax)
-        .with_secure(state.config.session_secure)
+        .with_secure(https)
+        .with_path("/")
         .with_expiry(Expiry::OnInactivity(time::Duration::days(7)));
-    let auth = AuthManagerLayerBuilder::new(auth::Backend::new(state.db.clone()), sessions).build();
+    let auth = AuthManagerLayerBuilder::new(
+        auth::Backend::new(state.db.clone(), state.hasher.clone()),
+        sessions,
+    )
+    .build();
 
     let session_routes = Router::new()
         .route("/", get(dashboard::root))
@@ -117,7 +147,12 @@ pub fn router(state: AppState, session_store: PostgresStore, sandbox: Option<Rou
             post(settings::revoke_api_key),
         )
         .layer(middleware::from_fn(csrf::verify_csrf))
-        .layer(auth);
+        .layer(middleware::from_fn(auth::enforce_session_lifetime))
+        .layer(auth)
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ));
 
     let machine_routes = Router::new()
         .route("/api/v1/usage", post(api::record_usage))
@@ -133,6 +168,12 @@ pub fn router(state: AppState, session_store: PostgresStore, sandbox: Option<Rou
         .fallback(error::not_found);
     if let Some(sandbox) = sandbox {
         app = app.nest_service("/sandbox", sandbox);
+    }
+    if https {
+        app = app.layer(SetResponseHeaderLayer::overriding(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(HSTS),
+        ));
     }
     app.layer(middleware::from_fn_with_state(
         state.clone(),

@@ -2,18 +2,17 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::Form;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
-use uuid::Uuid;
 
 use super::AppState;
 use super::error::{AppError, Result};
-use super::extract::AccountMember;
+use super::extract::{AccountMember, Form};
 use super::views::{PageCtx, filters, set_flash};
 use crate::api_keys::{self, ApiKey, ApiKeyError};
+use crate::ids::ApiKeyId;
 
 #[derive(Template, WebTemplate)]
 #[template(path = "settings/api_keys.html")]
@@ -31,7 +30,11 @@ struct ApiKeysPage {
 async fn render(state: &AppState, member: &AccountMember) -> Result<ApiKeysPage> {
     Ok(ApiKeysPage {
         page: member.page_with_flash("api-keys").await,
-        keys: api_keys::list(&state.db, member.workspace.workspace_id).await?,
+        keys: api_keys::db::list(
+            &mut *state.db.acquire().await.map_err(anyhow::Error::from)?,
+            member.workspace.workspace_id,
+        )
+        .await?,
         created: None,
         created_name: String::new(),
         name: String::new(),
@@ -63,14 +66,20 @@ pub async fn create_api_key(
     Form(form): Form<CreateKeyForm>,
 ) -> Result<Response> {
     member.require_manager()?;
-    match api_keys::create(
-        &state.db,
-        member.workspace.workspace_id,
-        Some(member.user.user_id),
-        &form.name,
-    )
-    .await
-    {
+    let created = async {
+        let mut tx = state.db.begin().await.map_err(anyhow::Error::from)?;
+        let created = api_keys::create(
+            &mut tx,
+            member.workspace.workspace_id,
+            Some(member.user.user_id),
+            &form.name,
+        )
+        .await?;
+        tx.commit().await.map_err(anyhow::Error::from)?;
+        Ok::<_, ApiKeyError>(created)
+    }
+    .await;
+    match created {
         Ok(created) => {
             let mut page = render(&state, &member).await?;
             page.created = Some(created.plaintext);
@@ -80,7 +89,7 @@ pub async fn create_api_key(
         Err(ApiKeyError::Unexpected(e)) => Err(AppError::Internal(e)),
         Err(e) => {
             let mut page = render(&state, &member).await?;
-            page.name = form.name;
+            page.name = form.name.chars().filter(|c| !c.is_control()).collect();
             page.error = Some(e.to_string());
             Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
         }
@@ -92,10 +101,12 @@ pub async fn create_api_key(
 pub async fn revoke_api_key(
     State(state): State<AppState>,
     member: AccountMember,
-    Path(api_key_id): Path<Uuid>,
+    Path(api_key_id): Path<String>,
 ) -> Result<Response> {
     member.require_manager()?;
-    if !api_keys::revoke(&state.db, member.workspace.workspace_id, api_key_id).await? {
+    let api_key_id: ApiKeyId = api_key_id.parse().map_err(|_| AppError::NotFound)?;
+    let mut conn = state.db.acquire().await.map_err(anyhow::Error::from)?;
+    if !api_keys::db::revoke(&mut conn, member.workspace.workspace_id, api_key_id).await? {
         return Err(AppError::NotFound);
     }
     set_flash(

@@ -4,8 +4,7 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::Form;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -13,11 +12,11 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{AppError, Result};
-use super::extract::AccountMember;
+use super::extract::{AccountMember, Form, Query};
 use super::views::{PageCtx, filters};
 use crate::catalog::{self, CreditPack, custom_top_up};
 use crate::ledger::{self, Balance};
-use crate::top_ups::{self, Buyer, TopUp, TopUpChoice, TopUpError};
+use crate::top_ups::{self, Buyer, TopUp, TopUpChoice, TopUpError, TopUpStatus};
 
 #[derive(Template, WebTemplate)]
 #[template(path = "billing/top_up.html")]
@@ -47,10 +46,11 @@ async fn render(
     amount_eur: String,
     error: Option<String>,
 ) -> Result<TopUpPage> {
+    let mut conn = state.db.acquire().await.map_err(anyhow::Error::from)?;
     Ok(TopUpPage {
         page: member.page_with_flash("top-up").await,
-        packs: catalog::credit_packs(&state.db).await?,
-        balance: ledger::balance(&state.db, member.workspace.workspace_id).await?,
+        packs: catalog::db::credit_packs(&mut conn).await?,
+        balance: ledger::db::balance(&mut conn, member.workspace.workspace_id).await?,
         form_key: Uuid::new_v4(),
         canceled,
         can_manage: member.workspace.role.can_manage(),
@@ -173,12 +173,13 @@ async fn status(
     member: &AccountMember,
     session_id: &str,
 ) -> Result<StatusPartial> {
-    let top_up = top_ups::find(&state.db, member.workspace.workspace_id, session_id)
+    let mut conn = state.db.acquire().await.map_err(anyhow::Error::from)?;
+    let top_up = top_ups::db::find(&mut conn, member.workspace.workspace_id, session_id)
         .await?
         .ok_or(AppError::NotFound)?;
     Ok(StatusPartial {
         top_up,
-        balance: ledger::balance(&state.db, member.workspace.workspace_id).await?,
+        balance: ledger::db::balance(&mut conn, member.workspace.workspace_id).await?,
     })
 }
 

@@ -1,0 +1,717 @@
+//! The plan-change workflow behind `/billing`: which change each plan offers
+//! ([`plan_options`], the one eligibility rule the page renders), subscribing through
+//! Checkout, upgrading after Stripe's preview invoice, downgrading at period end (and
+//! taking it back), cancelling at period end and resuming, and the customer portal.
+//!
+//! Each step that calls Stripe follows one shape: read what is needed in a short
+//! transaction, record the intent, call Stripe with no transaction, lock or connection
+//! held, then apply Stripe's answer in a short transaction. A failed call leaves the
+//! intent marked failed (or undone) and nothing else: no plan, credit or schedule
+//! changes until Stripe has said yes. These functions therefore take the pool, not a
+//! connection.
+
+use std::collections::HashMap;
+
+use sqlx::PgPool;
+use time::OffsetDateTime;
+
+use super::{Subscription, apply_fetched, db};
+use crate::catalog::{self, Plan};
+use crate::ids::{PlanCode, WorkspaceId};
+use crate::money::Money;
+use crate::stripe::billing::SubscriptionCheckout;
+use crate::stripe::{StripeCallError, StripeClient};
+use crate::{accounts, allowances, api_keys, ledger};
+
+/// Why a plan change could not be made. Each variant is something the customer can be
+/// told; `Provider` and `Unexpected` are logged.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanChangeError {
+    /// No such plan.
+    #[error("there is no such plan")]
+    UnknownPlan,
+    /// The change asked for is not what this plan offers now (e.g. a downgrade to a
+    /// dearer plan, or a subscribe while subscribed).
+    #[error("{0}")]
+    NotOffered(String),
+    /// The plan has no Stripe price: the operator has not run `billfold stripe sync`.
+    #[error("the {0} plan is not on sale yet; please try again later")]
+    NotOnSale(String),
+    /// A downgrade the workspace uses too much for.
+    #[error("this downgrade is not possible yet")]
+    Blocked(Vec<Blocker>),
+    /// Stripe did not answer or refused; nothing changed.
+    #[error("the payment provider is unavailable")]
+    Provider(#[from] StripeCallError),
+    /// Database failure.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<accounts::CustomerError> for PlanChangeError {
+    fn from(e: accounts::CustomerError) -> Self {
+        match e {
+            accounts::CustomerError::Stripe(e) => Self::Provider(e),
+            accounts::CustomerError::Unexpected(e) => Self::Unexpected(e),
+        }
+    }
+}
+
+/// Something a workspace uses beyond what a cheaper plan allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Blocker {
+    /// More members than the plan allows.
+    Members {
+        /// The plan's name.
+        plan: String,
+        /// Allowed.
+        allowed: i32,
+        /// The workspace has.
+        has: i64,
+    },
+    /// More active API keys than the plan allows.
+    ApiKeys {
+        /// The plan's name.
+        plan: String,
+        /// Allowed.
+        allowed: i32,
+        /// The workspace has.
+        has: i64,
+    },
+    /// Features used in the last 30 days that the plan lacks.
+    Features {
+        /// The plan's name.
+        plan: String,
+        /// Feature codes.
+        features: Vec<String>,
+    },
+}
+
+impl std::fmt::Display for Blocker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Members { plan, allowed, has } => write!(
+                f,
+                "{plan} allows {allowed} members; this workspace has {has}. Remove members first."
+            ),
+            Self::ApiKeys { plan, allowed, has } => write!(
+                f,
+                "{plan} allows {allowed} active API keys; this workspace has {has}. Revoke keys first."
+            ),
+            Self::Features { plan, features } => write!(
+                f,
+                "{plan} does not include features used in the last 30 days: {}.",
+                features.join(", ")
+            ),
+        }
+    }
+}
+
+/// What a plan's card offers the workspace right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanOption {
+    /// The workspace is on it.
+    Current,
+    /// No live subscription: subscribe through Checkout.
+    Subscribe,
+    /// Dearer than the current plan: upgrade now with proration.
+    Upgrade,
+    /// Cheaper paid plan: downgrade at period end, unless blocked.
+    Downgrade(Vec<Blocker>),
+    /// The downgrade already scheduled for the period's end.
+    Scheduled,
+    /// The free plan while subscribed: reached by cancelling at period end.
+    CancelToReach,
+    /// Not available now, with the reason (past due, cancelling, not on sale).
+    Unavailable(String),
+}
+
+/// What the workspace uses, for downgrade checks.
+#[derive(Debug, Clone, Default)]
+pub struct Usage {
+    /// Members.
+    pub members: i64,
+    /// Active API keys.
+    pub api_keys: i64,
+    /// Feature groups used in the last 30 days.
+    pub feature_groups: Vec<String>,
+}
+
+/// Reads the workspace's usage for downgrade checks.
+pub async fn usage(db: &PgPool, workspace_id: WorkspaceId) -> anyhow::Result<Usage> {
+    let mut conn = db.acquire().await?;
+    let since = OffsetDateTime::now_utc() - time::Duration::days(30);
+    let mut feature_groups: Vec<String> =
+        ledger::db::features_used_since(&mut conn, workspace_id, since)
+            .await?
+            .into_iter()
+            .map(|f| f.split('.').next().unwrap_or_default().to_owned())
+            .collect();
+    feature_groups.dedup();
+    Ok(Usage {
+        members: accounts::db::member_count(&mut conn, workspace_id).await?,
+        api_keys: api_keys::db::active_count(&mut conn, workspace_id).await?,
+        feature_groups,
+    })
+}
+
+/// What `target` lacks for this workspace's usage (`entitled`: the target's feature
+/// groups).
+pub fn blockers(target: &Plan, entitled: &[String], usage: &Usage) -> Vec<Blocker> {
+    let mut out = Vec::new();
+    if let Some(allowed) = target.max_members.filter(|m| usage.members > i64::from(*m)) {
+        out.push(Blocker::Members {
+            plan: target.name.clone(),
+            allowed,
+            has: usage.members,
+        });
+    }
+    if let Some(allowed) = target
+        .max_api_keys
+        .filter(|m| usage.api_keys > i64::from(*m))
+    {
+        out.push(Blocker::ApiKeys {
+            plan: target.name.clone(),
+            allowed,
+            has: usage.api_keys,
+        });
+    }
+    let missing: Vec<String> = usage
+        .feature_groups
+        .iter()
+        .filter(|g| !entitled.contains(g))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        out.push(Blocker::Features {
+            plan: target.name.clone(),
+            features: missing,
+        });
+    }
+    out
+}
+
+/// The eligibility rule, once: what `target` offers a workspace on `current` with
+/// subscription `sub` (its live one, if any) and this usage.
+pub fn decide(
+    current: &Plan,
+    target: &Plan,
+    sub: Option<&Subscription>,
+    entitled: &[String],
+    usage: &Usage,
+) -> PlanOption {
+    if target.plan_code == current.plan_code {
+        return PlanOption::Current;
+    }
+    let Some(sub) = sub.filter(|s| s.is_live()) else {
+        return if !target.is_paid() {
+            PlanOption::Current
+        } else if target.stripe_price_id.is_none() {
+            PlanOption::Unavailable("Not on sale yet".into())
+        } else {
+            PlanOption::Subscribe
+        };
+    };
+    if sub.scheduled_plan_code.as_ref() == Some(&target.plan_code) {
+        return PlanOption::Scheduled;
+    }
+    if !target.is_paid() {
+        return PlanOption::CancelToReach;
+    }
+    if !sub.status.can_change_plan() {
+        return PlanOption::Unavailable("Pay the open invoice first".into());
+    }
+    if sub.cancel_at_period_end {
+        return PlanOption::Unavailable("Resume the subscription first".into());
+    }
+    if target.stripe_price_id.is_none() {
+        return PlanOption::Unavailable("Not on sale yet".into());
+    }
+    if target.monthly_price_minor > current.monthly_price_minor {
+        PlanOption::Upgrade
+    } else {
+        PlanOption::Downgrade(blockers(target, entitled, usage))
+    }
+}
+
+/// Every plan with what it offers this workspace, cheapest first.
+pub async fn plan_options(
+    db: &PgPool,
+    workspace_id: WorkspaceId,
+    current: &Plan,
+    sub: Option<&Subscription>,
+) -> anyhow::Result<Vec<(Plan, PlanOption)>> {
+    let usage = usage(db, workspace_id).await?;
+    let mut conn = db.acquire().await?;
+    let plans = catalog::db::plans(&mut conn).await?;
+    let mut out = Vec::with_capacity(plans.len());
+    for plan in plans {
+        let entitled = catalog::db::entitlements(&mut conn, &plan.plan_code).await?;
+        let option = decide(current, &plan, sub, &entitled, &usage);
+        out.push((plan, option));
+    }
+    Ok(out)
+}
+
+/// The workspace's plan, its live subscription and `target`, with what `target` offers.
+async fn offer(
+    db: &PgPool,
+    workspace_id: WorkspaceId,
+    target: &PlanCode,
+) -> Result<(Plan, Plan, Option<Subscription>, PlanOption), PlanChangeError> {
+    let usage = usage(db, workspace_id).await?;
+    let mut conn = db.acquire().await.map_err(anyhow::Error::from)?;
+    let code = accounts::db::workspace_plan(&mut conn, workspace_id).await?;
+    let current = catalog::db::plan(&mut conn, &code)
+        .await?
+        .ok_or(PlanChangeError::UnknownPlan)?;
+    let target = catalog::db::plan(&mut conn, target)
+        .await?
+        .ok_or(PlanChangeError::UnknownPlan)?;
+    let sub = db::current(&mut conn, workspace_id).await?;
+    let entitled = catalog::db::entitlements(&mut conn, &target.plan_code).await?;
+    let option = decide(&current, &target, sub.as_ref(), &entitled, &usage);
+    Ok((current, target, sub.filter(Subscription::is_live), option))
+}
+
+fn not_offered(option: &PlanOption, target: &Plan) -> PlanChangeError {
+    match option {
+        PlanOption::Unavailable(reason) if reason.starts_with("Not on sale") => {
+            PlanChangeError::NotOnSale(target.name.clone())
+        }
+        PlanOption::Unavailable(reason) => PlanChangeError::NotOffered(format!("{reason}.")),
+        PlanOption::Current => {
+            PlanChangeError::NotOffered(format!("You are on {} already.", target.name))
+        }
+        PlanOption::Subscribe => PlanChangeError::NotOffered("Subscribe to a plan first.".into()),
+        PlanOption::Upgrade => {
+            PlanChangeError::NotOffered(format!("{} is an upgrade.", target.name))
+        }
+        PlanOption::Downgrade(_) => {
+            PlanChangeError::NotOffered(format!("{} is a downgrade.", target.name))
+        }
+        PlanOption::Scheduled => PlanChangeError::NotOffered(format!(
+            "The move to {} is scheduled already.",
+            target.name
+        )),
+        PlanOption::CancelToReach => {
+            PlanChangeError::NotOffered("To return to the Free plan, cancel at period end.".into())
+        }
+    }
+}
+
+/// Who is subscribing, and where Checkout returns.
+#[derive(Debug, Clone)]
+pub struct Subscriber<'a> {
+    /// The workspace.
+    pub workspace_id: WorkspaceId,
+    /// Its name (the Stripe customer's).
+    pub workspace_name: &'a str,
+    /// The user's email (the Stripe customer's on first use).
+    pub email: &'a str,
+    /// billfold's public base URL, no trailing slash.
+    pub base_url: &'a str,
+    /// A key from the form: a double submit opens the same session.
+    pub form_key: uuid::Uuid,
+}
+
+/// Starts a subscription (free → paid) through Checkout in subscription mode; returns
+/// the hosted page's URL. The plan moves when the first invoice is paid.
+pub async fn start_subscription(
+    db: &PgPool,
+    stripe: &StripeClient,
+    who: &Subscriber<'_>,
+    plan_code: &PlanCode,
+) -> Result<String, PlanChangeError> {
+    let (_, target, _, option) = offer(db, who.workspace_id, plan_code).await?;
+    if option != PlanOption::Subscribe {
+        return Err(not_offered(&option, &target));
+    }
+    let Some(price_id) = target.stripe_price_id.clone() else {
+        return Err(PlanChangeError::NotOnSale(target.name));
+    };
+    let customer_id = accounts::ensure_stripe_customer(
+        db,
+        stripe,
+        who.workspace_id,
+        who.workspace_name,
+        who.email,
+    )
+    .await?;
+    let metadata = HashMap::from([
+        ("workspace_id".to_owned(), who.workspace_id.to_string()),
+        ("plan_code".to_owned(), target.plan_code.to_string()),
+    ]);
+    let session = stripe
+        .create_subscription_checkout(&SubscriptionCheckout {
+            price_id,
+            customer_id,
+            client_reference_id: who.workspace_id.to_string(),
+            metadata,
+            success_url: format!("{}/billing?subscribed=1", who.base_url),
+            cancel_url: format!("{}/billing", who.base_url),
+            idempotency_key: format!("subscribe-{}-{}", who.form_key, target.plan_code),
+        })
+        .await?;
+    session
+        .url
+        .ok_or_else(|| anyhow::anyhow!("checkout session without url").into())
+}
+
+/// What an upgrade does, shown before it is confirmed.
+#[derive(Debug, Clone)]
+pub struct UpgradePreview {
+    /// The plan now.
+    pub current: Plan,
+    /// The plan after.
+    pub target: Plan,
+    /// Stripe's preview lines: (description, amount).
+    pub lines: Vec<(String, Money)>,
+    /// Charged now.
+    pub due_now: Money,
+    /// The period's end (next renewal at the new price).
+    pub renews_on: OffsetDateTime,
+    /// Plan credits the paid upgrade grants (against the period's high-water mark).
+    pub credits: i64,
+    /// Unix seconds the preview was priced at; confirming charges at the same moment.
+    pub proration_date: i64,
+}
+
+/// Stripe's preview invoice of upgrading to `plan_code` now, and the credits it would
+/// grant. Changes nothing.
+pub async fn preview_upgrade(
+    db: &PgPool,
+    stripe: &StripeClient,
+    workspace_id: WorkspaceId,
+    plan_code: &PlanCode,
+) -> Result<UpgradePreview, PlanChangeError> {
+    let (current, target, sub, option) = offer(db, workspace_id, plan_code).await?;
+    let (PlanOption::Upgrade, Some(sub), Some(price_id)) =
+        (&option, sub, target.stripe_price_id.clone())
+    else {
+        return Err(not_offered(&option, &target));
+    };
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let preview = stripe
+        .preview_price_change(
+            &sub.stripe_customer_id,
+            &sub.stripe_subscription_id,
+            &sub.stripe_item_id,
+            &price_id,
+            now,
+        )
+        .await?;
+    let credits = allowances::preview_upgrade(
+        &mut *db.acquire().await.map_err(anyhow::Error::from)?,
+        &sub.stripe_subscription_id,
+        sub.period(),
+        &current,
+        &target,
+        now,
+    )
+    .await?;
+    let money = |minor| Money::new(minor, &preview.currency);
+    Ok(UpgradePreview {
+        lines: preview
+            .lines
+            .iter()
+            .map(|(d, a)| (d.clone(), money(*a)))
+            .collect(),
+        due_now: money(preview.amount_due),
+        renews_on: sub.current_period_end,
+        credits,
+        proration_date: now,
+        current,
+        target,
+    })
+}
+
+/// A confirmed upgrade.
+#[derive(Debug, Clone)]
+pub struct Upgraded {
+    /// The new plan.
+    pub target: Plan,
+    /// Credits granted when its proration invoice is paid.
+    pub credits: i64,
+}
+
+/// Upgrades now, invoicing the proration at once at the previewed `proration_date`
+/// (a preview older than an hour is priced again now), so the charge is what was
+/// shown. The intent is recorded first; Stripe's answer is applied after; the
+/// pro-rata credits follow the paid proration invoice.
+pub async fn confirm_upgrade(
+    db: &PgPool,
+    stripe: &StripeClient,
+    workspace_id: WorkspaceId,
+    plan_code: &PlanCode,
+    proration_date: i64,
+) -> Result<Upgraded, PlanChangeError> {
+    let (current, target, sub, option) = offer(db, workspace_id, plan_code).await?;
+    let (PlanOption::Upgrade, Some(sub), Some(price_id)) =
+        (&option, sub, target.stripe_price_id.clone())
+    else {
+        return Err(not_offered(&option, &target));
+    };
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let proration_date = if (now - 3600..=now).contains(&proration_date) {
+        proration_date
+    } else {
+        now
+    };
+    let at =
+        OffsetDateTime::from_unix_timestamp(proration_date).unwrap_or(OffsetDateTime::now_utc());
+    let (intent, credits) = {
+        let mut tx = db.begin().await.map_err(anyhow::Error::from)?;
+        let credits = allowances::preview_upgrade(
+            &mut tx,
+            &sub.stripe_subscription_id,
+            sub.period(),
+            &current,
+            &target,
+            proration_date,
+        )
+        .await?;
+        let intent = db::insert_plan_change(
+            &mut tx,
+            workspace_id,
+            &sub.stripe_subscription_id,
+            &current.plan_code,
+            &target.plan_code,
+            credits,
+            at,
+        )
+        .await?;
+        tx.commit().await.map_err(anyhow::Error::from)?;
+        (intent, credits)
+    };
+    let fetched_at = db_now(db).await?;
+    let answer = stripe
+        .change_price(
+            &sub.stripe_subscription_id,
+            &sub.stripe_item_id,
+            &price_id,
+            proration_date,
+        )
+        .await;
+    let mut tx = db.begin().await.map_err(anyhow::Error::from)?;
+    match answer {
+        Ok(updated) => {
+            db::set_plan_change_status(&mut tx, intent, true).await?;
+            apply_fetched(&mut tx, &updated, fetched_at).await?;
+            tx.commit().await.map_err(anyhow::Error::from)?;
+            Ok(Upgraded { target, credits })
+        }
+        Err(e) => {
+            db::set_plan_change_status(&mut tx, intent, false).await?;
+            tx.commit().await.map_err(anyhow::Error::from)?;
+            Err(e.into())
+        }
+    }
+}
+
+/// A downgrade scheduled for the period's end.
+#[derive(Debug, Clone)]
+pub struct Downgraded {
+    /// The plan kept until then.
+    pub current: Plan,
+    /// The plan after.
+    pub target: Plan,
+    /// When it takes effect.
+    pub effective_at: OffsetDateTime,
+}
+
+/// Schedules a move to a cheaper paid plan at the end of the period: Stripe's price
+/// changes now without proration (the renewal bills the cheaper plan), the workspace
+/// keeps its plan until then, nothing is refunded. Refused with the blockers when the
+/// workspace uses more than the target allows.
+pub async fn schedule_downgrade(
+    db: &PgPool,
+    stripe: &StripeClient,
+    workspace_id: WorkspaceId,
+    plan_code: &PlanCode,
+) -> Result<Downgraded, PlanChangeError> {
+    let (current, target, sub, option) = offer(db, workspace_id, plan_code).await?;
+    let (PlanOption::Downgrade(blockers), Some(sub), Some(price_id)) =
+        (&option, sub, target.stripe_price_id.clone())
+    else {
+        return Err(not_offered(&option, &target));
+    };
+    if !blockers.is_empty() {
+        return Err(PlanChangeError::Blocked(blockers.clone()));
+    }
+    {
+        let mut tx = db.begin().await.map_err(anyhow::Error::from)?;
+        db::schedule_downgrade(
+            &mut tx,
+            &sub.stripe_subscription_id,
+            &current.plan_code,
+            &target.plan_code,
+            sub.current_period_end,
+        )
+        .await?;
+        tx.commit().await.map_err(anyhow::Error::from)?;
+    }
+    let fetched_at = db_now(db).await?;
+    let answer = stripe
+        .change_price_at_renewal(&sub.stripe_subscription_id, &sub.stripe_item_id, &price_id)
+        .await;
+    let mut tx = db.begin().await.map_err(anyhow::Error::from)?;
+    match answer {
+        Ok(updated) => {
+            apply_fetched(&mut tx, &updated, fetched_at).await?;
+            tx.commit().await.map_err(anyhow::Error::from)?;
+            Ok(Downgraded {
+                current,
+                target,
+                effective_at: sub.current_period_end,
+            })
+        }
+        Err(e) => {
+            db::clear_scheduled_downgrade(&mut tx, &sub.stripe_subscription_id).await?;
+            tx.commit().await.map_err(anyhow::Error::from)?;
+            Err(e.into())
+        }
+    }
+}
+
+/// Takes back a scheduled downgrade: Stripe's price returns to the current plan's.
+pub async fn cancel_downgrade(
+    db: &PgPool,
+    stripe: &StripeClient,
+    workspace_id: WorkspaceId,
+) -> Result<(), PlanChangeError> {
+    let (sub, price_id) = {
+        let mut conn = db.acquire().await.map_err(anyhow::Error::from)?;
+        let sub = db::current(&mut conn, workspace_id)
+            .await?
+            .filter(|s| s.scheduled_plan_code.is_some())
+            .ok_or_else(|| PlanChangeError::NotOffered("No downgrade is scheduled.".into()))?;
+        let kept = sub
+            .scheduled_from_plan_code
+            .clone()
+            .ok_or_else(|| PlanChangeError::NotOffered("No downgrade is scheduled.".into()))?;
+        let plan = catalog::db::plan(&mut conn, &kept)
+            .await?
+            .ok_or(PlanChangeError::UnknownPlan)?;
+        let price = plan
+            .stripe_price_id
+            .ok_or(PlanChangeError::NotOnSale(plan.name))?;
+        (sub, price)
+    };
+    let fetched_at = db_now(db).await?;
+    let updated = stripe
+        .change_price_at_renewal(&sub.stripe_subscription_id, &sub.stripe_item_id, &price_id)
+        .await?;
+    let mut tx = db.begin().await.map_err(anyhow::Error::from)?;
+    db::clear_scheduled_downgrade(&mut tx, &sub.stripe_subscription_id).await?;
+    apply_fetched(&mut tx, &updated, fetched_at).await?;
+    tx.commit().await.map_err(anyhow::Error::from)?;
+    Ok(())
+}
+
+/// Cancels the live subscription at period end (`cancel`), or resumes it. Stripe's
+/// answer is mirrored at once, so the page is right on the redirect.
+pub async fn set_cancel_at_period_end(
+    db: &PgPool,
+    stripe: &StripeClient,
+    workspace_id: WorkspaceId,
+    cancel: bool,
+) -> Result<(), PlanChangeError> {
+    let sub = db::current(
+        &mut *db.acquire().await.map_err(anyhow::Error::from)?,
+        workspace_id,
+    )
+    .await?
+    .filter(Subscription::is_live)
+    .ok_or_else(|| {
+        PlanChangeError::NotOffered("There is no active subscription to change.".into())
+    })?;
+    let fetched_at = db_now(db).await?;
+    let updated = stripe
+        .set_cancel_at_period_end(&sub.stripe_subscription_id, cancel)
+        .await?;
+    let mut tx = db.begin().await.map_err(anyhow::Error::from)?;
+    apply_fetched(&mut tx, &updated, fetched_at).await?;
+    tx.commit().await.map_err(anyhow::Error::from)?;
+    Ok(())
+}
+
+/// A Stripe billing portal session for the workspace's own customer (never one named
+/// by the request), returning to `return_url`; `None` before the workspace has one.
+pub async fn portal_url(
+    db: &PgPool,
+    stripe: &StripeClient,
+    workspace_id: WorkspaceId,
+    return_url: &str,
+) -> Result<Option<String>, PlanChangeError> {
+    let customer = accounts::db::stripe_customer(
+        &mut *db.acquire().await.map_err(anyhow::Error::from)?,
+        workspace_id,
+    )
+    .await?;
+    let Some(customer) = customer else {
+        return Ok(None);
+    };
+    Ok(Some(
+        stripe.create_portal_session(&customer, return_url).await?,
+    ))
+}
+
+/// The database clock, read just before a Stripe call whose answer is mirrored.
+async fn db_now(db: &PgPool) -> anyhow::Result<OffsetDateTime> {
+    crate::database::now(&mut *db.acquire().await?).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(code: &str, price: i64, credits: i64, members: i32) -> Plan {
+        Plan {
+            plan_code: code.into(),
+            name: code.to_uppercase(),
+            monthly_price_minor: price,
+            currency: "eur".into(),
+            monthly_credits: Some(credits),
+            rate_limit_per_min: Some(10),
+            max_members: Some(members),
+            max_api_keys: Some(5),
+            stripe_price_id: (price > 0).then(|| format!("price_{code}")),
+        }
+    }
+
+    #[test]
+    fn a_downgrade_names_what_blocks_it() {
+        let starter = plan("starter", 2_900, 500, 3);
+        let usage = Usage {
+            members: 4,
+            api_keys: 2,
+            feature_groups: vec!["manager".into(), "trace".into()],
+        };
+        let b = blockers(&starter, &["manager".into()], &usage);
+        assert_eq!(b.len(), 2);
+        assert!(
+            b[0].to_string()
+                .contains("allows 3 members; this workspace has 4")
+        );
+        assert!(b[1].to_string().contains("trace"));
+    }
+
+    #[test]
+    fn without_a_subscription_paid_plans_are_subscribed_to() {
+        let free = plan("free", 0, 100, 1);
+        let pro = plan("pro", 4_900, 2_000, 10);
+        let usage = Usage::default();
+        assert_eq!(
+            decide(&free, &pro, None, &[], &usage),
+            PlanOption::Subscribe
+        );
+        assert_eq!(decide(&free, &free, None, &[], &usage), PlanOption::Current);
+        let mut unsold = pro.clone();
+        unsold.stripe_price_id = None;
+        assert!(matches!(
+            decide(&free, &unsold, None, &[], &usage),
+            PlanOption::Unavailable(_)
+        ));
+    }
+}
