@@ -153,14 +153,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Worker => startup::run_worker(config).await,
         Command::Migrate => {
             let (owner, pg) = startup::connect(&config).await?;
-            let db = startup::prepare(&config, &owner).await?;
+            let db = startup::prepare(&config, &owner, pg.as_ref()).await?;
             println!("migrations applied");
             db.close().await;
             finish(owner, pg).await
         }
         Command::SeedDemo => {
             let (owner, pg) = startup::connect(&config).await?;
-            let db = startup::prepare(&config, &owner).await?;
+            let db = startup::prepare(&config, &owner, pg.as_ref()).await?;
             let created = demo::seed(&db, &startup::hasher(&config)).await?;
             db.close().await;
             println!(
@@ -180,7 +180,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             staff,
         } => {
             let (owner, pg) = startup::connect(&config).await?;
-            let db = startup::prepare(&config, &owner).await?;
+            let db = startup::prepare(&config, &owner, pg.as_ref()).await?;
             let user =
                 accounts::sign_up(&db, &startup::hasher(&config), &email, &password, staff).await;
             db.close().await;
@@ -196,7 +196,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: ApiKeyCommand::Create { email, name },
         } => {
             let (owner, pg) = startup::connect(&config).await?;
-            let db = startup::prepare(&config, &owner).await?;
+            let db = startup::prepare(&config, &owner, pg.as_ref()).await?;
             let mut tx = db.begin().await?;
             let user = accounts::db::find_by_email(&mut tx, &email.trim().to_lowercase())
                 .await?
@@ -221,7 +221,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: StripeCommand::Sync,
         } => {
             let (owner, pg) = startup::connect(&config).await?;
-            let db = startup::prepare(&config, &owner).await?;
+            let db = startup::prepare(&config, &owner, pg.as_ref()).await?;
             let (stripe, sandbox) = startup::stripe_client_for_cli(&config, &db).await?;
             let report = crate::catalog::sync::sync(&db, &stripe).await;
             if let Some(server) = sandbox {
@@ -257,7 +257,7 @@ async fn sandbox_command(config: Config, command: SandboxCommand) -> anyhow::Res
         "the sandbox commands need STRIPE_SANDBOX=true (and no STRIPE_SECRET_KEY)"
     );
     let (owner, pg) = startup::connect(&config).await?;
-    let db = startup::prepare(&config, &owner).await?;
+    let db = startup::prepare(&config, &owner, pg.as_ref()).await?;
     let result = match command {
         SandboxCommand::Advance { days } => {
             let now = startup::advance_sandbox_clock(&config, &db, days).await;

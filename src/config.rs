@@ -195,11 +195,34 @@ impl Config {
                 .is_some_and(|u| u.starts_with("https://"))
     }
 
-    /// Where the app role comes from ([`crate::database`]).
-    pub fn app_role(&self) -> crate::database::AppRole {
-        match &self.database_app_url {
-            Some(url) => crate::database::AppRole::Given(url.clone()),
-            None => crate::database::AppRole::Provision(self.data_dir.clone()),
+    /// Where the app role comes from ([`crate::database`]): `DATABASE_APP_URL`, or
+    /// `billfold_app` provisioned with a password derived from the owner's
+    /// (`owner_url`: the embedded server's URL, else `DATABASE_URL`), so every process
+    /// with the same owner agrees on it whatever its `DATA_DIR`.
+    pub fn app_role(&self, owner_url: Option<&str>) -> anyhow::Result<crate::database::AppRole> {
+        use secrecy::ExposeSecret;
+        if let Some(url) = &self.database_app_url {
+            return Ok(crate::database::AppRole::Given(url.clone()));
         }
+        let owner_url = owner_url.map(str::to_owned).or_else(|| {
+            self.database_url
+                .as_ref()
+                .map(|u| u.expose_secret().to_owned())
+        });
+        let owner_password = owner_url
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok())
+            .and_then(|u| u.password().map(str::to_owned))
+            .filter(|p| !p.is_empty());
+        let secret = match owner_password {
+            Some(p) => SecretString::from(p),
+            // No password to derive from (trust or peer authentication): a secret
+            // generated once under DATA_DIR.
+            None => crate::startup::load_or_create_secret(
+                &self.data_dir.join("pg.app_secret"),
+                |bytes| hex::encode(bytes),
+            )?,
+        };
+        Ok(crate::database::AppRole::Provision { secret })
     }
 }

@@ -6,11 +6,10 @@
 //! with select/insert/update/delete only: no superuser, no ownership (so it cannot
 //! disable the ledger's triggers or alter tables), no TRUNCATE, and on
 //! `ledger_entries` only select and insert. With `DATABASE_APP_URL` unset, billfold
-//! creates the login role `billfold_app` itself (the owner needs CREATEROLE), with a
-//! generated password kept in `DATA_DIR/pg.app_password` (mode 0600); with it set,
-//! billfold grants that role what it needs and refuses to serve if it is a superuser.
-
-use std::path::Path;
+//! creates the login role `billfold_app` itself (the owner needs CREATEROLE), its
+//! password derived from the owner's (or, for an owner without one, from a secret kept
+//! in `DATA_DIR/pg.app_secret`, mode 0600); with it set, billfold grants that role
+//! what it needs and refuses to serve if it is a superuser.
 
 use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
@@ -21,9 +20,6 @@ use tower_sessions_sqlx_store::PostgresStore;
 
 /// The login role billfold creates for itself when it may.
 pub const APP_ROLE: &str = "billfold_app";
-
-/// The app role's generated password, relative to `DATA_DIR`.
-const APP_PASSWORD_FILE: &str = "pg.app_password";
 
 /// Connections the app's pool may hold.
 pub const MAX_CONNECTIONS: u32 = 32;
@@ -64,8 +60,21 @@ pub async fn migrate(owner: &PgPool) -> anyhow::Result<()> {
 pub enum AppRole {
     /// `DATABASE_APP_URL`: a role the operator made.
     Given(SecretString),
-    /// Create `billfold_app` with a password kept under this `DATA_DIR`.
-    Provision(std::path::PathBuf),
+    /// Create `billfold_app`, its password derived from `secret` (HMAC-SHA256), so
+    /// every process holding the same secret computes the same password.
+    Provision {
+        /// The owner's password, or a generated secret.
+        secret: SecretString,
+    },
+}
+
+/// The app role's password for a provisioning secret.
+fn derive_password(secret: &SecretString) -> anyhow::Result<SecretString> {
+    use hmac::{Hmac, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.expose_secret().as_bytes())
+        .map_err(|e| anyhow::anyhow!("derive the app role's password: {e}"))?;
+    mac.update(APP_ROLE.as_bytes());
+    Ok(SecretString::from(hex::encode(mac.finalize().into_bytes())))
 }
 
 /// Grants the app role its privileges (as the owner) and opens its pool.
@@ -75,8 +84,8 @@ pub async fn app_pool(owner: &PgPool, role: &AppRole) -> anyhow::Result<PgPool> 
             .expose_secret()
             .parse()
             .context("DATABASE_APP_URL is not a PostgreSQL URL")?,
-        AppRole::Provision(data_dir) => {
-            let password = load_or_create_password(&data_dir.join(APP_PASSWORD_FILE))?;
+        AppRole::Provision { secret } => {
+            let password = derive_password(secret)?;
             provision(owner, &password).await?;
             (*owner.connect_options())
                 .clone()
@@ -173,8 +182,4 @@ async fn grant(owner: &PgPool, role: &str) -> anyhow::Result<()> {
     }
     tx.commit().await?;
     Ok(())
-}
-
-fn load_or_create_password(path: &Path) -> anyhow::Result<SecretString> {
-    crate::startup::load_or_create_secret(path, |bytes| hex::encode(bytes))
 }

@@ -47,10 +47,16 @@ pub async fn connect(config: &Config) -> anyhow::Result<(PgPool, Option<Embedded
 }
 
 /// Migrates and seeds the catalog as the owner, then opens the app role's pool.
-pub async fn prepare(config: &Config, owner: &PgPool) -> anyhow::Result<PgPool> {
+/// `embedded`: the embedded server `connect` started, if any.
+pub async fn prepare(
+    config: &Config,
+    owner: &PgPool,
+    embedded: Option<&EmbeddedPostgres>,
+) -> anyhow::Result<PgPool> {
     database::migrate(owner).await?;
     crate::catalog::seed_default(owner).await?;
-    database::app_pool(owner, &config.app_role()).await
+    let owner_url = embedded.map(EmbeddedPostgres::database_url);
+    database::app_pool(owner, &config.app_role(owner_url.as_deref())?).await
 }
 
 /// A built, bound, not yet serving billfold.
@@ -72,16 +78,22 @@ impl Application {
     /// empty database, opens the app role's pool and binds `config.bind`.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let (owner, embedded) = connect(&config).await?;
-        let mut app = Self::build_with_pool(config, owner.clone()).await?;
+        let db = prepare(&config, &owner, embedded.as_ref()).await?;
+        let mut app = Self::build_on(config, db).await?;
         app.embedded = embedded;
         app.owner = Some(owner);
         Ok(app)
     }
 
     /// Like [`Application::build`] with an owner pool (tests use `#[sqlx::test]`'s; it
-    /// is not closed at shutdown).
+    /// is not closed at shutdown). The app role's password derives from
+    /// `config.database_url`'s, else from a secret under `DATA_DIR`.
     pub async fn build_with_pool(config: Config, owner: PgPool) -> anyhow::Result<Self> {
-        let db = prepare(&config, &owner).await?;
+        let db = prepare(&config, &owner, None).await?;
+        Self::build_on(config, db).await
+    }
+
+    async fn build_on(config: Config, db: PgPool) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("bind {}", config.bind))?;
@@ -305,7 +317,7 @@ pub fn job_runner(
 /// `billfold worker`: the background jobs alone, no HTTP, until SIGINT/SIGTERM.
 pub async fn run_worker(config: Config) -> anyhow::Result<()> {
     let (owner, embedded) = connect(&config).await?;
-    let db = prepare(&config, &owner).await?;
+    let db = prepare(&config, &owner, embedded.as_ref()).await?;
     owner.close().await;
     let stripe = match config.stripe_mode() {
         StripeMode::Live => live_client(&config)?,

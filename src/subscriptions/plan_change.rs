@@ -133,25 +133,18 @@ pub struct Usage {
     pub members: i64,
     /// Active API keys.
     pub api_keys: i64,
-    /// Feature groups used in the last 30 days.
-    pub feature_groups: Vec<String>,
+    /// Features (codes) used in the last 30 days.
+    pub features: Vec<String>,
 }
 
 /// Reads the workspace's usage for downgrade checks.
 pub async fn usage(db: &PgPool, workspace_id: WorkspaceId) -> anyhow::Result<Usage> {
     let mut conn = db.acquire().await?;
     let since = OffsetDateTime::now_utc() - time::Duration::days(30);
-    let mut feature_groups: Vec<String> =
-        ledger::db::features_used_since(&mut conn, workspace_id, since)
-            .await?
-            .into_iter()
-            .map(|f| f.split('.').next().unwrap_or_default().to_owned())
-            .collect();
-    feature_groups.dedup();
     Ok(Usage {
         members: accounts::db::member_count(&mut conn, workspace_id).await?,
         api_keys: api_keys::db::active_count(&mut conn, workspace_id).await?,
-        feature_groups,
+        features: ledger::db::features_used_since(&mut conn, workspace_id, since).await?,
     })
 }
 
@@ -177,9 +170,12 @@ pub fn blockers(target: &Plan, entitled: &[String], usage: &Usage) -> Vec<Blocke
         });
     }
     let missing: Vec<String> = usage
-        .feature_groups
+        .features
         .iter()
-        .filter(|g| !entitled.contains(g))
+        .filter(|f| {
+            let group = f.split('.').next().unwrap_or_default();
+            !entitled.iter().any(|e| e == group)
+        })
         .cloned()
         .collect();
     if !missing.is_empty() {
@@ -686,7 +682,7 @@ mod tests {
         let usage = Usage {
             members: 4,
             api_keys: 2,
-            feature_groups: vec!["manager".into(), "trace".into()],
+            features: vec!["manager.process".into(), "trace.start".into()],
         };
         let b = blockers(&starter, &["manager".into()], &usage);
         assert_eq!(b.len(), 2);
@@ -694,7 +690,7 @@ mod tests {
             b[0].to_string()
                 .contains("allows 3 members; this workspace has 4")
         );
-        assert!(b[1].to_string().contains("trace"));
+        assert!(b[1].to_string().contains("trace.start"));
     }
 
     #[test]

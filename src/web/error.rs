@@ -111,7 +111,12 @@ pub async fn render_error_pages(
         .is_none()
         && (status.is_client_error() || status.is_server_error());
     if is_api {
-        if bare {
+        let json = res
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.starts_with("application/json"));
+        if !json && (status.is_client_error() || status.is_server_error()) {
             let mut json = super::api_error::ApiError::for_status(status).into_response();
             for name in [axum::http::header::RETRY_AFTER, axum::http::header::ALLOW] {
                 if let Some(v) = res.headers().get(&name) {

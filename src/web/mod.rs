@@ -1,9 +1,9 @@
 //! Everything HTTP: the router, its layers, extractors, error pages and handlers.
 //! Handlers are thin: extract, call a domain module, build the view.
 //!
-//! Layer order (outermost first): request id → trace → timeout → body limit →
-//! security headers → error pages (JSON under `/api/`); session routes add sessions →
-//! auth → session lifetime → CSRF (token, and no cross-site `Origin`) → `no-store`. The
+//! Layer order (outermost first): request id → trace → security headers → error pages
+//! (JSON under `/api/`) → timeout → body limit; session routes add `no-store` → sessions →
+//! auth → session lifetime → CSRF (token, and no cross-site `Origin`). The
 //! metering API and the Stripe webhook get no session, CSRF or login; the sandbox's
 //! control endpoints answer loopback or a signed-in staff member only.
 
@@ -169,17 +169,25 @@ pub fn router(state: AppState, session_store: PostgresStore, sandbox: Option<Rou
     if let Some(sandbox) = sandbox {
         app = app.nest_service("/sandbox", sandbox);
     }
+    // Inside out: body limit (413) and timeout (408) first, so the error pages (HTML,
+    // or JSON under /api/) cover their answers; security headers on every response.
+    let mut app = app
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(256 * 1024))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            error::render_error_pages,
+        ));
     if https {
         app = app.layer(SetResponseHeaderLayer::overriding(
             header::STRICT_TRANSPORT_SECURITY,
             HeaderValue::from_static(HSTS),
         ));
     }
-    app.layer(middleware::from_fn_with_state(
-        state.clone(),
-        error::render_error_pages,
-    ))
-    .layer(SetResponseHeaderLayer::if_not_present(
+    app.layer(SetResponseHeaderLayer::if_not_present(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CSP),
     ))
@@ -194,11 +202,6 @@ pub fn router(state: AppState, session_store: PostgresStore, sandbox: Option<Rou
     .layer(SetResponseHeaderLayer::overriding(
         header::X_FRAME_OPTIONS,
         HeaderValue::from_static("DENY"),
-    ))
-    .layer(tower_http::limit::RequestBodyLimitLayer::new(256 * 1024))
-    .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-        axum::http::StatusCode::REQUEST_TIMEOUT,
-        Duration::from_secs(30),
     ))
     .layer(
         TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {

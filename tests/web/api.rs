@@ -4,9 +4,11 @@ use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::PgPool;
 
+use billfold::ids::WorkspaceId;
+
 use crate::helpers::TestApp;
 
-async fn customer_with_key(app: &TestApp) -> (uuid::Uuid, String) {
+async fn customer_with_key(app: &TestApp) -> (WorkspaceId, String) {
     let ws = app.sign_up("ops@example.com").await;
     let key = app.create_api_key("Backend").await;
     (ws, key)
@@ -26,7 +28,7 @@ async fn a_call_consumes_feature_cost_times_quantity(pool: PgPool) {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         body,
-        json!({"charged": 6, "balance": {"plan": 94, "purchased": 0, "total": 94}})
+        json!({"charged": 6, "balance": {"plan": 94, "purchased": 0, "total": 94, "debt": 0}, "idempotency_key": "a"})
     );
 
     let res = app
@@ -39,7 +41,7 @@ async fn a_call_consumes_feature_cost_times_quantity(pool: PgPool) {
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(
         res.json::<serde_json::Value>().await.unwrap(),
-        json!({"balance": {"plan": 94, "purchased": 0, "total": 94}})
+        json!({"balance": {"plan": 94, "purchased": 0, "total": 94, "debt": 0}})
     );
     assert_eq!(app.assert_ledger_consistent(ws).await, (94, 0));
     assert_eq!(app.count("select count(*) from usage_events").await, 1);
@@ -57,7 +59,7 @@ async fn plan_credits_are_used_before_purchased_credits(pool: PgPool) {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         body["balance"],
-        json!({"plan": 0, "purchased": 30, "total": 30})
+        json!({"plan": 0, "purchased": 30, "total": 30, "debt": 0})
     );
     let deltas: (i64, i64) = sqlx::query_as(
         "select plan_delta, purchased_delta from ledger_entries where kind = 'usage'",
@@ -69,18 +71,36 @@ async fn plan_credits_are_used_before_purchased_credits(pool: PgPool) {
     assert_eq!(app.assert_ledger_consistent(ws).await, (0, 30));
 }
 
-pub async fn grant_purchased(app: &TestApp, ws: uuid::Uuid, credits: i64) {
+pub async fn grant_purchased(app: &TestApp, ws: WorkspaceId, credits: i64) {
     let mut tx = app.db.begin().await.unwrap();
-    billfold::ledger::grant(
+    billfold::ledger::grant_purchased(
         &mut tx,
-        &billfold::ledger::Grant {
-            workspace_id: ws,
-            kind: billfold::ledger::LedgerEntryKind::Adjustment,
-            plan_credits: 0,
-            purchased_credits: credits,
-            description: "test grant".into(),
-            reference: format!("test:{}", uuid::Uuid::new_v4()),
-        },
+        ws,
+        billfold::ledger::LedgerEntryKind::Adjustment,
+        credits,
+        "test grant",
+        &format!("test:{}", uuid::Uuid::new_v4()),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// Moves a workspace onto `plan` with `plan_credits` plan credits (through the ledger).
+pub async fn put_on_plan(app: &TestApp, ws: WorkspaceId, plan: &str, plan_credits: i64) {
+    let mut tx = app.db.begin().await.unwrap();
+    sqlx::query("update workspaces set plan_code = $2 where workspace_id = $1")
+        .bind(ws)
+        .bind(plan)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    billfold::ledger::reset_plan_credits(
+        &mut tx,
+        ws,
+        plan_credits,
+        "test plan",
+        &format!("test:{}", uuid::Uuid::new_v4()),
     )
     .await
     .unwrap();
@@ -235,7 +255,9 @@ async fn bad_requests_get_a_clear_error_and_change_nothing(pool: PgPool) {
 async fn fifty_parallel_calls_with_credits_for_ten_charge_exactly_ten(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
     let (ws, key) = customer_with_key(&app).await;
+    // Plus allows 500 calls a minute: credits, not the rate limit, decide here.
     // 100 plan credits; each call costs 10.
+    put_on_plan(&app, ws, "plus", 100).await;
     let calls = (0..50).map(|i| {
         let client = app.client.clone();
         let url = app.url("/api/v1/usage");
@@ -302,4 +324,201 @@ async fn fifty_parallel_retries_of_one_call_charge_once(pool: PgPool) {
         "{answers:?}"
     );
     assert_eq!(app.assert_ledger_consistent(ws).await, (97, 0));
+}
+
+fn header(res: &reqwest::Response, name: &str) -> Option<String> {
+    res.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+#[sqlx::test]
+async fn the_free_plan_allows_ten_calls_a_minute_then_answers_429(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let (ws, key) = customer_with_key(&app).await;
+    let mut remaining = Vec::new();
+    for i in 0..10 {
+        let res = app
+            .client
+            .post(app.url("/api/v1/usage"))
+            .bearer_auth(&key)
+            .json(&json!({"feature": "manager.process", "idempotency_key": format!("r{i}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "call {i}");
+        assert_eq!(header(&res, "ratelimit-limit").as_deref(), Some("10"));
+        remaining.push(
+            header(&res, "ratelimit-remaining")
+                .unwrap()
+                .parse::<i32>()
+                .unwrap(),
+        );
+        let reset: i64 = header(&res, "ratelimit-reset").unwrap().parse().unwrap();
+        assert!((1..=60).contains(&reset), "reset {reset}");
+    }
+    assert_eq!(
+        remaining,
+        (0..10).rev().collect::<Vec<_>>(),
+        "counts down to zero"
+    );
+
+    let res = app
+        .client
+        .post(app.url("/api/v1/usage"))
+        .bearer_auth(&key)
+        .json(&json!({"feature": "manager.process", "idempotency_key": "over"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = header(&res, "retry-after").unwrap().parse().unwrap();
+    assert!(
+        (1..=6).contains(&retry),
+        "one call every 6 s: retry after {retry}"
+    );
+    assert_eq!(header(&res, "ratelimit-remaining").as_deref(), Some("0"));
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+
+    // A retry of a charged call is still answered: replays are not rate limited.
+    let (status, _) = app
+        .consume(
+            &key,
+            json!({"feature": "manager.process", "idempotency_key": "r3"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(app.count("select count(*) from usage_events").await, 10);
+    assert_eq!(app.assert_ledger_consistent(ws).await, (90, 0));
+}
+
+#[sqlx::test]
+async fn two_billfold_processes_share_one_rate_limit(pool: PgPool) {
+    let first = TestApp::spawn(pool.clone()).await;
+    let second = TestApp::spawn(pool).await;
+    let (ws, key) = customer_with_key(&first).await;
+    let calls = (0..40).map(|i| {
+        let app = if i % 2 == 0 { &first } else { &second };
+        let (client, url, key) = (app.client.clone(), app.url("/api/v1/usage"), key.clone());
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(key)
+                .json(&json!({"feature": "manager.process", "idempotency_key": format!("p{i}")}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    });
+    let statuses: Vec<StatusCode> = futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
+        10
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+            .count(),
+        30
+    );
+    assert_eq!(first.assert_ledger_consistent(ws).await, (90, 0));
+}
+
+#[sqlx::test]
+async fn nul_bytes_control_characters_and_overlong_values_are_422_not_500(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let (ws, key) = customer_with_key(&app).await;
+    for body in [
+        json!({"feature": "manager.process\u{0}"}),
+        json!({"feature": "manager\u{0}.process"}),
+        json!({"feature": "manager.process", "idempotency_key": "a\u{0}b"}),
+        json!({"feature": "manager.process", "idempotency_key": "line\nbreak"}),
+        json!({"feature": "m".repeat(200) + ".x"}),
+        json!({"feature": "manager.process", "idempotency_key": "é".repeat(256)}),
+    ] {
+        let (status, answer) = app.consume(&key, body.clone()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {answer}");
+        assert_eq!(answer["error"]["code"], "invalid_request");
+    }
+    // Invalid UTF-8 in the body and in the Idempotency-Key header.
+    let res = app
+        .client
+        .post(app.url("/api/v1/usage"))
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .body(b"{\"feature\": \"manager.process\xff\"}".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let res = app
+        .client
+        .post(app.url("/api/v1/usage"))
+        .bearer_auth(&key)
+        .header(
+            "idempotency-key",
+            reqwest::header::HeaderValue::from_bytes(b"k\xe9y").unwrap(),
+        )
+        .json(&json!({"feature": "manager.process"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_request");
+    assert_eq!(app.count("select count(*) from usage_events").await, 0);
+    assert_eq!(app.assert_ledger_consistent(ws).await, (100, 0));
+}
+
+#[sqlx::test]
+async fn every_path_under_api_answers_the_json_error_shape(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let (_, key) = customer_with_key(&app).await;
+    let cases: Vec<(reqwest::RequestBuilder, StatusCode, &str)> = vec![
+        (
+            app.client.get(app.url("/api/v1/nothing-here")),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            app.client.get(app.url("/api/v1/usage")),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            app.client.delete(app.url("/api/v1/balance")),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            app.client
+                .post(app.url("/api/v1/usage"))
+                .bearer_auth(&key)
+                .body(vec![b'x'; 300 * 1024]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+    ];
+    for (req, status, code) in cases {
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), status);
+        assert!(
+            header(&res, "content-type").is_some_and(|c| c.starts_with("application/json")),
+            "{code}: JSON"
+        );
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code);
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
 }

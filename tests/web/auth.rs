@@ -237,7 +237,7 @@ async fn login_attempts_are_rate_limited_per_email(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
     app.sign_up("ada@example.com").await;
     let visitor = app.visitor();
-    for _ in 0..billfold::web::auth::LOGIN_ATTEMPTS_PER_MINUTE {
+    for _ in 0..billfold::web::limits::LOGIN_PER_ACCOUNT_AND_ADDRESS_PER_MINUTE {
         let res = visitor
             .post_form(
                 "/login",

@@ -16,7 +16,7 @@ async fn on_sale(app: &TestApp) {
         .unwrap();
 }
 
-async fn plan_of(app: &TestApp, ws: uuid::Uuid) -> String {
+async fn plan_of(app: &TestApp, ws: billfold::ids::WorkspaceId) -> String {
     sqlx::query_scalar("select plan_code from workspaces where workspace_id = $1")
         .bind(ws)
         .fetch_one(&app.db)
@@ -151,7 +151,7 @@ async fn members_see_billing_read_only(pool: PgPool) {
 }
 
 /// Subscribes the signed-in workspace to `plan` through Checkout and waits for it.
-async fn subscribe(app: &TestApp, ws: uuid::Uuid, plan: &str, allowance: i64) {
+async fn subscribe(app: &TestApp, ws: billfold::ids::WorkspaceId, plan: &str, allowance: i64) {
     let key = uuid::Uuid::new_v4().to_string();
     let res = app
         .post_form(
@@ -163,9 +163,9 @@ async fn subscribe(app: &TestApp, ws: uuid::Uuid, plan: &str, allowance: i64) {
     wait_for_plan_credits(app, ws, allowance).await;
 }
 
-async fn wait_for_plan_credits(app: &TestApp, ws: uuid::Uuid, plan_credits: i64) {
+async fn wait_for_plan_credits(app: &TestApp, ws: billfold::ids::WorkspaceId, plan_credits: i64) {
     for _ in 0..400 {
-        if billfold::ledger::balance(&app.db, ws).await.unwrap().plan == plan_credits {
+        if app.balance(ws).await.plan == plan_credits {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -464,8 +464,9 @@ async fn stale_and_reordered_events_do_not_undo_newer_state(pool: PgPool) {
         .await,
         StatusCode::OK
     );
+    app.settle().await;
     assert_eq!(plan_of(&app, ws).await, "free");
-    let status: String = sqlx::query_scalar("select status from subscriptions")
+    let status: String = sqlx::query_scalar("select status::text from subscriptions")
         .fetch_one(&app.db)
         .await
         .unwrap();
@@ -478,6 +479,7 @@ async fn stale_and_reordered_events_do_not_undo_newer_state(pool: PgPool) {
         deliver(failed, "evt_late_failed", Some("invoice.payment_failed")).await,
         StatusCode::OK
     );
+    app.settle().await;
     assert_eq!(
         app.count("select count(*) from invoices where status = 'paid'")
             .await,
@@ -561,12 +563,18 @@ async fn an_upgrade_shows_stripes_preview_then_charges_it_and_grants_the_pro_rat
         "charged what the preview showed"
     );
 
-    // Not an upgrade any more: business → pro is refused here.
-    assert_eq!(
-        app.post_form("/billing/change/preview", &[("plan_code", "pro")])
-            .await
-            .status(),
-        StatusCode::NOT_FOUND
+    // Not an upgrade any more: business → pro is refused here, with the reason.
+    let res = app
+        .post_form("/billing/change/preview", &[("plan_code", "pro")])
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let (_, html) = app.get_html("/billing").await;
+    assert!(
+        text(&html, ".flash")
+            .unwrap()
+            .contains("Pro is a downgrade"),
+        "{:?}",
+        text(&html, ".flash")
     );
 }
 
@@ -649,15 +657,21 @@ async fn a_downgrade_is_refused_with_reasons_while_the_workspace_uses_more(pool:
             .await
             .unwrap();
     assert_eq!(scheduled, None, "nothing changed");
-    // Downgrading to a pricier plan or to free is not a downgrade here.
+    // Downgrading to a pricier plan or to free is not a downgrade here: refused with
+    // the reason, nothing changes.
+    for (plan, reason) in [
+        ("business", "Business is an upgrade"),
+        ("free", "cancel at period end"),
+    ] {
+        let res = app
+            .post_form("/billing/downgrade", &[("plan_code", plan)])
+            .await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        let (_, html) = app.get_html("/billing").await;
+        assert!(text(&html, ".flash").unwrap().contains(reason), "{plan}");
+    }
     assert_eq!(
-        app.post_form("/billing/downgrade", &[("plan_code", "business")])
-            .await
-            .status(),
-        StatusCode::NOT_FOUND
-    );
-    assert_eq!(
-        app.post_form("/billing/downgrade", &[("plan_code", "free")])
+        app.post_form("/billing/downgrade", &[("plan_code", "nonsense")])
             .await
             .status(),
         StatusCode::NOT_FOUND

@@ -231,9 +231,14 @@ async fn a_customer_signs_up_buys_a_pack_and_sees_balance_and_chart(pool: PgPool
 
         // The product reports usage: 30 credits come out of the plan credits first.
         let ws = app.workspace_of("grace@example.com").await;
-        let key = billfold::api_keys::create(&app.db, ws, None, "Backend")
-            .await
-            .unwrap();
+        let key = {
+            let mut tx = app.db.begin().await.unwrap();
+            let key = billfold::api_keys::create(&mut tx, ws, None, "Backend")
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            key
+        };
         for _ in 0..3 {
             let body = serde_json::json!({"feature": "graph.query", "quantity": 10});
             assert_eq!(

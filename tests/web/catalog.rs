@@ -29,19 +29,20 @@ async fn sandbox_get(app: &TestApp, path: &str) -> Value {
 
 #[sqlx::test]
 async fn sync_creates_every_paid_plan_and_pack_once(pool: PgPool) {
+    // In sandbox mode billfold is ready once it has put the catalog on sale.
     let app = TestApp::spawn(pool).await;
     let stripe = sandbox_client(&app);
+    assert_eq!(
+        app.count("select count(*) from plans where stripe_price_id is not null")
+            .await,
+        5,
+        "five paid plans on sale at readiness; free is not sold"
+    );
 
     let first = sync::sync(&app.db, &stripe).await.unwrap();
-    assert_eq!(
-        first.len(),
-        5 + 3,
-        "five paid plans and three packs; free is not sold"
-    );
+    assert_eq!(first.len(), 5 + 3, "five paid plans and three packs");
     assert!(
-        first
-            .iter()
-            .all(|l| l.change == PriceChange::Created { replaced: None }),
+        first.iter().all(|l| l.change == PriceChange::Unchanged),
         "{first:?}"
     );
 

@@ -5,12 +5,12 @@
 use std::sync::Mutex;
 
 use billfold::config::{Config, LogFormat};
+use billfold::ids::WorkspaceId;
 use billfold::startup::Application;
 use reqwest::StatusCode;
 use scraper::{Html, Selector};
 use secrecy::SecretString;
 use sqlx::PgPool;
-use uuid::Uuid;
 
 pub const WEBHOOK_SECRET: &str = "whsec_test_billfold_0123456789abcdef";
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -22,29 +22,58 @@ pub struct TestApp {
     csrf: Mutex<Option<String>>,
 }
 
+/// The configuration every test app starts from (sandbox mode, fast retries).
+pub fn test_config() -> Config {
+    Config {
+        // Only used to derive the app role's password from the owner's.
+        database_url: std::env::var("DATABASE_URL").ok().map(SecretString::from),
+        database_app_url: None,
+        bind: "127.0.0.1:0".parse().unwrap(),
+        base_url: None,
+        data_dir: std::path::PathBuf::from(".billfold"),
+        stripe_secret_key: None,
+        stripe_sandbox: true,
+        stripe_api_base: None,
+        stripe_webhook_secret: Some(SecretString::from(WEBHOOK_SECRET)),
+        session_secure: false,
+        log_format: LogFormat::Text,
+        sandbox_retry_base: std::time::Duration::from_millis(50),
+        trusted_proxies: 0,
+        signups_per_address_per_hour: 1_000,
+        job_workers: 4,
+        job_retry_base: std::time::Duration::from_millis(50),
+        password_hash_concurrency: 4,
+    }
+}
+
 impl TestApp {
+    /// The app on `db` (the test database, owned by its superuser) with
+    /// [`test_config`]; returns once it is ready (the sandbox catalog on sale).
     pub async fn spawn(db: PgPool) -> TestApp {
+        Self::spawn_with(db, test_config()).await
+    }
+
+    /// Like [`TestApp::spawn`] with another configuration.
+    pub async fn spawn_with(db: PgPool, config: Config) -> TestApp {
         if std::env::var_os("TEST_LOG").is_some() {
             billfold::telemetry::init(LogFormat::Text);
         }
-        let data_dir = std::env::temp_dir().join(format!("billfold-test-{}", Uuid::new_v4()));
-        let config = Config {
-            database_url: None,
-            bind: "127.0.0.1:0".parse().unwrap(),
-            base_url: None,
-            data_dir,
-            stripe_secret_key: None,
-            stripe_api_base: None,
-            stripe_webhook_secret: Some(SecretString::from(WEBHOOK_SECRET)),
-            session_secure: false,
-            log_format: LogFormat::Text,
-            sandbox_retry_base: std::time::Duration::from_millis(50),
-        };
         let app = Application::build_with_pool(config, db.clone())
             .await
             .expect("build app");
         let base = app.base_url().to_owned();
+        let ready = app.ready_flag();
         tokio::spawn(app.run_until_stopped());
+        for _ in 0..400 {
+            if ready.load(std::sync::atomic::Ordering::SeqCst) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        assert!(
+            ready.load(std::sync::atomic::Ordering::SeqCst),
+            "app never became ready"
+        );
         TestApp {
             base,
             db,
@@ -82,32 +111,46 @@ impl TestApp {
         (status, Html::parse_document(&res.text().await.unwrap()))
     }
 
-    /// The session's CSRF token (fetched once from a page's form).
+    /// The session's CSRF token (fetched once from a page's form: `/login` for a
+    /// visitor, the dashboard once signed in).
     pub async fn csrf(&self) -> String {
         if let Some(t) = self.csrf.lock().unwrap().clone() {
             return t;
         }
-        let (_, html) = self.get_html("/login").await;
-        let token = attr(&html, "input[name=csrf_token]", "value").expect("csrf token on /login");
+        let mut token = None;
+        for page in ["/login", "/dashboard"] {
+            let (_, html) = self.get_html(page).await;
+            token = attr(&html, "input[name=csrf_token]", "value");
+            if token.is_some() {
+                break;
+            }
+        }
+        let token = token.expect("a csrf token on /login or /dashboard");
         *self.csrf.lock().unwrap() = Some(token.clone());
         token
     }
 
-    /// POSTs a form with the CSRF token added.
+    /// POSTs a form with the CSRF token added. Signing in or up renews the token.
     pub async fn post_form(&self, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
         let token = self.csrf().await;
         let mut form: Vec<(&str, &str)> = fields.to_vec();
         form.push(("csrf_token", &token));
-        self.client
+        let res = self
+            .client
             .post(self.url(path))
             .form(&form)
             .send()
             .await
-            .unwrap()
+            .unwrap();
+        if matches!(path, "/login" | "/signup" | "/logout") && res.status() == StatusCode::SEE_OTHER
+        {
+            *self.csrf.lock().unwrap() = None;
+        }
+        res
     }
 
     /// Signs up through the form; the client is then signed in.
-    pub async fn sign_up(&self, email: &str) -> Uuid {
+    pub async fn sign_up(&self, email: &str) -> WorkspaceId {
         let res = self
             .post_form("/signup", &[("email", email), ("password", PASSWORD)])
             .await;
@@ -120,7 +163,7 @@ impl TestApp {
         self.workspace_of(email).await
     }
 
-    pub async fn workspace_of(&self, email: &str) -> Uuid {
+    pub async fn workspace_of(&self, email: &str) -> WorkspaceId {
         sqlx::query_scalar(
             "select m.workspace_id from memberships m join users u using (user_id) where u.email = $1",
         )
@@ -158,13 +201,17 @@ impl TestApp {
     }
 
     /// Asserts balance = Σ ledger for the workspace and returns (plan, purchased).
-    pub async fn assert_ledger_consistent(&self, workspace_id: Uuid) -> (i64, i64) {
-        match billfold::ledger::check_balance(&self.db, workspace_id)
+    pub async fn assert_ledger_consistent(&self, workspace_id: WorkspaceId) -> (i64, i64) {
+        let mut conn = self.db.acquire().await.unwrap();
+        match billfold::ledger::db::check_balance(&mut conn, workspace_id)
             .await
             .unwrap()
         {
             Ok(b) => {
-                assert!(b.plan >= 0 && b.purchased >= 0, "negative balance {b:?}");
+                assert!(
+                    b.plan >= 0 && b.purchased >= 0 && b.debt >= 0,
+                    "negative balance {b:?}"
+                );
                 (b.plan, b.purchased)
             }
             Err((stored, summed)) => {
@@ -208,6 +255,53 @@ impl TestApp {
     pub async fn count(&self, sql: &str) -> i64 {
         sqlx::query_scalar(sql).fetch_one(&self.db).await.unwrap()
     }
+
+    /// Removes every plan's rate limit (tests that make many calls about something
+    /// else).
+    pub async fn lift_rate_limits(&self) {
+        sqlx::query("update plans set rate_limit_per_min = null")
+            .execute(&self.db)
+            .await
+            .unwrap();
+    }
+
+    /// The workspace's balance.
+    pub async fn balance(&self, ws: WorkspaceId) -> billfold::ledger::Balance {
+        let mut conn = self.db.acquire().await.unwrap();
+        billfold::ledger::db::balance(&mut conn, ws).await.unwrap()
+    }
+
+    /// Waits (up to 10 s) until every queued job is done: webhook events applied.
+    pub async fn settle(&self) {
+        for _ in 0..400 {
+            let open = self
+                .count("select count(*) from jobs where kind = 'stripe_event' and status in ('queued', 'running')")
+                .await;
+            let undelivered = self
+                .count("select count(*) from sandbox_webhook_deliveries where status = 'pending'")
+                .await;
+            if open == 0 && undelivered == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("jobs still open after 10 s");
+    }
+}
+
+/// Polls `check` every 25 ms for up to 10 s until it is true.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..400 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for {what}");
 }
 
 /// A client with cookies and without redirects (tests assert on 303s).

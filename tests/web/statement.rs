@@ -11,6 +11,7 @@ async fn the_statement_pages_through_entries_with_a_running_balance(pool: PgPool
     let app = TestApp::spawn(pool).await;
     let ws = app.sign_up("ada@example.com").await;
     let key = app.create_api_key("Backend").await;
+    app.lift_rate_limits().await;
     for i in 0..60 {
         let (status, _) = app
             .consume(
@@ -78,20 +79,22 @@ async fn the_statement_downloads_as_csv(pool: PgPool) {
             "description",
             "plan_delta",
             "purchased_delta",
+            "debt_delta",
             "amount",
             "plan_balance",
             "purchased_balance",
+            "debt",
             "balance"
         ]
     );
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), 2);
     assert_eq!(&rows[0][2], "Plan allowance");
-    assert_eq!(&rows[0][9], "100");
+    assert_eq!(&rows[0][11], "100");
     assert_eq!(&rows[1][2], "Usage");
     assert_eq!(&rows[1][3], "graph.query × 2");
-    assert_eq!(&rows[1][6], "-6");
-    assert_eq!(&rows[1][9], "94");
+    assert_eq!(&rows[1][7], "-6");
+    assert_eq!(&rows[1][11], "94");
 
     // Another visitor gets a login redirect, not someone's statement.
     assert_eq!(

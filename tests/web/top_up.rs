@@ -36,14 +36,9 @@ pub async fn pay(app: &TestApp, checkout_url: &str) -> String {
     location(&res)
 }
 
-pub async fn wait_for_balance(app: &TestApp, ws: uuid::Uuid, total: i64) {
+pub async fn wait_for_balance(app: &TestApp, ws: billfold::ids::WorkspaceId, total: i64) {
     for _ in 0..400 {
-        if billfold::ledger::balance(&app.db, ws)
-            .await
-            .unwrap()
-            .total()
-            == total
-        {
+        if app.balance(ws).await.total() == total {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -98,7 +93,7 @@ async fn sign_up_consume_run_out_buy_a_pack_and_consume_again(pool: PgPool) {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         body["balance"],
-        json!({"plan": 0, "purchased": 97, "total": 97})
+        json!({"plan": 0, "purchased": 97, "total": 97, "debt": 0})
     );
     assert_eq!(app.assert_ledger_consistent(ws).await, (0, 97));
     let grants = app

@@ -1,5 +1,5 @@
-//! `POST /webhooks/stripe`: signatures, idempotency under concurrent duplicate
-//! deliveries, and events billfold does not handle.
+//! `POST /webhooks/stripe` and the inbox behind it: signatures, idempotency under
+//! concurrent duplicate deliveries, events billfold does not handle or cannot read.
 
 use reqwest::StatusCode;
 use secrecy::SecretString;
@@ -91,13 +91,28 @@ async fn twenty_concurrent_deliveries_of_one_event_grant_once(pool: PgPool) {
         statuses.iter().all(|s| *s == StatusCode::OK),
         "{statuses:?}"
     );
+    app.settle().await;
     assert_eq!(app.assert_ledger_consistent(ws).await, (100, 500));
+    assert_eq!(
+        app.count(
+            "select count(*) from jobs where kind = 'stripe_event' and key = 'evt_test_concurrent'"
+        )
+        .await,
+        1,
+        "one application queued for twenty deliveries"
+    );
     assert_eq!(
         app.count("select count(*) from ledger_entries where kind = 'top_up'")
             .await,
         1
     );
-    assert_eq!(app.count("select count(*) from stripe_events").await, 1);
+    assert_eq!(
+        app.count(
+            "select count(*) from stripe_events where stripe_event_id = 'evt_test_concurrent'"
+        )
+        .await,
+        1
+    );
 
     // Another event about the same session (Stripe may send both completed and
     // async_payment_succeeded) grants nothing more: grants are keyed by session id.
@@ -106,6 +121,7 @@ async fn twenty_concurrent_deliveries_of_one_event_grant_once(pool: PgPool) {
         deliver(&app, &again, Some(&sign(&again, WEBHOOK_SECRET, 0))).await,
         StatusCode::OK
     );
+    app.settle().await;
     assert_eq!(app.assert_ledger_consistent(ws).await, (100, 500));
 }
 
@@ -141,11 +157,16 @@ async fn badly_signed_deliveries_are_refused_and_change_nothing(pool: PgPool) {
             "{what}"
         );
     }
-    assert_eq!(app.count("select count(*) from stripe_events").await, 0);
+    assert_eq!(
+        app.count("select count(*) from stripe_events where stripe_event_id = 'evt_test_bad'")
+            .await,
+        0
+    );
     assert_eq!(app.assert_ledger_consistent(ws).await, (100, 0));
 
     // The genuine delivery still works afterwards.
     assert_eq!(deliver(&app, &body, Some(&good)).await, StatusCode::OK);
+    app.settle().await;
     assert_eq!(app.assert_ledger_consistent(ws).await, (100, 100));
 }
 
@@ -162,19 +183,23 @@ async fn events_billfold_does_not_handle_are_acknowledged_and_ignored(pool: PgPo
         deliver(&app, &body, Some(&sign(&body, WEBHOOK_SECRET, 0))).await,
         StatusCode::OK
     );
+    app.settle().await;
     assert_eq!(
-        app.count("select count(*) from stripe_events where processed_at is not null")
-            .await,
+        app.count(
+            "select count(*) from stripe_events where stripe_event_id = 'evt_test_unknown' and processed_at is not null"
+        )
+        .await,
         1
     );
     assert_eq!(app.assert_ledger_consistent(ws).await, (100, 0));
 }
 
 #[sqlx::test]
-async fn genuine_events_billfold_cannot_read_fail_loudly_only_when_handled(pool: PgPool) {
+async fn genuine_events_billfold_cannot_read_are_kept_and_retried_visibly(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
     let ws = app.sign_up("ada@example.com").await;
-    // A handled type whose object this SDK version cannot read: 500, Stripe retries.
+    // A handled type whose object this SDK version cannot read: stored (2xx, so Stripe
+    // does not pile up retries), and its application fails visibly and is retried.
     let body = event(
         "evt_test_unreadable",
         "checkout.session.completed",
@@ -182,14 +207,24 @@ async fn genuine_events_billfold_cannot_read_fail_loudly_only_when_handled(pool:
     );
     assert_eq!(
         deliver(&app, &body, Some(&sign(&body, WEBHOOK_SECRET, 0))).await,
-        StatusCode::INTERNAL_SERVER_ERROR
+        StatusCode::OK
     );
+    crate::helpers::eventually("a failed attempt recorded", || async {
+        app.count(
+            "select count(*) from jobs where key = 'evt_test_unreadable' and attempts >= 2
+                and status = 'queued' and last_error like '%cannot read a checkout.session.completed event%'",
+        )
+        .await
+            == 1
+    })
+    .await;
     assert_eq!(
-        app.count("select count(*) from stripe_events").await,
-        0,
-        "not recorded: the retry must apply it"
+        app.count("select count(*) from stripe_events where processed_at is null")
+            .await,
+        1,
+        "kept unapplied for a replay"
     );
-    // An unhandled type in a shape we cannot read: acknowledged.
+    // An unhandled type in a shape we cannot read: acknowledged and done.
     let body = event(
         "evt_test_other_shape",
         "payment_intent.succeeded",
@@ -199,6 +234,12 @@ async fn genuine_events_billfold_cannot_read_fail_loudly_only_when_handled(pool:
         deliver(&app, &body, Some(&sign(&body, WEBHOOK_SECRET, 0))).await,
         StatusCode::OK
     );
+    crate::helpers::eventually("the unhandled event applied", || async {
+        app.count("select count(*) from stripe_events where stripe_event_id = 'evt_test_other_shape' and processed_at is not null")
+            .await
+            == 1
+    })
+    .await;
     assert_eq!(app.assert_ledger_consistent(ws).await, (100, 0));
 }
 
@@ -240,6 +281,7 @@ async fn a_session_made_outside_billfold_grants_what_was_paid_not_what_its_metad
         deliver(&app, &body, Some(&sign(&body, WEBHOOK_SECRET, 0))).await,
         StatusCode::OK
     );
+    app.settle().await;
     assert_eq!(
         app.assert_ledger_consistent(ws).await,
         (100, 10),
