@@ -53,6 +53,12 @@ pub struct Config {
     /// `PASSWORD_HASH_CONCURRENCY` (default 2): passwords hashed at once; more wait
     /// up to 3 s, then get 503.
     pub password_hash_concurrency: usize,
+    /// Sessions end this long after sign-in whatever the activity (30 days; OWASP
+    /// Session Management Cheat Sheet, "absolute timeout").
+    pub session_lifetime: std::time::Duration,
+    /// How long a metering call may wait for the database before answering 503
+    /// `timeout` (10 s; below the 30 s request timeout, so the client gets JSON).
+    pub metering_timeout: std::time::Duration,
 }
 
 /// Which Stripe billfold talks to.
@@ -167,6 +173,8 @@ impl Config {
                 number("PASSWORD_HASH_CONCURRENCY", 2)?.max(1),
             )
             .unwrap_or(2),
+            metering_timeout: std::time::Duration::from_secs(10),
+            session_lifetime: std::time::Duration::from_secs(30 * 86_400),
         })
     }
 

@@ -5,15 +5,21 @@ use std::process::Command;
 
 use sqlx::PgPool;
 
-fn billfold(db_url: &str, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_billfold"))
-        .args(args)
+fn command(db_url: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_billfold"));
+    cmd.args(args)
         .env("DATABASE_URL", db_url)
         .env("RUST_LOG", "warn")
         .env("DATA_DIR", std::env::temp_dir().join("billfold-cli-test"))
+        .env("STRIPE_SANDBOX", "true")
         .env_remove("STRIPE_SECRET_KEY")
-        .output()
-        .expect("run billfold")
+        .env_remove("DATABASE_APP_URL");
+    cmd
+}
+
+/// Runs a command in sandbox mode.
+fn billfold(db_url: &str, args: &[&str]) -> std::process::Output {
+    command(db_url, args).output().expect("run billfold")
 }
 
 /// The URL of the database `#[sqlx::test]` made for this test.
@@ -93,8 +99,8 @@ async fn create_user_and_api_key_create_make_a_working_key(pool: PgPool) {
     let key = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert!(key.starts_with("bf_"));
     let hash = billfold::api_keys::hash_key(&key);
-    let outcome = billfold::ledger::consume(
-        &pool,
+    let outcome = billfold::ledger::db::consume(
+        &mut pool.acquire().await.unwrap(),
         &billfold::ledger::Consumption {
             key_hash: &hash,
             feature: "manager.process",
@@ -134,12 +140,15 @@ async fn seed_demo_creates_the_demo_logins_once_with_a_consistent_ledger(pool: P
         .await
         .unwrap();
     assert_eq!(users, 3);
-    let workspaces: Vec<uuid::Uuid> = sqlx::query_scalar("select workspace_id from workspaces")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    let workspaces: Vec<billfold::ids::WorkspaceId> =
+        sqlx::query_scalar("select workspace_id from workspaces")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
     for ws in workspaces {
-        let check = billfold::ledger::check_balance(&pool, ws).await.unwrap();
+        let check = billfold::ledger::db::check_balance(&mut pool.acquire().await.unwrap(), ws)
+            .await
+            .unwrap();
         assert!(check.is_ok(), "{check:?}");
     }
     let usage: i64 = sqlx::query_scalar("select count(*) from usage_events")
@@ -195,4 +204,99 @@ async fn sandbox_advance_moves_the_sandbox_clock(pool: PgPool) {
     let out = billfold(&url, &["sandbox", "advance", "--days=-1"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--days must be from 0 to 3650"));
+}
+
+#[sqlx::test]
+async fn serve_without_stripe_or_the_sandbox_refuses_with_one_clear_line(pool: PgPool) {
+    let url = url_of(&pool).await;
+    let out = command(&url, &["serve"])
+        .env_remove("STRIPE_SANDBOX")
+        .env("BIND", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("STRIPE_SANDBOX=true"), "{stderr}");
+    assert!(stderr.contains("STRIPE_SECRET_KEY"), "{stderr}");
+    let users: i64 = sqlx::query_scalar("select count(*) from users")
+        .fetch_one(&pool)
+        .await
+        .unwrap_or(0);
+    assert_eq!(users, 0, "no demo users without the sandbox");
+
+    let out = command(&url, &["serve"])
+        .env("STRIPE_SECRET_KEY", "sk_test_x")
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a key and the sandbox together are refused"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("STRIPE_SANDBOX"));
+}
+
+#[sqlx::test]
+async fn the_worker_runs_the_background_jobs_alone(pool: PgPool) {
+    let url = url_of(&pool).await;
+    assert!(
+        billfold(
+            &url,
+            &[
+                "create-user",
+                "--email",
+                "ada@example.com",
+                "--password",
+                "a long enough password"
+            ]
+        )
+        .status
+        .success()
+    );
+    // Ada signed up a month and a day ago and spent 30 of her free credits.
+    let ws: billfold::ids::WorkspaceId = sqlx::query_scalar("select workspace_id from workspaces")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("update workspaces set created_at = now() - interval '1 month 1 day'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("update allowance_periods set period_start = now() - interval '1 month 1 day', period_end = now() - interval '1 day'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    billfold::ledger::reset_plan_credits(&mut tx, ws, 70, "spent", "test:spent")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    struct Worker(std::process::Child);
+    impl Drop for Worker {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut worker = Worker(command(&url, &["worker"]).spawn().unwrap());
+    let mut plan = 0_i64;
+    for _ in 0..200 {
+        plan = sqlx::query_scalar("select plan_credits from balances")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if plan == 100 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(plan, 100, "the worker opened the new free month");
+    // SIGTERM: the worker finishes and exits cleanly.
+    Command::new("kill")
+        .arg(worker.0.id().to_string())
+        .status()
+        .unwrap();
+    let status = worker.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
 }

@@ -175,7 +175,10 @@ pub async fn next_due_in_ms(
     kinds: &[&str],
 ) -> anyhow::Result<Option<i64>> {
     Ok(sqlx::query_scalar(
-        "select greatest(0, (extract(epoch from min(run_at) - now()) * 1000)::bigint)
+        // `greatest` ignores nulls: without the `case`, no queued job would read as
+        // "due now" and the runner would spin.
+        "select case when min(run_at) is null then null
+                     else greatest(0, (extract(epoch from min(run_at) - now()) * 1000)::bigint) end
            from jobs where kind = any($1) and status = 'queued'",
     )
     .bind(kinds)

@@ -14,8 +14,6 @@
 //!   "RateLimit header fields for HTTP" describes; a 429 also `Retry-After`.
 //! - `GET /api/v1/balance`: 200 `{"balance": {"plan", "purchased", "total", "debt"}}`.
 
-use std::time::Duration;
-
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
@@ -30,10 +28,6 @@ use crate::ledger::{
     self, Balance, ConsumeOutcome, Consumption, MAX_IDEMPOTENCY_KEY_LEN, MAX_QUANTITY,
     RateLimitState,
 };
-
-/// How long a metering call may wait for the database before answering 503 (the
-/// global request timeout is longer, so the client always gets this JSON answer).
-const CONSUME_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
@@ -184,7 +178,7 @@ async fn consume(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<R
         e.with("idempotency_key", idempotency_key.clone())
             .into_response()
     };
-    let outcome = tokio::time::timeout(CONSUME_TIMEOUT, async {
+    let outcome = tokio::time::timeout(state.config.metering_timeout, async {
         let mut conn = state.db.acquire().await?;
         ledger::db::consume(&mut conn, &consumption).await
     })

@@ -85,13 +85,11 @@ pub type AuthSession = axum_login::AuthSession<Backend>;
 /// Session key of the sign-in time (unix seconds).
 const SIGNED_IN_AT: &str = "auth.signed_in_at";
 
-/// Sessions end this long after sign-in whatever the activity (OWASP Session
-/// Management Cheat Sheet, "absolute timeout"), besides the 7-day idle expiry.
-pub const ABSOLUTE_SESSION_LIFETIME: time::Duration = time::Duration::days(30);
-
-/// Middleware: a signed-in session older than [`ABSOLUTE_SESSION_LIFETIME`] (or from
-/// before sign-in times were kept) is ended and sent to sign in again.
+/// Middleware: a signed-in session older than `Config::session_lifetime` (30 days;
+/// OWASP Session Management Cheat Sheet, "absolute timeout"; besides the 7-day idle
+/// expiry), or from before sign-in times were kept, is ended and sent to sign in again.
 pub async fn enforce_session_lifetime(
+    State(state): State<AppState>,
     mut auth: AuthSession,
     session: Session,
     req: axum::extract::Request,
@@ -100,8 +98,8 @@ pub async fn enforce_session_lifetime(
     if auth.user.is_some() {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let signed_in_at = session.get::<i64>(SIGNED_IN_AT).await.ok().flatten();
-        let expired =
-            signed_in_at.is_none_or(|at| now - at > ABSOLUTE_SESSION_LIFETIME.whole_seconds());
+        let lifetime = i64::try_from(state.config.session_lifetime.as_secs()).unwrap_or(i64::MAX);
+        let expired = signed_in_at.is_none_or(|at| now - at >= lifetime);
         if expired {
             if let Err(e) = auth.logout().await {
                 return AppError::Internal(anyhow::anyhow!("end an expired session: {e}"))

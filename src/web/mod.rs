@@ -147,7 +147,10 @@ pub fn router(state: AppState, session_store: PostgresStore, sandbox: Option<Rou
             post(settings::revoke_api_key),
         )
         .layer(middleware::from_fn(csrf::verify_csrf))
-        .layer(middleware::from_fn(auth::enforce_session_lifetime))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::enforce_session_lifetime,
+        ))
         .layer(auth)
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CACHE_CONTROL,

@@ -522,3 +522,40 @@ async fn every_path_under_api_answers_the_json_error_shape(pool: PgPool) {
         );
     }
 }
+
+#[sqlx::test]
+async fn a_call_that_times_out_answers_json_and_its_key_replays_the_outcome(pool: PgPool) {
+    let mut config = crate::helpers::test_config();
+    config.metering_timeout = std::time::Duration::from_millis(500);
+    let app = TestApp::spawn_with(pool, config).await;
+    let (ws, key) = customer_with_key(&app).await;
+
+    // Something holds the workspace's balance row for two seconds.
+    let mut blocker = app.db.begin().await.unwrap();
+    sqlx::query("select 1 from balances where workspace_id = $1 for update")
+        .bind(ws)
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        blocker.commit().await.unwrap();
+    });
+
+    let body = json!({"feature": "graph.query", "idempotency_key": "slow-1"});
+    let (status, answer) = app.consume(&key, body.clone()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    assert_eq!(answer["error"]["code"], "timeout");
+    assert_eq!(answer["error"]["idempotency_key"], "slow-1");
+    release.await.unwrap();
+
+    // The call went through once the row was free; the retry learns that, once.
+    crate::helpers::eventually("the first call to finish", || async {
+        app.count("select count(*) from usage_events").await == 1
+    })
+    .await;
+    let (status, answer) = app.consume(&key, body).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["charged"], 3);
+    assert_eq!(app.assert_ledger_consistent(ws).await, (97, 0));
+}

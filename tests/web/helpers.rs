@@ -17,7 +17,10 @@ pub const PASSWORD: &str = "correct horse battery staple";
 
 pub struct TestApp {
     pub base: String,
+    /// The test database as its owner (a superuser): for arranging and asserting.
     pub db: PgPool,
+    /// The pool the app itself uses (the restricted `billfold_app` role).
+    pub app_db: PgPool,
     pub client: reqwest::Client,
     csrf: Mutex<Option<String>>,
 }
@@ -43,6 +46,8 @@ pub fn test_config() -> Config {
         job_workers: 4,
         job_retry_base: std::time::Duration::from_millis(50),
         password_hash_concurrency: 4,
+        metering_timeout: std::time::Duration::from_secs(10),
+        session_lifetime: std::time::Duration::from_secs(30 * 86_400),
     }
 }
 
@@ -62,6 +67,7 @@ impl TestApp {
             .await
             .expect("build app");
         let base = app.base_url().to_owned();
+        let app_db = app.db().clone();
         let ready = app.ready_flag();
         tokio::spawn(app.run_until_stopped());
         for _ in 0..400 {
@@ -77,6 +83,7 @@ impl TestApp {
         TestApp {
             base,
             db,
+            app_db,
             client: client(),
             csrf: Mutex::new(None),
         }
@@ -87,6 +94,7 @@ impl TestApp {
         TestApp {
             base: self.base.clone(),
             db: self.db.clone(),
+            app_db: self.app_db.clone(),
             client: client(),
             csrf: Mutex::new(None),
         }

@@ -11,6 +11,8 @@ mod auth;
 mod billing;
 mod browser;
 mod catalog;
+mod jobs;
+mod security;
 mod statement;
 mod top_up;
 mod webhooks;

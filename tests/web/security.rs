@@ -1,0 +1,529 @@
+//! Safe to expose (issue 6 §3): the database refuses ledger breakage from the app's
+//! role, throttles cannot be turned against the user, sign-up is not a credit faucet,
+//! sessions and headers over https, bad form input never answers 500.
+
+use reqwest::StatusCode;
+use sqlx::{Connection, PgPool};
+
+use crate::helpers::{PASSWORD, TestApp, attr, client, test_config, text};
+
+#[sqlx::test]
+async fn the_app_role_cannot_switch_off_or_bypass_the_ledger(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let ws = app.sign_up("ada@example.com").await;
+    let mut conn = app.app_db.acquire().await.unwrap();
+    let role: (String, bool) = sqlx::query_as(
+        "select current_user::text, rolsuper from pg_roles where rolname = current_user",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(role, ("billfold_app".to_owned(), false));
+
+    for sql in [
+        "alter table ledger_entries disable trigger all",
+        "drop trigger ledger_entries_append_only on ledger_entries",
+        "truncate ledger_entries",
+        "update ledger_entries set description = 'edited'",
+        "delete from ledger_entries",
+        "create table sneaky (id int)",
+        "set role postgres",
+        "alter table balances drop constraint balances_purchased_credits_check",
+    ] {
+        let err = sqlx::query(sql).execute(&mut *conn).await.unwrap_err();
+        let code = err
+            .as_database_error()
+            .and_then(|e| e.code())
+            .unwrap_or_default();
+        assert!(
+            matches!(code.as_ref(), "42501" | "55000"),
+            "{sql}: refused for lack of privilege, got {err}"
+        );
+    }
+
+    // A balance change without its ledger entry is refused at commit.
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query(
+        "update balances set purchased_credits = purchased_credits + 1000 where workspace_id = $1",
+    )
+    .bind(ws)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let err = tx.commit().await.unwrap_err();
+    assert!(
+        err.to_string().contains("does not match its ledger"),
+        "{err}"
+    );
+
+    // A ledger entry without its balance change is refused at commit.
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query(
+        "insert into ledger_entries (workspace_id, kind, plan_delta, purchased_delta,
+                plan_balance_after, purchased_balance_after, description)
+         values ($1, 'adjustment', 0, 1000, 100, 1000, 'free money')",
+    )
+    .bind(ws)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let err = tx.commit().await.unwrap_err();
+    assert!(
+        err.to_string().contains("does not match its ledger"),
+        "{err}"
+    );
+
+    // An entry whose balances do not follow from the previous one is refused at once.
+    let err = sqlx::query(
+        "insert into ledger_entries (workspace_id, kind, plan_delta, purchased_delta,
+                plan_balance_after, purchased_balance_after, description)
+         values ($1, 'adjustment', 0, 5, 100, 1000, 'bad arithmetic')",
+    )
+    .bind(ws)
+    .execute(&mut *conn)
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("does not continue the ledger"),
+        "{err}"
+    );
+
+    // Even the owner cannot change a balance without its entry.
+    let mut tx = app.db.begin().await.unwrap();
+    sqlx::query("update balances set plan_credits = 1000000 where workspace_id = $1")
+        .bind(ws)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    assert!(tx.commit().await.is_err());
+
+    assert_eq!(app.assert_ledger_consistent(ws).await, (100, 0));
+}
+
+/// One sign-in attempt by a fresh visitor behind the trusted proxy, which reports the
+/// client address `from`.
+async fn attempt(app: &TestApp, from: &str, email: &str, password: &str) -> StatusCode {
+    let visitor = client();
+    let html = visitor
+        .get(app.url("/login"))
+        .header("x-forwarded-for", from)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let token = attr(
+        &scraper::Html::parse_document(&html),
+        "input[name=csrf_token]",
+        "value",
+    )
+    .unwrap();
+    visitor
+        .post(app.url("/login"))
+        .header("x-forwarded-for", from)
+        .form(&[
+            ("email", email),
+            ("password", password),
+            ("csrf_token", &token),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[sqlx::test]
+async fn an_attacker_elsewhere_cannot_lock_the_owner_out_of_their_usual_address(pool: PgPool) {
+    let mut config = test_config();
+    config.trusted_proxies = 1;
+    let app = TestApp::spawn_with(pool, config).await;
+    // The owner signs in from home once.
+    app.sign_up("owner@example.com").await;
+    assert_eq!(
+        attempt(&app, "198.51.100.1", "owner@example.com", PASSWORD).await,
+        StatusCode::SEE_OTHER
+    );
+
+    // An attacker guesses from many addresses: after the account's cap for new
+    // addresses (the owner's first sign-in from home used one), every new address is
+    // throttled.
+    let mut statuses = Vec::new();
+    for i in 1..=40 {
+        statuses.push(
+            attempt(
+                &app,
+                &format!("203.0.113.{i}"),
+                "owner@example.com",
+                "guess guess guess",
+            )
+            .await,
+        );
+    }
+    let limit = billfold::web::limits::LOGIN_PER_ACCOUNT_FROM_NEW_ADDRESSES_PER_HOUR as usize - 1;
+    assert!(
+        statuses[..limit]
+            .iter()
+            .all(|s| *s == StatusCode::UNPROCESSABLE_ENTITY),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses[limit..]
+            .iter()
+            .all(|s| *s == StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+
+    // The owner still signs in from home; from a new address they wait too.
+    assert_eq!(
+        attempt(&app, "198.51.100.1", "owner@example.com", PASSWORD).await,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        attempt(&app, "192.0.2.77", "owner@example.com", PASSWORD).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[sqlx::test]
+async fn one_address_cannot_try_many_accounts(pool: PgPool) {
+    let mut config = test_config();
+    config.trusted_proxies = 1;
+    let app = TestApp::spawn_with(pool, config).await;
+    let mut statuses = Vec::new();
+    for i in 0..25 {
+        statuses.push(
+            attempt(
+                &app,
+                "203.0.113.9",
+                &format!("user{i}@example.com"),
+                "guess guess guess",
+            )
+            .await,
+        );
+    }
+    // 20 at once, then one more every 3 s (the quota refills while the test runs).
+    let limit = billfold::web::limits::LOGIN_PER_ADDRESS_PER_MINUTE as usize;
+    let tried = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNPROCESSABLE_ENTITY)
+        .count();
+    assert!((limit..=limit + 2).contains(&tried), "{statuses:?}");
+    assert!(
+        statuses[..limit]
+            .iter()
+            .all(|s| *s == StatusCode::UNPROCESSABLE_ENTITY),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses[22..]
+            .iter()
+            .all(|s| *s == StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    // Another address is not affected.
+    assert_eq!(
+        attempt(
+            &app,
+            "198.51.100.20",
+            "user0@example.com",
+            "guess guess guess"
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+}
+
+#[sqlx::test]
+async fn thirty_sign_ups_from_one_address_mint_only_the_configured_number(pool: PgPool) {
+    let mut config = test_config();
+    config.signups_per_address_per_hour = 5;
+    // Without trusted proxies, X-Forwarded-For is not believed: spoofing it does not help.
+    let app = TestApp::spawn_with(pool, config).await;
+    let sign_ups = (0..30).map(|i| {
+        let base = app.base.clone();
+        tokio::spawn(async move {
+            let visitor = client();
+            let html = visitor
+                .get(format!("{base}/signup"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let token = attr(
+                &scraper::Html::parse_document(&html),
+                "input[name=csrf_token]",
+                "value",
+            )
+            .unwrap();
+            let email = format!("faucet{i}@example.com");
+            visitor
+                .post(format!("{base}/signup"))
+                .header("x-forwarded-for", format!("203.0.113.{i}"))
+                .form(&[
+                    ("email", email.as_str()),
+                    ("password", PASSWORD),
+                    ("csrf_token", &token),
+                ])
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    });
+    let statuses: Vec<StatusCode> = futures_util::future::join_all(sign_ups)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::SEE_OTHER)
+            .count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+            .count(),
+        25
+    );
+    assert_eq!(app.count("select count(*) from users").await, 5);
+    assert_eq!(
+        app.count("select coalesce(sum(plan_credits), 0)::bigint from balances")
+            .await,
+        500,
+        "five free allowances, not thirty"
+    );
+}
+
+#[sqlx::test]
+async fn over_https_the_session_cookie_is_host_prefixed_and_secure_with_hsts(pool: PgPool) {
+    let mut config = test_config();
+    config.session_secure = true;
+    let app = TestApp::spawn_with(pool, config).await;
+    let res = app.get("/login").await;
+    let cookie = res.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.starts_with("__Host-billfold.sid="), "{cookie}");
+    assert!(
+        cookie.contains("Secure") && cookie.contains("HttpOnly") && cookie.contains("Path=/"),
+        "{cookie}"
+    );
+    assert!(!cookie.contains("Domain"), "{cookie}");
+    let hsts = res.headers()["strict-transport-security"].to_str().unwrap();
+    assert!(
+        hsts.contains("max-age=31536000") && hsts.contains("includeSubDomains"),
+        "{hsts}"
+    );
+
+    // Over plain http neither.
+    let app = TestApp::spawn(app.db.clone()).await;
+    let res = app.get("/login").await;
+    assert!(
+        res.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .starts_with("billfold.sid=")
+    );
+    assert!(res.headers().get("strict-transport-security").is_none());
+}
+
+#[sqlx::test]
+async fn sessions_end_after_their_absolute_lifetime_however_active(pool: PgPool) {
+    let mut config = test_config();
+    config.session_lifetime = std::time::Duration::from_secs(2);
+    let app = TestApp::spawn_with(pool, config).await;
+    app.sign_up("ada@example.com").await;
+    assert_eq!(app.get("/dashboard").await.status(), StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    assert_eq!(
+        app.get("/dashboard").await.status(),
+        StatusCode::OK,
+        "still active"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let res = app.get("/dashboard").await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert!(crate::helpers::location(&res).starts_with("/login?next="));
+    assert_eq!(
+        app.get("/dashboard").await.status(),
+        StatusCode::SEE_OTHER,
+        "signed out for good"
+    );
+}
+
+#[sqlx::test]
+async fn the_csrf_token_is_renewed_at_sign_in_and_cross_site_posts_are_refused(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let before = app.csrf().await;
+    app.sign_up("ada@example.com").await;
+    let after = app.csrf().await;
+    assert_ne!(before, after, "a new token after sign-in");
+    let post = |token: &str, headers: &[(&str, &str)]| {
+        let mut req = app
+            .client
+            .post(app.url("/settings/api-keys"))
+            .form(&[("name", "k"), ("csrf_token", token)]);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send()
+    };
+    assert_eq!(
+        post(&before, &[]).await.unwrap().status(),
+        StatusCode::FORBIDDEN,
+        "old token"
+    );
+    let host = app.base.trim_start_matches("http://").to_owned();
+    assert_eq!(
+        post(&after, &[("origin", "https://evil.example")])
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::FORBIDDEN,
+        "another site's Origin, even with the token"
+    );
+    assert_eq!(
+        post(&after, &[("sec-fetch-site", "cross-site")])
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        post(
+            &after,
+            &[
+                ("origin", &format!("http://{host}")),
+                ("sec-fetch-site", "same-origin")
+            ]
+        )
+        .await
+        .unwrap()
+        .status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(app.count("select count(*) from api_keys").await, 1);
+}
+
+#[sqlx::test]
+async fn signed_in_pages_and_downloads_are_not_cached_and_csp_forbids_base(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    app.sign_up("ada@example.com").await;
+    for path in [
+        "/dashboard",
+        "/credits",
+        "/credits.csv",
+        "/billing",
+        "/settings/api-keys",
+    ] {
+        let res = app.get(path).await;
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        assert_eq!(res.headers()["cache-control"], "no-store", "{path}");
+        let csp = res.headers()["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("base-uri 'none'") && csp.contains("frame-ancestors 'none'"),
+            "{csp}"
+        );
+    }
+}
+
+#[sqlx::test]
+async fn nul_bytes_and_invalid_utf8_in_forms_and_queries_are_422_and_change_nothing(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let visitor = app.visitor();
+    let token = visitor.csrf().await;
+    let raw_post = |path: &str, body: String| {
+        visitor
+            .client
+            .post(visitor.url(path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    for (path, body) in [
+        (
+            "/signup",
+            format!("email=ada%00@example.com&password=correct+horse+battery&csrf_token={token}"),
+        ),
+        (
+            "/signup",
+            format!("email=ada%FF@example.com&password=correct+horse+battery&csrf_token={token}"),
+        ),
+        (
+            "/login",
+            format!("email=ada@example.com%00&password=x&csrf_token={token}"),
+        ),
+    ] {
+        let res = raw_post(path, body.clone()).await.unwrap();
+        assert_eq!(
+            res.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{path} {body}"
+        );
+        let html = scraper::Html::parse_document(&res.text().await.unwrap());
+        assert!(
+            text(&html, "main").unwrap().len() > 10,
+            "a page that says what is wrong"
+        );
+    }
+    assert_eq!(app.count("select count(*) from users").await, 0);
+
+    app.sign_up("ada@example.com").await;
+    let token = app.csrf().await;
+    for (path, body) in [
+        (
+            "/settings/api-keys",
+            format!("name=key%00&csrf_token={token}"),
+        ),
+        (
+            "/billing/subscribe",
+            format!(
+                "plan_code=pro%00&form_key={}&csrf_token={token}",
+                uuid::Uuid::new_v4()
+            ),
+        ),
+        (
+            "/billing/top-up",
+            format!(
+                "amount_eur=10%00&form_key={}&csrf_token={token}",
+                uuid::Uuid::new_v4()
+            ),
+        ),
+        (
+            "/billing/downgrade",
+            format!("plan_code=%C0%AF&csrf_token={token}"),
+        ),
+    ] {
+        let res = app
+            .client
+            .post(app.url(path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            res.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{path} {body}"
+        );
+    }
+    for path in [
+        "/billing/top-up/success?session_id=cs_%00",
+        "/credits?before=%FF",
+    ] {
+        assert_eq!(
+            app.get(path).await.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{path}"
+        );
+    }
+    assert_eq!(app.count("select count(*) from api_keys").await, 0);
+    assert_eq!(app.count("select count(*) from top_ups").await, 0);
+}
