@@ -38,10 +38,19 @@ pub async fn connect(config: &Config) -> anyhow::Result<(PgPool, Option<Embedded
     Ok((db, embedded))
 }
 
-/// Applies the embedded migrations. sqlx takes a Postgres advisory lock while
-/// migrating, so several processes starting together apply each migration once.
+/// Applies the embedded migrations, then (with the `sandbox` feature) the Stripe
+/// sandbox's own, which live in `migrations/sandbox/`. Both migrators record their
+/// versions in the same `_sqlx_migrations` table, so each ignores the other's
+/// versions. sqlx takes a Postgres advisory lock while migrating, so several
+/// processes starting together apply each migration once.
 pub async fn migrate(db: &PgPool) -> anyhow::Result<()> {
-    sqlx::migrate!().run(db).await.context("run migrations")?;
+    let mut migrator = sqlx::migrate!();
+    migrator.set_ignore_missing(true);
+    migrator.run(db).await.context("run migrations")?;
+    #[cfg(feature = "sandbox")]
+    crate::sandbox::migrate(db)
+        .await
+        .context("run sandbox migrations")?;
     PostgresStore::new(db.clone())
         .migrate()
         .await

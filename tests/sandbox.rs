@@ -101,6 +101,8 @@ struct TestApp {
 
 impl TestApp {
     async fn spawn(pool: PgPool, webhook_url: &str, retry_base_delay: Duration) -> Self {
+        // `#[sqlx::test]` applies only the app's migrations
+        sandbox::migrate(&pool).await.unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let config = SandboxConfig {
@@ -633,4 +635,27 @@ async fn bad_keys_ids_and_params_get_stripe_errors(pool: PgPool) {
         assert_eq!(reply["error"]["param"], param, "{body}: {reply}");
         assert_eq!(reply["error"]["type"], "invalid_request_error");
     }
+}
+
+#[sqlx::test]
+async fn sandbox_migrations_run_beside_the_apps_and_again_without_change(pool: PgPool) {
+    billfold::startup::migrate(&pool).await.unwrap();
+    billfold::startup::migrate(&pool).await.unwrap();
+    sandbox::migrate(&pool).await.unwrap();
+    let sandbox_versions: Vec<i64> = sqlx::query_scalar(
+        "select version from _sqlx_migrations where description like 'sandbox%' order by version",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    // the versions (and checksums) databases migrated before the move recorded
+    assert!(
+        sandbox_versions.starts_with(&[20261121000100, 20261122000100]),
+        "{sandbox_versions:?}"
+    );
+    let clocks: i64 = sqlx::query_scalar("select count(*) from sandbox_clocks")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(clocks, 1);
 }

@@ -75,6 +75,8 @@ impl TestApp {
             .with_state(Arc::clone(&deliveries));
         let endpoint_addr = serve(endpoint).await;
 
+        // `#[sqlx::test]` applies only the app's migrations
+        sandbox::migrate(&pool).await.unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let config = SandboxConfig {

@@ -72,6 +72,8 @@ impl TestApp {
         )
         .await;
 
+        // `#[sqlx::test]` applies only the app's migrations
+        sandbox::migrate(&pool).await.unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let config = SandboxConfig {

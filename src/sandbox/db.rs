@@ -1,5 +1,5 @@
 //! SQL of the sandbox: the generic object store, idempotency keys, the clock, events
-//! and webhook deliveries (tables in `migrations/20261121000100_sandbox.sql`).
+//! and webhook deliveries (tables in `migrations/sandbox/`).
 //! Free functions on `&mut PgConnection`; callers own the transaction.
 
 use serde_json::Value;

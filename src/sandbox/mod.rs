@@ -5,10 +5,11 @@
 //! with base URL `{public_base_url}/sandbox/`.
 //!
 //! Owns tables `sandbox_objects`, `sandbox_idempotency_keys`, `sandbox_clocks`,
-//! `sandbox_events` and `sandbox_webhook_deliveries`. New resources plug into the same
-//! pieces: objects live in the generic store (`db`), are built from Stripe's fixtures
-//! (`objects`), announce changes through `events::emit`, and read time from the
-//! sandbox clock (`db::now`).
+//! `sandbox_events` and `sandbox_webhook_deliveries`, created by its own migrations
+//! in `migrations/sandbox/` ([`migrate`]), so a build without the feature has none.
+//! New resources plug into the same pieces: objects live in the generic store
+//! (`db`), are built from Stripe's fixtures (`objects`), announce changes through
+//! `events::emit`, and read time from the sandbox clock (`db::now`).
 
 mod billing;
 mod checkout;
@@ -42,6 +43,23 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 
 use error::ApiError;
+
+/// Creates or updates the sandbox's tables: runs the migrations in
+/// `migrations/sandbox/`, which the app's own migrator (`migrations/`) does not see.
+/// Both record their versions in `_sqlx_migrations`, so this migrator ignores the
+/// app's versions (and the app's ignores these). `startup::migrate` calls it after
+/// the app's migrations; tests that get a database from `#[sqlx::test]` (which applies
+/// only the app's migrations) call it themselves.
+///
+/// # Errors
+///
+/// Whatever sqlx reports: a database error, or a changed checksum of a migration
+/// already applied.
+pub async fn migrate(db: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    let mut migrator = sqlx::migrate!("migrations/sandbox");
+    migrator.set_ignore_missing(true);
+    migrator.run(db).await
+}
 
 /// The API key the app should give the async-stripe client in sandbox mode.
 pub const SANDBOX_SECRET_KEY: &str = "sk_test_billfold_sandbox";
