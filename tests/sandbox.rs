@@ -382,7 +382,21 @@ async fn the_hosted_page_shows_the_order_and_a_pay_button(pool: PgPool) {
         .select(&Selector::parse("link[rel=stylesheet]").unwrap())
         .next()
         .unwrap();
-    assert_eq!(stylesheet.attr("href"), Some("/static/sandbox.css"));
+    assert_eq!(stylesheet.attr("href"), Some("/sandbox/assets/sandbox.css"));
+    let css = app
+        .http
+        .get(app.url("/sandbox/assets/sandbox.css"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(css.status(), reqwest::StatusCode::OK);
+    assert!(
+        css.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/css")
+    );
+    assert!(css.text().await.unwrap().contains(".sandbox-banner"));
     assert!(
         page.select(&Selector::parse("script, style, [style]").unwrap())
             .next()

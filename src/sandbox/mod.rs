@@ -11,6 +11,7 @@
 //! (`db`), are built from Stripe's fixtures (`objects`), announce changes through
 //! `events::emit`, and read time from the sandbox clock (`db::now`).
 
+mod assets;
 mod billing;
 mod checkout;
 mod clock;
@@ -97,8 +98,8 @@ struct SandboxState {
 ///   sessions, events), behind [`SANDBOX_SECRET_KEY`];
 /// - `/v1/subscriptions`, `/v1/invoices` (with `create_preview`) and
 ///   `/v1/billing_portal/sessions`;
-/// - `GET /checkout/{id}` and `POST /checkout/{id}/pay`: the hosted Checkout page,
-///   styled by `/static/sandbox.css`, which the app serves;
+/// - `GET /checkout/{id}` and `POST /checkout/{id}/pay`: the hosted Checkout page;
+/// - `GET /assets/sandbox.css`: the hosted pages' stylesheet;
 /// - `GET /invoices/{id}` and `/invoices/{id}/pdf`: hosted invoice page and PDF;
 /// - `GET /portal/{id}` and `POST /portal/{id}/{switch,cancel,resume,card}`: the
 ///   hosted customer portal;
@@ -167,6 +168,7 @@ pub fn router(db: PgPool, config: SandboxConfig) -> Router {
 
     Router::new()
         .nest("/v1", api)
+        .route("/assets/sandbox.css", get(assets::stylesheet))
         .route("/checkout/{id}", get(checkout::checkout_page))
         .route("/checkout/{id}/pay", post(checkout::pay))
         .route("/invoices/{id}", get(invoices::invoice_page))
