@@ -258,8 +258,9 @@ fn sandbox_parts(
             sandbox_db.close().await;
         });
     }
-    let router = sandbox::router(sandbox_db, sandbox_config(config, base_url, webhook_secret));
-    Ok((stripe, Some(router)))
+    // `routers.control` (clock, faults, disputes, test cards) is where the guard goes
+    let routers = sandbox::router(sandbox_db, sandbox_config(config, base_url, webhook_secret));
+    Ok((stripe, Some(routers.stripe.merge(routers.control))))
 }
 
 #[cfg(not(feature = "sandbox"))]

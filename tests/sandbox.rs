@@ -10,11 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Request, StatusCode};
 use axum::routing::post;
-use billfold::sandbox::{self, SANDBOX_SECRET_KEY, SandboxConfig};
+use billfold::sandbox::{self, ControlCsrfToken, SANDBOX_SECRET_KEY, SandboxConfig};
 use scraper::{Html, Selector};
 use sqlx::PgPool;
 use stripe::{IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
@@ -29,6 +29,7 @@ use stripe_core::customer::{CreateCustomer, RetrieveCustomer, RetrieveCustomerRe
 use stripe_webhook::{EventObject, Webhook};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tower::ServiceExt;
 
 const WEBHOOK_SECRET: &str = "whsec_billfold_sandbox_test";
 
@@ -112,7 +113,8 @@ impl TestApp {
             retry_base_delay,
             max_attempts: 8,
         };
-        let app = Router::new().nest("/sandbox", sandbox::router(pool, config));
+        let routers = sandbox::router(pool, config);
+        let app = Router::new().nest("/sandbox", routers.stripe.merge(routers.control));
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Self {
             addr,
@@ -672,4 +674,61 @@ async fn sandbox_migrations_run_beside_the_apps_and_again_without_change(pool: P
         .await
         .unwrap();
     assert_eq!(clocks, 1);
+}
+
+#[sqlx::test]
+async fn control_routes_live_in_the_control_router_with_the_staff_csrf_token(pool: PgPool) {
+    sandbox::migrate(&pool).await.unwrap();
+    let config = SandboxConfig {
+        public_base_url: "http://127.0.0.1:9".to_owned(),
+        webhook_url: NO_ENDPOINT.to_owned(),
+        webhook_secret: WEBHOOK_SECRET.into(),
+        retry_base_delay: Duration::from_millis(50),
+        max_attempts: 8,
+    };
+    let routers = sandbox::router(pool, config);
+    let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+
+    for path in ["/clock", "/faults"] {
+        let stripe = routers.stripe.clone().oneshot(get(path)).await.unwrap();
+        assert_eq!(stripe.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    for path in [
+        "/v1/customers/cus_1",
+        "/checkout/cs_1",
+        "/assets/sandbox.css",
+    ] {
+        let control = routers.control.clone().oneshot(get(path)).await.unwrap();
+        assert_eq!(control.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+
+    let page = |response: axum::response::Response| async move {
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        Html::parse_document(std::str::from_utf8(&body).unwrap())
+    };
+    let field = Selector::parse("form input[name=csrf_token]").unwrap();
+    let loopback = page(
+        routers
+            .control
+            .clone()
+            .oneshot(get("/clock"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(loopback.select(&field).next().is_none());
+    let staff = routers
+        .control
+        .clone()
+        .layer(axum::Extension(ControlCsrfToken("tok-123".to_owned())))
+        .oneshot(get("/clock"))
+        .await
+        .unwrap();
+    assert_eq!(staff.status(), StatusCode::OK);
+    let staff = page(staff).await;
+    let token = staff.select(&field).next().expect("a csrf_token field");
+    assert_eq!(token.attr("type"), Some("hidden"));
+    assert_eq!(token.attr("value"), Some("tok-123"));
 }

@@ -1,8 +1,10 @@
 //! The built-in Stripe sandbox (DESIGN.md, "The Stripe sandbox"): a small stateful
-//! stand-in for the part of Stripe's REST API billfold calls, its hosted Checkout page,
-//! and signed webhook delivery with retries. billfold mounts it under `/sandbox` when no
-//! real Stripe key is configured and talks to it through the real async-stripe client
-//! with base URL `{public_base_url}/sandbox/`.
+//! stand-in for the part of Stripe's REST API billfold calls, its hosted Checkout,
+//! invoice and portal pages, signed webhook delivery with retries, and control
+//! routes for what Stripe does on its own (time passing) or what tests set (test
+//! cards). billfold mounts it under `/sandbox` when no real Stripe key is configured
+//! and talks to it through the real async-stripe client with base URL
+//! `{public_base_url}/sandbox/`.
 //!
 //! Owns tables `sandbox_objects`, `sandbox_idempotency_keys`, `sandbox_clocks`,
 //! `sandbox_events` and `sandbox_webhook_deliveries`, created by its own migrations
@@ -65,7 +67,7 @@ pub async fn migrate(db: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
 /// The API key the app should give the async-stripe client in sandbox mode.
 pub const SANDBOX_SECRET_KEY: &str = "sk_test_billfold_sandbox";
 
-/// Where the app mounts [`router`]; hosted page URLs and forms use it.
+/// Where the app mounts the [`router`]s; hosted page URLs and forms use it.
 const MOUNT_PATH: &str = "/sandbox";
 
 /// How the sandbox reaches billfold.
@@ -92,24 +94,42 @@ struct SandboxState {
     new_event: Arc<Notify>,
 }
 
-/// The sandbox's routes, to be nested at `/sandbox`:
-///
-/// - `/v1/...`: the Stripe API subset (customers, products, prices, checkout
-///   sessions, events), behind [`SANDBOX_SECRET_KEY`];
-/// - `/v1/subscriptions`, `/v1/invoices` (with `create_preview`) and
-///   `/v1/billing_portal/sessions`;
-/// - `GET /checkout/{id}` and `POST /checkout/{id}/pay`: the hosted Checkout page;
-/// - `GET /assets/sandbox.css`: the hosted pages' stylesheet;
-/// - `GET /invoices/{id}` and `/invoices/{id}/pdf`: hosted invoice page and PDF;
-/// - `GET /portal/{id}` and `POST /portal/{id}/{switch,cancel,resume,card}`: the
-///   hosted customer portal;
-/// - `GET /clock` and `POST /clock/advance` (`days`): the sandbox clock ([`advance`]);
-/// - `POST /test/customers/{id}/card` (`card=succeeding|declining`): a test hook
-///   setting a customer's test card, as the portal's "update card" does.
+/// The CSRF token the app's guard of the control routes hands the sandbox, as a
+/// request extension, for a signed-in staff member: control pages (the clock) put
+/// it in a hidden `csrf_token` field of their forms. Without it, forms have no
+/// such field (loopback use needs none).
+#[derive(Debug, Clone)]
+pub struct ControlCsrfToken(pub String);
+
+/// The sandbox's two routers, both to be nested at `/sandbox` (merge them first):
+/// what stands in for Stripe, and what controls the sandbox.
+pub struct SandboxRouters {
+    /// What real Stripe serves:
+    ///
+    /// - `/v1/...`: the Stripe API subset, behind [`SANDBOX_SECRET_KEY`]: customers,
+    ///   products, prices, checkout sessions, events, subscriptions, invoices (with
+    ///   `create_preview`) and billing portal sessions;
+    /// - `GET /checkout/{id}` and `POST /checkout/{id}/pay`: the hosted Checkout page;
+    /// - `GET /invoices/{id}` and `/invoices/{id}/pdf`: hosted invoice page and PDF;
+    /// - `GET /portal/{id}` and `POST /portal/{id}/{switch,cancel,resume,card}`: the
+    ///   hosted customer portal;
+    /// - `GET /assets/sandbox.css`: the hosted pages' stylesheet.
+    pub stripe: Router,
+    /// What moves time or sets test cards. The app must let only loopback or a
+    /// signed-in staff member (with a CSRF token, see [`ControlCsrfToken`]) reach it:
+    ///
+    /// - `GET /clock` and `POST /clock/advance` (`days`, form or JSON): the sandbox
+    ///   clock ([`advance`]);
+    /// - `POST /test/customers/{id}/card` (`card=succeeding|declining`): a
+    ///   customer's test card, as the portal's "update card" sets it.
+    pub control: Router,
+}
+
+/// The sandbox's routers (see [`SandboxRouters`]), to be nested at `/sandbox`.
 ///
 /// Also starts the webhook worker on the current tokio runtime; it first delivers
 /// whatever a previous process left pending, and stops when `db` is closed.
-pub fn router(db: PgPool, config: SandboxConfig) -> Router {
+pub fn router(db: PgPool, config: SandboxConfig) -> SandboxRouters {
     let state = SandboxState {
         db,
         config: Arc::new(config),
@@ -166,7 +186,7 @@ pub fn router(db: PgPool, config: SandboxConfig) -> Router {
         .layer(axum::middleware::from_fn(middleware::require_secret_key))
         .layer(axum::middleware::from_fn(middleware::request_id));
 
-    Router::new()
+    let stripe = Router::new()
         .nest("/v1", api)
         .route("/assets/sandbox.css", get(assets::stylesheet))
         .route("/checkout/{id}", get(checkout::checkout_page))
@@ -178,10 +198,15 @@ pub fn router(db: PgPool, config: SandboxConfig) -> Router {
         .route("/portal/{id}/cancel", post(portal::cancel))
         .route("/portal/{id}/resume", post(portal::resume))
         .route("/portal/{id}/card", post(portal::update_card))
+        .with_state(state.clone());
+
+    let control = Router::new()
         .route("/clock", get(clock::clock_page))
         .route("/clock/advance", post(clock::advance_clock))
         .route("/test/customers/{id}/card", post(portal::set_customer_card))
-        .with_state(state)
+        .with_state(state);
+
+    SandboxRouters { stripe, control }
 }
 
 /// Stripe's reply to a path it does not serve.
