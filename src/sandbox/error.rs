@@ -125,6 +125,18 @@ impl ApiError {
             message,
         }
     }
+
+    /// 404 `resource_missing` for an id given in parameter `param` (e.g. a refund's
+    /// `charge`), worded as Stripe does.
+    pub(crate) fn no_such_param(object: &str, param: &str, id: &str) -> Self {
+        Self::Refused {
+            status: StatusCode::NOT_FOUND,
+            kind: ErrorType::InvalidRequest,
+            code: Some("resource_missing"),
+            param: Some(param.to_owned()),
+            message: format!("No such {object}: '{id}'"),
+        }
+    }
 }
 
 impl From<SandboxError> for ApiError {

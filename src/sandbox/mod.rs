@@ -6,9 +6,10 @@
 //! and talks to it through the real async-stripe client with base URL
 //! `{public_base_url}/sandbox/`.
 //!
-//! Owns tables `sandbox_objects`, `sandbox_idempotency_keys`, `sandbox_clocks`,
-//! `sandbox_events` and `sandbox_webhook_deliveries`, created by its own migrations
-//! in `migrations/sandbox/` ([`migrate`]), so a build without the feature has none.
+//! Owns tables `sandbox_objects` (every Stripe object, including payment intents,
+//! charges and refunds), `sandbox_idempotency_keys`, `sandbox_clocks`,
+//! `sandbox_events` and `sandbox_webhook_deliveries`, created by its own migrations in
+//! `migrations/sandbox/` ([`migrate`]), so a build without the feature has none.
 //! New resources plug into the same pieces: objects live in the generic store
 //! (`db`), are built from Stripe's fixtures (`objects`), announce changes through
 //! `events::emit`, and read time from the sandbox clock (`db::now`).
@@ -26,9 +27,11 @@ mod lists;
 mod middleware;
 mod objects;
 mod params;
+mod payments;
 mod portal;
 mod prices;
 mod products;
+mod refunds;
 mod subscriptions;
 mod webhooks;
 
@@ -108,7 +111,8 @@ pub struct SandboxRouters {
     ///
     /// - `/v1/...`: the Stripe API subset, behind [`SANDBOX_SECRET_KEY`]: customers,
     ///   products, prices, checkout sessions, events, subscriptions, invoices (with
-    ///   `create_preview`) and billing portal sessions;
+    ///   `create_preview`), billing portal sessions, payment intents, charges and
+    ///   refunds (`POST /v1/refunds`, `GET /v1/refunds/{id}`);
     /// - `GET /checkout/{id}` and `POST /checkout/{id}/pay`: the hosted Checkout page;
     /// - `GET /invoices/{id}` and `/invoices/{id}/pdf`: hosted invoice page and PDF;
     /// - `GET /portal/{id}` and `POST /portal/{id}/{switch,cancel,resume,card}`: the
@@ -178,6 +182,13 @@ pub fn router(db: PgPool, config: SandboxConfig) -> SandboxRouters {
         .route("/invoices/create_preview", post(invoices::create_preview))
         .route("/invoices/{id}", get(invoices::retrieve_invoice))
         .route("/billing_portal/sessions", post(portal::create_session))
+        .route(
+            "/payment_intents/{id}",
+            get(payments::retrieve_payment_intent),
+        )
+        .route("/charges/{id}", get(payments::retrieve_charge))
+        .route("/refunds", post(refunds::create_refund))
+        .route("/refunds/{id}", get(refunds::retrieve_refund))
         .fallback(unknown_endpoint)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
