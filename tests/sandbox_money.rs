@@ -1,7 +1,7 @@
 //! Money moving back in the Stripe sandbox: payment intents and charges of paid
-//! checkout sessions and refunds through async-stripe's `CreateRefund`. Every event is
-//! received by a webhook endpoint and parsed with `Webhook::construct_event`, as
-//! billfold does.
+//! checkout sessions, refunds through async-stripe's `CreateRefund`, and disputes
+//! opened and closed by the control functions and routes. Every event is received by
+//! a webhook endpoint and parsed with `Webhook::construct_event`, as billfold does.
 
 #![cfg(feature = "sandbox")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -16,8 +16,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use billfold::sandbox::{self, SANDBOX_SECRET_KEY, SandboxConfig};
-use serde_json::Value;
+use billfold::sandbox::{self, ControlError, DisputeOutcome, SANDBOX_SECRET_KEY, SandboxConfig};
+use serde_json::{Value, json};
 use sqlx::PgPool;
 use stripe::{IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
 use stripe_checkout::CheckoutSessionMode;
@@ -28,8 +28,11 @@ use stripe_checkout::checkout_session::{
 use stripe_core::charge::RetrieveCharge;
 use stripe_core::customer::CreateCustomer;
 use stripe_core::refund::{CreateRefund, CreateRefundReason, RetrieveRefund};
+use stripe_product::price::{CreatePrice, CreatePriceRecurring, CreatePriceRecurringInterval};
+use stripe_product::product::CreateProduct;
 use stripe_shared::{
-    Charge, ChargeStatus, PaymentIntent, PaymentIntentStatus, Refund, RefundReason,
+    Charge, ChargeStatus, Dispute, DisputeStatus, PaymentIntent, PaymentIntentStatus, Refund,
+    RefundReason,
 };
 use stripe_webhook::{EventObject, Webhook};
 use tokio::net::TcpListener;
@@ -179,6 +182,44 @@ impl TestApp {
         RetrieveCharge::new(id).send(&self.stripe).await.unwrap()
     }
 
+    /// A €49.00 monthly subscription of a new customer, paid through Checkout.
+    async fn subscription(&self) -> String {
+        let product = CreateProduct::new("Pro").send(&self.stripe).await.unwrap();
+        let price = CreatePrice::new("eur".parse::<stripe_types::Currency>().unwrap())
+            .product(product.id.as_str())
+            .unit_amount(4900)
+            .recurring(CreatePriceRecurring::new(
+                CreatePriceRecurringInterval::Month,
+            ))
+            .send(&self.stripe)
+            .await
+            .unwrap();
+        let customer = CreateCustomer::new().send(&self.stripe).await.unwrap();
+        let mut item = CreateCheckoutSessionLineItems::new();
+        item.price = Some(price.id.to_string());
+        item.quantity = Some(1);
+        let session = CreateCheckoutSession::new()
+            .mode(CheckoutSessionMode::Subscription)
+            .line_items(vec![item])
+            .customer(customer.id.as_str())
+            .send(&self.stripe)
+            .await
+            .unwrap();
+        self.http
+            .post(self.url(&format!("/sandbox/checkout/{}/pay", session.id)))
+            .send()
+            .await
+            .unwrap();
+        RetrieveCheckoutSession::new(session.id.as_str())
+            .send(&self.stripe)
+            .await
+            .unwrap()
+            .subscription
+            .unwrap()
+            .id()
+            .to_string()
+    }
+
     /// Event types in the order they were emitted.
     async fn event_types(&self) -> Vec<String> {
         sqlx::query_scalar("select event_type from sandbox_events order by created_at, event_id")
@@ -210,6 +251,18 @@ impl TestApp {
             .collect();
         events.sort_by_key(|(created, _)| *created);
         events.into_iter().map(|(_, event)| event).collect()
+    }
+
+    async fn post_json(&self, path: &str, body: Value) -> (reqwest::StatusCode, Value) {
+        let response = self
+            .http
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
     }
 }
 
@@ -251,11 +304,28 @@ fn refunded_charges(events: &[stripe_webhook::Event]) -> Vec<&Charge> {
         .collect()
 }
 
+fn disputes_of(events: &[stripe_webhook::Event], event_type: &str) -> Vec<Dispute> {
+    events
+        .iter()
+        .filter(|event| event.type_.as_str() == event_type)
+        .map(|event| match &event.data.object {
+            EventObject::ChargeDisputeCreated(dispute)
+                if event_type == "charge.dispute.created" =>
+            {
+                (**dispute).clone()
+            }
+            EventObject::ChargeDisputeClosed(dispute) if event_type == "charge.dispute.closed" => {
+                (**dispute).clone()
+            }
+            other => panic!("{event_type} parsed as {other:?}"),
+        })
+        .collect()
+}
+
 #[sqlx::test]
 async fn paying_a_credit_pack_leaves_a_succeeded_payment_intent_and_charge(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
     let paid = app.pay_credit_pack().await;
-    assert!(paid.session.starts_with("cs_"));
     assert!(paid.payment_intent.starts_with("pi_"));
     assert!(paid.charge.starts_with("ch_"));
 
@@ -301,6 +371,18 @@ async fn paying_a_credit_pack_leaves_a_succeeded_payment_intent_and_charge(pool:
         .await
         .unwrap();
     assert!(expanded.refunds.unwrap().data.is_empty());
+
+    // the CLI resolves a checkout session (or either id) to the payment to refund
+    for id in [&paid.session, &paid.payment_intent, &paid.charge] {
+        let payment = sandbox::find_payment(&app.pool, id).await.unwrap();
+        assert_eq!(payment.payment_intent, paid.payment_intent);
+        assert_eq!(payment.charge, paid.charge);
+    }
+    let missing = sandbox::find_payment(&app.pool, "cs_test_missing").await;
+    assert!(
+        matches!(missing, Err(ControlError::NotFound(_))),
+        "{missing:?}"
+    );
 
     let missing = RetrieveCharge::new("ch_missing")
         .send(&app.stripe)
@@ -564,4 +646,176 @@ async fn a_retried_refund_with_the_same_idempotency_key_refunds_once(pool: PgPoo
         .unwrap();
     assert_eq!(first.id, second.id);
     assert_eq!(app.charge(&paid.charge).await.amount_refunded, 1000);
+}
+
+#[sqlx::test]
+async fn a_dispute_opens_on_what_is_left_blocks_refunds_and_closes(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let paid = app.pay_credit_pack().await;
+    CreateRefund::new()
+        .charge(paid.charge.as_str())
+        .amount(1000)
+        .send(&app.stripe)
+        .await
+        .unwrap();
+
+    // a checkout session id resolves to its payment
+    let dispute = sandbox::open_dispute(&pool, &paid.session).await.unwrap();
+    assert!(dispute.id.starts_with("dp_"));
+    assert_eq!((dispute.amount, dispute.currency.as_str()), (3000, "eur"));
+    assert_eq!(dispute.status, "needs_response");
+    assert_eq!(dispute.charge, paid.charge);
+    assert_eq!(
+        dispute.payment_intent.as_deref(),
+        Some(&*paid.payment_intent)
+    );
+    assert!(app.charge(&paid.charge).await.disputed);
+
+    let again = sandbox::open_dispute(&pool, &paid.charge).await;
+    assert!(matches!(again, Err(ControlError::Conflict(_))), "{again:?}");
+    let refund = CreateRefund::new()
+        .charge(paid.charge.as_str())
+        .send(&app.stripe)
+        .await
+        .unwrap_err();
+    let (error, status) = stripe_error(refund);
+    assert_eq!(
+        (status, code(&error).as_deref()),
+        (400, Some("charge_disputed"))
+    );
+
+    // a payment intent id finds the dispute too
+    let closed = sandbox::close_dispute(&pool, &paid.payment_intent, DisputeOutcome::Lost)
+        .await
+        .unwrap();
+    assert_eq!(
+        (closed.id.as_str(), closed.status.as_str()),
+        (&*dispute.id, "lost")
+    );
+    let twice = sandbox::close_dispute(&pool, &dispute.id, DisputeOutcome::Won).await;
+    assert!(matches!(twice, Err(ControlError::Conflict(_))), "{twice:?}");
+
+    let events = app.delivered_events().await;
+    let [created] = disputes_of(&events, "charge.dispute.created")
+        .try_into()
+        .unwrap();
+    assert_eq!(created.id.as_str(), dispute.id);
+    assert_eq!(created.status, DisputeStatus::NeedsResponse);
+    assert_eq!(created.reason, "fraudulent");
+    assert_eq!(
+        (created.amount, &created.currency),
+        (3000, &stripe_types::Currency::EUR)
+    );
+    assert_eq!(created.charge.id().as_str(), paid.charge);
+    assert!(!created.is_charge_refundable);
+    assert!(created.evidence_details.due_by.unwrap() > created.created);
+    let [closed] = disputes_of(&events, "charge.dispute.closed")
+        .try_into()
+        .unwrap();
+    assert_eq!(closed.status, DisputeStatus::Lost);
+}
+
+#[sqlx::test]
+async fn unknown_unpaid_or_refunded_payments_cannot_be_disputed(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    for id in ["cs_test_missing", "pi_missing", "ch_missing", "whatever"] {
+        let refused = sandbox::open_dispute(&pool, id).await;
+        assert!(
+            matches!(refused, Err(ControlError::NotFound(_))),
+            "{id}: {refused:?}"
+        );
+    }
+    let subscription_session: String = {
+        app.subscription().await;
+        sqlx::query_scalar(
+            "select object_id from sandbox_objects where object_type = 'checkout.session'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let refused = sandbox::open_dispute(&pool, &subscription_session).await;
+    assert!(
+        matches!(refused, Err(ControlError::Conflict(_))),
+        "{refused:?}"
+    );
+
+    let paid = app.pay_credit_pack().await;
+    let no_dispute = sandbox::close_dispute(&pool, &paid.charge, DisputeOutcome::Won).await;
+    assert!(
+        matches!(no_dispute, Err(ControlError::NotFound(_))),
+        "{no_dispute:?}"
+    );
+    CreateRefund::new()
+        .charge(paid.charge.as_str())
+        .send(&app.stripe)
+        .await
+        .unwrap();
+    let refused = sandbox::open_dispute(&pool, &paid.payment_intent).await;
+    assert!(
+        matches!(refused, Err(ControlError::Conflict(_))),
+        "{refused:?}"
+    );
+    assert!(!app.charge(&paid.charge).await.disputed);
+}
+
+#[sqlx::test]
+async fn the_dispute_routes_take_json_or_forms_and_a_won_dispute_allows_refunds(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let paid = app.pay_credit_pack().await;
+
+    let (status, dispute) = app
+        .post_json("/sandbox/disputes", json!({ "payment": paid.charge }))
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{dispute}");
+    assert_eq!(dispute["object"], "dispute");
+    assert_eq!(dispute["amount"], 4000);
+    assert!(dispute.get("_sandbox_dispute").is_none());
+    let id = dispute["id"].as_str().unwrap();
+
+    let closed = app
+        .http
+        .post(app.url(&format!("/sandbox/disputes/{id}/close")))
+        .form(&[("outcome", "won"), ("csrf_token", "ignored-here")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(closed.status(), reqwest::StatusCode::OK);
+    let closed: Value = closed.json().await.unwrap();
+    assert_eq!(closed["status"], "won");
+    let refund = CreateRefund::new()
+        .charge(paid.charge.as_str())
+        .send(&app.stripe)
+        .await
+        .unwrap();
+    assert_eq!(refund.amount, 4000);
+
+    let (status, error) = app
+        .post_json("/sandbox/disputes", json!({ "payment": "pi_missing" }))
+        .await;
+    assert_eq!(status, reqwest::StatusCode::NOT_FOUND);
+    assert_eq!(error["error"]["type"], "invalid_request_error");
+    let (status, _) = app.post_json("/sandbox/disputes", json!({})).await;
+    assert_eq!(status, reqwest::StatusCode::BAD_REQUEST);
+    let (status, _) = app
+        .post_json(
+            &format!("/sandbox/disputes/{id}/close"),
+            json!({ "outcome": "maybe" }),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::BAD_REQUEST);
+    let (status, _) = app
+        .post_json(
+            &format!("/sandbox/disputes/{id}/close"),
+            json!({ "outcome": "lost" }),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CONFLICT);
+
+    let events = app.delivered_events().await;
+    assert_eq!(disputes_of(&events, "charge.dispute.created").len(), 1);
+    let [won] = disputes_of(&events, "charge.dispute.closed")
+        .try_into()
+        .unwrap();
+    assert_eq!(won.status, DisputeStatus::Won);
 }

@@ -1,5 +1,6 @@
-//! Errors of the sandbox: internal failures (`SandboxError`) and the Stripe-shaped
-//! API error replies (`ApiError`) that async-stripe turns into `StripeError::Stripe`.
+//! Errors of the sandbox: internal failures (`SandboxError`), refusals of its control
+//! functions (`ControlError`), and the Stripe-shaped API error replies (`ApiError`)
+//! that async-stripe turns into `StripeError::Stripe`.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -9,14 +10,19 @@ use serde_json::{Map, Value, json};
 /// Something inside the sandbox failed; never caused by the caller's input.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
+    /// A query failed (or the pool is closed).
     #[error("sandbox database query failed")]
     Database(#[from] sqlx::Error),
+    /// An object or fixture could not be read or written as JSON.
     #[error("sandbox object is not valid json")]
     Json(#[from] serde_json::Error),
+    /// A stored object lacks a field the sandbox relies on.
     #[error("stored sandbox object {0} has an unexpected shape")]
     Corrupt(String),
+    /// Something that should not happen did (or an argument out of range).
     #[error("unexpected sandbox failure: {0}")]
     Unexpected(&'static str),
+    /// A hosted page's template failed.
     #[error("sandbox page failed to render")]
     Template(#[from] askama::Error),
 }
@@ -30,6 +36,32 @@ impl IntoResponse for SandboxError {
             "the billfold stripe sandbox failed; see the server log",
         )
             .into_response()
+    }
+}
+
+/// Why a control function of the sandbox (disputes) refused or failed. The
+/// control routes answer it as JSON in Stripe's error shape with the status each
+/// variant names.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The input is not valid, e.g. a dispute outcome other than `won` or `lost` (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// No payment or dispute has this id (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The object's state does not allow it, e.g. the payment is already disputed or
+    /// fully refunded, or the dispute is already closed (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The sandbox itself failed (500).
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+}
+
+impl From<sqlx::Error> for ControlError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Sandbox(error.into())
     }
 }
 
@@ -154,6 +186,18 @@ impl From<sqlx::Error> for ApiError {
 impl From<serde_json::Error> for ApiError {
     fn from(error: serde_json::Error) -> Self {
         Self::Internal(error.into())
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(error: ControlError) -> Self {
+        let (status, message) = match error {
+            ControlError::Invalid(message) => (StatusCode::BAD_REQUEST, message),
+            ControlError::NotFound(message) => (StatusCode::NOT_FOUND, message),
+            ControlError::Conflict(message) => (StatusCode::CONFLICT, message),
+            ControlError::Sandbox(error) => return Self::Internal(error),
+        };
+        Self::refused(status, ErrorType::InvalidRequest, None, message)
     }
 }
 

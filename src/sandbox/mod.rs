@@ -1,13 +1,13 @@
 //! The built-in Stripe sandbox (DESIGN.md, "The Stripe sandbox"): a small stateful
 //! stand-in for the part of Stripe's REST API billfold calls, its hosted Checkout,
 //! invoice and portal pages, signed webhook delivery with retries, and control
-//! routes for what Stripe does on its own (time passing) or what tests set (test
-//! cards). billfold mounts it under `/sandbox` when no real Stripe key is configured
-//! and talks to it through the real async-stripe client with base URL
-//! `{public_base_url}/sandbox/`.
+//! routes and functions for what Stripe does on its own (time passing, disputes) or
+//! what tests set (test cards). billfold mounts it under `/sandbox` when no real
+//! Stripe key is configured and talks to it through the real async-stripe client with
+//! base URL `{public_base_url}/sandbox/`.
 //!
 //! Owns tables `sandbox_objects` (every Stripe object, including payment intents,
-//! charges and refunds), `sandbox_idempotency_keys`, `sandbox_clocks`,
+//! charges, refunds and disputes), `sandbox_idempotency_keys`, `sandbox_clocks`,
 //! `sandbox_events` and `sandbox_webhook_deliveries`, created by its own migrations in
 //! `migrations/sandbox/` ([`migrate`]), so a build without the feature has none.
 //! New resources plug into the same pieces: objects live in the generic store
@@ -20,6 +20,7 @@ mod checkout;
 mod clock;
 mod customers;
 mod db;
+mod disputes;
 mod error;
 mod events;
 mod invoices;
@@ -37,6 +38,9 @@ mod webhooks;
 
 pub use billing::TestCard;
 pub use clock::advance;
+pub use disputes::{Dispute, DisputeOutcome, close_dispute, open_dispute};
+pub use error::{ControlError, SandboxError};
+pub use payments::{Payment, find_payment};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,13 +123,19 @@ pub struct SandboxRouters {
     ///   hosted customer portal;
     /// - `GET /assets/sandbox.css`: the hosted pages' stylesheet.
     pub stripe: Router,
-    /// What moves time or sets test cards. The app must let only loopback or a
-    /// signed-in staff member (with a CSRF token, see [`ControlCsrfToken`]) reach it:
+    /// What moves time, opens and closes disputes or sets test cards. The app must
+    /// let only loopback or a signed-in staff member (with a CSRF token, see
+    /// [`ControlCsrfToken`]) reach it:
     ///
     /// - `GET /clock` and `POST /clock/advance` (`days`, form or JSON): the sandbox
     ///   clock ([`advance`]);
     /// - `POST /test/customers/{id}/card` (`card=succeeding|declining`): a
-    ///   customer's test card, as the portal's "update card" sets it.
+    ///   customer's test card, as the portal's "update card" sets it;
+    /// - `POST /disputes` (`payment`: a `cs_`, `pi_` or `ch_` id, form or JSON; 200
+    ///   with the dispute) and `POST /disputes/{id}/close` (`outcome=won|lost`):
+    ///   [`open_dispute`] and [`close_dispute`].
+    ///
+    /// Errors are JSON in Stripe's error shape.
     pub control: Router,
 }
 
@@ -215,6 +225,8 @@ pub fn router(db: PgPool, config: SandboxConfig) -> SandboxRouters {
         .route("/clock", get(clock::clock_page))
         .route("/clock/advance", post(clock::advance_clock))
         .route("/test/customers/{id}/card", post(portal::set_customer_card))
+        .route("/disputes", post(disputes::open_dispute_route))
+        .route("/disputes/{id}/close", post(disputes::close_dispute_route))
         .with_state(state);
 
     SandboxRouters { stripe, control }

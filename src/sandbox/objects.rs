@@ -861,6 +861,11 @@ pub(crate) fn portal_session(
 const PAYMENT_INTENT_FIXTURE: &str = include_str!("fixtures/payment_intent.json");
 const CHARGE_FIXTURE: &str = include_str!("fixtures/charge.json");
 const REFUND_FIXTURE: &str = include_str!("fixtures/refund.json");
+const DISPUTE_FIXTURE: &str = include_str!("fixtures/dispute.json");
+
+/// How long a merchant has to answer a dispute, from its creation (Stripe gives
+/// about 7 to 21 days depending on the network; the sandbox uses 7).
+const DISPUTE_RESPONSE_WINDOW_SECS: i64 = 7 * 86_400;
 
 /// A card payment that succeeded: the ids and amounts shared by its payment intent and
 /// charge.
@@ -1101,6 +1106,86 @@ pub(crate) fn refund(
     Ok(refund.into_value())
 }
 
+/// A card dispute of `charge` for `amount` (minor units), reason `fraudulent`,
+/// awaiting the merchant's response; no evidence yet.
+pub(crate) fn dispute(
+    id: &str,
+    created: i64,
+    charge: &Value,
+    amount: i64,
+) -> Result<Value, SandboxError> {
+    let evidence_fields = [
+        "access_activity_log",
+        "billing_address",
+        "cancellation_policy",
+        "cancellation_policy_disclosure",
+        "cancellation_rebuttal",
+        "customer_communication",
+        "customer_email_address",
+        "customer_name",
+        "customer_purchase_ip",
+        "customer_signature",
+        "duplicate_charge_documentation",
+        "duplicate_charge_explanation",
+        "duplicate_charge_id",
+        "product_description",
+        "receipt",
+        "refund_policy",
+        "refund_policy_disclosure",
+        "refund_refusal_explanation",
+        "service_date",
+        "service_documentation",
+        "shipping_address",
+        "shipping_carrier",
+        "shipping_date",
+        "shipping_documentation",
+        "shipping_tracking_number",
+        "uncategorized_file",
+        "uncategorized_text",
+    ];
+    let mut evidence: Map<String, Value> = evidence_fields
+        .iter()
+        .map(|field| ((*field).to_owned(), Value::Null))
+        .collect();
+    evidence.insert("enhanced_evidence".into(), json!({}));
+    let mut dispute = Fixture::load("dispute", DISPUTE_FIXTURE)?;
+    dispute
+        .set("id", json!(id))?
+        .set("created", json!(created))?
+        .set("amount", json!(amount))?
+        .set("currency", charge["currency"].clone())?
+        .set("charge", charge["id"].clone())?
+        .set("payment_intent", charge["payment_intent"].clone())?
+        .set("reason", json!("fraudulent"))?
+        .set("status", json!("needs_response"))?
+        .set("evidence", Value::Object(evidence))?
+        .set(
+            "evidence_details",
+            json!({
+                "due_by": created + DISPUTE_RESPONSE_WINDOW_SECS,
+                "enhanced_eligibility": {},
+                "has_evidence": false,
+                "past_due": false,
+                "submission_count": 0,
+            }),
+        )?
+        // a chargeback: the money is withdrawn, a refund cannot stop it
+        .set("is_charge_refundable", json!(false))?
+        .set("livemode", json!(false))?
+        .set("metadata", json!({}))?
+        .set(
+            "payment_method_details",
+            json!({
+                "card": {"brand": "visa", "case_type": "chargeback", "network": "visa",
+                         "network_reason_code": "10.4"},
+                "type": "card",
+            }),
+        )?
+        .set("balance_transactions", json!([]))?
+        .set("enhanced_eligibility_types", json!([]))?;
+    Ok(dispute.into_value())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -1166,7 +1251,7 @@ mod tests {
     }
 
     #[test]
-    fn a_refund_reads_as_an_async_stripe_type() {
+    fn a_refund_and_a_dispute_read_as_async_stripe_types() {
         let charge = charge(1_800_000_000, &payment()).unwrap();
         let refund = refund(
             "re_test",
@@ -1184,6 +1269,13 @@ mod tests {
         assert!(matches!(
             parse_event("refund.created", &refund),
             stripe_webhook::EventObject::RefundCreated(_)
+        ));
+        let dispute = dispute("dp_test", 1_800_000_200, &charge, 2500).unwrap();
+        let parsed: stripe_shared::Dispute = serde_json::from_value(dispute.clone()).unwrap();
+        assert_eq!(parsed.status, stripe_shared::DisputeStatus::NeedsResponse);
+        assert!(matches!(
+            parse_event("charge.dispute.created", &dispute),
+            stripe_webhook::EventObject::ChargeDisputeCreated(_)
         ));
     }
 }

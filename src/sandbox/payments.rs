@@ -1,6 +1,8 @@
 //! Payment intents and charges: the card payment a paid `payment`-mode checkout
 //! session makes ([`record_checkout_payment`]), `GET /v1/payment_intents/{id}` and
-//! `GET /v1/charges/{id}` (`expand[]=refunds` lists the charge's refunds).
+//! `GET /v1/charges/{id}` (`expand[]=refunds` lists the charge's refunds), and the
+//! lookup disputes and the CLI share: a checkout session, payment intent or charge id
+//! to the payment behind it ([`find_payment`]).
 //!
 //! Shapes: Stripe's `payment_intent` and `charge` objects
 //! (<https://docs.stripe.com/api/payment_intents/object>,
@@ -9,15 +11,19 @@
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use serde_json::Value;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 
-use super::error::{ApiError, SandboxError};
+use super::error::{ApiError, ControlError, SandboxError};
 use super::objects::{self, NewPayment};
 use super::params::{self, Param};
 use super::{SandboxState, db};
 
 pub(crate) const PAYMENT_INTENT: &str = "payment_intent";
 pub(crate) const CHARGE: &str = "charge";
+const CHECKOUT_SESSION: &str = "checkout.session";
+
+/// The charge field naming its dispute (`dp_...`), if any; never shown.
+pub(crate) const DISPUTE_FIELD: &str = "_sandbox_dispute";
 
 /// Stores the succeeded payment intent and card charge that pay `session` (an open
 /// `payment`-mode checkout session, not yet updated) in the caller's transaction;
@@ -88,6 +94,89 @@ pub(crate) async fn retrieve_charge(
         .await?
         .map(|charge| Json(objects::public_view(charge, &expand)))
         .ok_or_else(|| ApiError::no_such("charge", &id))
+}
+
+/// The ids of a card payment of the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payment {
+    /// The payment intent (`pi_...`).
+    pub payment_intent: String,
+    /// Its charge (`ch_...`).
+    pub charge: String,
+}
+
+/// The payment a checkout session (`cs_...`, paid in `payment` mode), payment
+/// intent (`pi_...`) or charge (`ch_...`) id names: e.g. to refund, through the API,
+/// the payment of a checkout session.
+///
+/// # Errors
+///
+/// [`ControlError::NotFound`] for an unknown id; [`ControlError::Conflict`] for a
+/// checkout session that is unpaid or in `subscription` mode (paid through its
+/// invoice).
+pub async fn find_payment(db: &PgPool, id: &str) -> Result<Payment, ControlError> {
+    let mut conn = db.acquire().await?;
+    let charge_id = charge_id_of(&mut conn, id).await?;
+    let charge = db::find_object(&mut conn, CHARGE, &charge_id)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    let payment_intent = charge["payment_intent"]
+        .as_str()
+        .ok_or_else(|| SandboxError::Corrupt("charge payment_intent".to_owned()))?;
+    Ok(Payment {
+        payment_intent: payment_intent.to_owned(),
+        charge: charge_id,
+    })
+}
+
+fn not_found(payment: &str) -> ControlError {
+    ControlError::NotFound(format!(
+        "no checkout session, payment intent or charge has id {payment}"
+    ))
+}
+
+/// The id of the charge behind `payment`: a charge id (`ch_...`), a payment intent
+/// id (`pi_...`, its latest charge) or a checkout session id (`cs_...`, the payment
+/// intent that paid it).
+async fn charge_id_of(conn: &mut PgConnection, payment: &str) -> Result<String, ControlError> {
+    if payment.starts_with("ch_") {
+        return Ok(payment.to_owned());
+    }
+    let intent_id = if payment.starts_with("cs_") {
+        let session = db::find_object(conn, CHECKOUT_SESSION, payment)
+            .await?
+            .ok_or_else(|| not_found(payment))?;
+        session["payment_intent"]
+            .as_str()
+            .ok_or_else(|| {
+                ControlError::Conflict(format!(
+                    "checkout session {payment} has no payment intent: it is unpaid, or a \
+                     subscription session (paid through its invoice)"
+                ))
+            })?
+            .to_owned()
+    } else {
+        payment.to_owned()
+    };
+    let intent = db::find_object(conn, PAYMENT_INTENT, &intent_id)
+        .await?
+        .ok_or_else(|| not_found(payment))?;
+    Ok(intent["latest_charge"]
+        .as_str()
+        .ok_or_else(|| ControlError::Conflict(format!("payment intent {intent_id} has no charge")))?
+        .to_owned())
+}
+
+/// The charge behind `payment` (see [`charge_id_of`]), locked until the transaction
+/// ends.
+pub(crate) async fn lock_charge_of(
+    conn: &mut PgConnection,
+    payment: &str,
+) -> Result<Value, ControlError> {
+    let charge_id = charge_id_of(conn, payment).await?;
+    db::lock_object(conn, CHARGE, &charge_id)
+        .await?
+        .ok_or_else(|| not_found(payment))
 }
 
 /// The minor units of `charge` not refunded yet.

@@ -15,7 +15,7 @@ use super::error::{ApiError, ErrorType, SandboxError};
 use super::middleware::RequestId;
 use super::objects::{self, NewRefund, RefundReason};
 use super::params::{self, Param};
-use super::payments::{self, CHARGE, PAYMENT_INTENT};
+use super::payments::{self, CHARGE, DISPUTE_FIELD, PAYMENT_INTENT};
 use super::{SandboxState, db, events};
 use crate::money::Money;
 
@@ -138,6 +138,7 @@ pub(crate) async fn create_refund(
     let mut charge = db::lock_object(&mut tx, CHARGE, &charge_id)
         .await?
         .ok_or_else(|| ApiError::no_such_param("charge", param, &charge_id))?;
+    refuse_if_charged_back(&mut tx, &charge, param).await?;
     let left = payments::unrefunded(&charge)?;
     if left == 0 {
         return Err(ApiError::invalid(
@@ -181,6 +182,32 @@ pub(crate) async fn create_refund(
     tx.commit().await?;
     state.new_event.notify_one();
     Ok(Json(objects::public_view(refund, &[])))
+}
+
+/// Stripe refuses to refund a charge whose chargeback is open or lost
+/// (`is_charge_refundable: false`); once the dispute is won it may be refunded.
+async fn refuse_if_charged_back(
+    conn: &mut sqlx::PgConnection,
+    charge: &Value,
+    param: &str,
+) -> Result<(), ApiError> {
+    let Some(dispute_id) = charge[DISPUTE_FIELD].as_str() else {
+        return Ok(());
+    };
+    let dispute = db::find_object(conn, "dispute", dispute_id)
+        .await?
+        .ok_or_else(|| SandboxError::Corrupt(format!("dispute {dispute_id} of a charge")))?;
+    if dispute["status"] == "won" {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        Some("charge_disputed"),
+        param,
+        format!(
+            "Charge {} has been charged back; cannot issue a refund.",
+            charge["id"].as_str().unwrap_or_default()
+        ),
+    ))
 }
 
 /// Adds `amount` to the charge's cumulative `amount_refunded`, marks it `refunded`
