@@ -674,6 +674,11 @@ async fn sandbox_migrations_run_beside_the_apps_and_again_without_change(pool: P
         .await
         .unwrap();
     assert_eq!(clocks, 1);
+    let faults: i64 = sqlx::query_scalar("select count(*) from sandbox_faults")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(faults, 0);
 }
 
 #[sqlx::test]

@@ -1,7 +1,8 @@
 //! Money moving back in the Stripe sandbox: payment intents and charges of paid
-//! checkout sessions, refunds through async-stripe's `CreateRefund`, and disputes
-//! opened and closed by the control functions and routes. Every event is received by
-//! a webhook endpoint and parsed with `Webhook::construct_event`, as billfold does.
+//! checkout sessions, refunds through async-stripe's `CreateRefund`, disputes opened
+//! and closed by the control functions and routes, and faults injected into the API.
+//! Every event is received by a webhook endpoint and parsed with
+//! `Webhook::construct_event`, as billfold does.
 
 #![cfg(feature = "sandbox")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -9,24 +10,28 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use billfold::sandbox::{self, ControlError, DisputeOutcome, SANDBOX_SECRET_KEY, SandboxConfig};
+use billfold::sandbox::{
+    self, ControlError, DisputeOutcome, Fault, SANDBOX_SECRET_KEY, SandboxConfig,
+};
 use serde_json::{Value, json};
 use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
 use stripe::{IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
+use stripe_billing::subscription::RetrieveSubscription;
 use stripe_checkout::CheckoutSessionMode;
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionLineItemsPriceData,
     ProductData, RetrieveCheckoutSession,
 };
 use stripe_core::charge::RetrieveCharge;
-use stripe_core::customer::CreateCustomer;
+use stripe_core::customer::{CreateCustomer, RetrieveCustomer};
 use stripe_core::refund::{CreateRefund, CreateRefundReason, RetrieveRefund};
 use stripe_product::price::{CreatePrice, CreatePriceRecurring, CreatePriceRecurringInterval};
 use stripe_product::product::CreateProduct;
@@ -818,4 +823,201 @@ async fn the_dispute_routes_take_json_or_forms_and_a_won_dispute_allows_refunds(
         .try_into()
         .unwrap();
     assert_eq!(won.status, DisputeStatus::Won);
+}
+
+#[sqlx::test]
+async fn a_faulted_endpoint_waits_or_fails_as_asked_and_others_are_unaffected(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let subscription = app.subscription().await;
+    let customer = CreateCustomer::new().send(&app.stripe).await.unwrap();
+    let request = RetrieveSubscription::new(subscription.as_str());
+    let retrieve = || request.send(&app.stripe);
+
+    sandbox::set_fault(
+        &pool,
+        &Fault {
+            method: Some("get".to_owned()),
+            path: "/v1/subscriptions".to_owned(),
+            delay_ms: 400,
+            count: Some(1),
+            ..Fault::default()
+        },
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let other = RetrieveCustomer::new(customer.id.clone())
+        .send(&app.stripe)
+        .await;
+    assert!(other.is_ok());
+    assert!(started.elapsed() < Duration::from_millis(300));
+    let started = Instant::now();
+    assert_eq!(retrieve().await.unwrap().id.as_str(), subscription);
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    let started = Instant::now();
+    retrieve().await.unwrap();
+    assert!(started.elapsed() < Duration::from_millis(300), "used up");
+
+    let fault = sandbox::set_fault(
+        &pool,
+        &Fault {
+            path: "/v1/subscriptions/".to_owned(),
+            status: Some(500),
+            count: Some(2),
+            ..Fault::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (fault.path.as_str(), fault.remaining),
+        ("/v1/subscriptions", Some(2))
+    );
+    let (error, status) = stripe_error(retrieve().await.unwrap_err());
+    assert_eq!(
+        (status, error.type_),
+        (500, stripe::ApiErrorsType::ApiError)
+    );
+    let faults: Value = app
+        .http
+        .get(app.url("/sandbox/faults"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(faults[0]["remaining"], 1, "{faults}");
+    assert_eq!(stripe_error(retrieve().await.unwrap_err()).1, 500);
+    assert!(retrieve().await.is_ok());
+    assert!(sandbox::list_faults(&pool).await.unwrap().is_empty());
+
+    let statuses = [
+        (
+            429,
+            stripe::ApiErrorsType::Unknown("rate_limit_error".to_owned()),
+        ),
+        (402, stripe::ApiErrorsType::CardError),
+        (404, stripe::ApiErrorsType::InvalidRequestError),
+    ];
+    for (status, kind) in statuses {
+        sandbox::set_fault(
+            &pool,
+            &Fault {
+                path: "/v1/subscriptions".to_owned(),
+                status: Some(status),
+                ..Fault::default()
+            },
+        )
+        .await
+        .unwrap();
+        let (error, answered) = stripe_error(retrieve().await.unwrap_err());
+        assert_eq!((answered, error.type_), (status, kind));
+        if status == 402 {
+            assert_eq!(error.decline_code.as_deref(), Some("generic_decline"));
+        }
+        // lasts until cleared
+        assert_eq!(stripe_error(retrieve().await.unwrap_err()).1, status);
+        assert_eq!(sandbox::clear_faults(&pool).await.unwrap(), 1);
+    }
+    assert!(retrieve().await.is_ok());
+}
+
+#[sqlx::test]
+async fn a_delayed_request_holds_no_database_connection(pool: PgPool) {
+    // a small pool: the webhook worker's listener takes one, requests share the rest
+    let small = PgPoolOptions::new()
+        .max_connections(3)
+        .connect_with((*pool.connect_options()).clone())
+        .await
+        .unwrap();
+    let app = TestApp::spawn(small.clone()).await;
+    let customer = CreateCustomer::new().send(&app.stripe).await.unwrap();
+    sandbox::set_fault(
+        &pool,
+        &Fault {
+            path: "/v1/subscriptions".to_owned(),
+            delay_ms: 1500,
+            ..Fault::default()
+        },
+    )
+    .await
+    .unwrap();
+    let delayed: Vec<_> = (0..8)
+        .map(|_| {
+            let stripe = app.stripe.clone();
+            tokio::spawn(async move { RetrieveSubscription::new("sub_x").send(&stripe).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    RetrieveCustomer::new(customer.id.clone())
+        .send(&app.stripe)
+        .await
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_millis(700));
+    for request in delayed {
+        let (_, status) = stripe_error(request.await.unwrap().unwrap_err());
+        assert_eq!(status, 404);
+    }
+}
+
+#[sqlx::test]
+async fn the_fault_routes_refuse_bad_faults_and_clear_them(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let bad = [
+        json!({ "path": "/checkout/cs_1", "status": 500 }),
+        json!({ "path": "/v1x", "status": 500 }),
+        json!({ "path": "/v1/subscriptions", "status": 200 }),
+        json!({ "path": "/v1/subscriptions", "delay_ms": 600_000 }),
+        json!({ "path": "/v1/subscriptions" }),
+        json!({ "path": "/v1/subscriptions", "status": 500, "count": 0 }),
+        json!({ "path": "/v1/subscriptions", "status": 500, "method": "PATCH" }),
+        json!({ "path": "/v1/subscriptions", "status": 500, "delay": 5 }),
+        json!({ "status": 500 }),
+    ];
+    for body in bad {
+        let (status, reply) = app.post_json("/sandbox/faults", body.clone()).await;
+        assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "{body}: {reply}");
+        assert_eq!(reply["error"]["type"], "invalid_request_error", "{body}");
+    }
+    let (status, fault) = app
+        .post_json(
+            "/sandbox/faults",
+            json!({ "method": "POST", "path": "/v1/refunds", "status": 503, "delay_ms": 10 }),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED);
+    assert_eq!(
+        (&fault["method"], &fault["path"], &fault["remaining"]),
+        (&json!("POST"), &json!("/v1/refunds"), &Value::Null)
+    );
+    let (status, _) = app
+        .post_json("/sandbox/faults", json!({ "path": "/v1", "delay_ms": 1 }))
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED);
+    let listed: Value = app
+        .http
+        .get(app.url("/sandbox/faults"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+
+    let one = app.url(&format!("/sandbox/faults/{}", fault["id"]));
+    let deleted = app.http.delete(&one).send().await.unwrap();
+    assert_eq!(deleted.status(), reqwest::StatusCode::NO_CONTENT);
+    let again = app.http.delete(&one).send().await.unwrap();
+    assert_eq!(again.status(), reqwest::StatusCode::NOT_FOUND);
+    let all = app
+        .http
+        .delete(app.url("/sandbox/faults"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(all.status(), reqwest::StatusCode::NO_CONTENT);
+    assert!(sandbox::list_faults(&app.pool).await.unwrap().is_empty());
 }

@@ -39,15 +39,15 @@ impl IntoResponse for SandboxError {
     }
 }
 
-/// Why a control function of the sandbox (disputes) refused or failed. The
+/// Why a control function of the sandbox (disputes, faults) refused or failed. The
 /// control routes answer it as JSON in Stripe's error shape with the status each
 /// variant names.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    /// The input is not valid, e.g. a dispute outcome other than `won` or `lost` (400).
+    /// The input is not valid, e.g. a fault path outside `/v1` (400).
     #[error("{0}")]
     Invalid(String),
-    /// No payment or dispute has this id (404).
+    /// No payment, dispute or fault has this id (404).
     #[error("{0}")]
     NotFound(String),
     /// The object's state does not allow it, e.g. the payment is already disputed or
@@ -71,6 +71,9 @@ pub(crate) enum ErrorType {
     InvalidRequest,
     Idempotency,
     Api,
+    Card,
+    /// As Stripe's older documentation names the type of a 429 reply.
+    RateLimit,
 }
 
 impl ErrorType {
@@ -79,6 +82,8 @@ impl ErrorType {
             Self::InvalidRequest => "invalid_request_error",
             Self::Idempotency => "idempotency_error",
             Self::Api => "api_error",
+            Self::Card => "card_error",
+            Self::RateLimit => "rate_limit_error",
         }
     }
 }
@@ -92,6 +97,8 @@ pub(crate) enum ApiError {
         status: StatusCode,
         kind: ErrorType,
         code: Option<&'static str>,
+        /// A card error's `decline_code`.
+        decline_code: Option<&'static str>,
         param: Option<String>,
         message: String,
     },
@@ -106,6 +113,7 @@ impl ApiError {
             status: StatusCode::BAD_REQUEST,
             kind: ErrorType::InvalidRequest,
             code,
+            decline_code: None,
             param: Some(param.to_owned()),
             message,
         }
@@ -126,6 +134,7 @@ impl ApiError {
             status: StatusCode::NOT_FOUND,
             kind: ErrorType::InvalidRequest,
             code: Some("resource_missing"),
+            decline_code: None,
             param: Some("id".to_owned()),
             message: format!("No such {object}: '{id}'"),
         }
@@ -137,6 +146,7 @@ impl ApiError {
             status: StatusCode::UNAUTHORIZED,
             kind: ErrorType::InvalidRequest,
             code: None,
+            decline_code: None,
             param: None,
             message,
         }
@@ -153,6 +163,7 @@ impl ApiError {
             status,
             kind,
             code,
+            decline_code: None,
             param: None,
             message,
         }
@@ -165,8 +176,67 @@ impl ApiError {
             status: StatusCode::NOT_FOUND,
             kind: ErrorType::InvalidRequest,
             code: Some("resource_missing"),
+            decline_code: None,
             param: Some(param.to_owned()),
             message: format!("No such {object}: '{id}'"),
+        }
+    }
+
+    /// The reply of a fault injected with HTTP status `status` (4xx or 5xx): the
+    /// error type and code Stripe answers with that status (402 a declined card,
+    /// 409 a lock timeout, 429 a rate limit, 5xx an `api_error`).
+    pub(crate) fn injected(status: StatusCode) -> Self {
+        let (kind, code, decline_code, message) = match status.as_u16() {
+            402 => (
+                ErrorType::Card,
+                Some("card_declined"),
+                Some("generic_decline"),
+                "Your card was declined.",
+            ),
+            404 => (
+                ErrorType::InvalidRequest,
+                Some("resource_missing"),
+                None,
+                "No such object (a fault injected by the billfold Stripe sandbox).",
+            ),
+            409 => (
+                ErrorType::InvalidRequest,
+                Some("lock_timeout"),
+                None,
+                "This object cannot be accessed right now because another API request or \
+                 Stripe process is currently accessing it. If you see this error \
+                 intermittently, retry the request. (A fault injected by the billfold Stripe \
+                 sandbox.)",
+            ),
+            429 => (
+                ErrorType::RateLimit,
+                Some("rate_limit"),
+                None,
+                "Request rate limit exceeded. Learn more about rate limits here \
+                 https://stripe.com/docs/rate-limits. (A fault injected by the billfold \
+                 Stripe sandbox.)",
+            ),
+            500..=599 => (
+                ErrorType::Api,
+                None,
+                None,
+                "Something went wrong on Stripe's end. (A fault injected by the billfold \
+                 Stripe sandbox.)",
+            ),
+            _ => (
+                ErrorType::InvalidRequest,
+                None,
+                None,
+                "The request was refused (a fault injected by the billfold Stripe sandbox).",
+            ),
+        };
+        Self::Refused {
+            status,
+            kind,
+            code,
+            decline_code,
+            param: None,
+            message: message.to_owned(),
         }
     }
 }
@@ -203,19 +273,21 @@ impl From<ControlError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, kind, code, param, message) = match self {
+        let (status, kind, code, decline_code, param, message) = match self {
             Self::Refused {
                 status,
                 kind,
                 code,
+                decline_code,
                 param,
                 message,
-            } => (status, kind, code, param, message),
+            } => (status, kind, code, decline_code, param, message),
             Self::Internal(error) => {
                 tracing::error!(error = ?error, "sandbox api request failed");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     ErrorType::Api,
+                    None,
                     None,
                     None,
                     "An unexpected error occurred in the billfold Stripe sandbox.".to_owned(),
@@ -234,6 +306,9 @@ impl IntoResponse for ApiError {
                     code.replace('_', "-")
                 )),
             );
+        }
+        if let Some(decline_code) = decline_code {
+            body.insert("decline_code".into(), json!(decline_code));
         }
         if let Some(param) = param {
             body.insert("param".into(), json!(param));

@@ -2,14 +2,15 @@
 //! stand-in for the part of Stripe's REST API billfold calls, its hosted Checkout,
 //! invoice and portal pages, signed webhook delivery with retries, and control
 //! routes and functions for what Stripe does on its own (time passing, disputes) or
-//! what tests set (test cards). billfold mounts it under `/sandbox` when no real
-//! Stripe key is configured and talks to it through the real async-stripe client with
-//! base URL `{public_base_url}/sandbox/`.
+//! what tests inject (faults, test cards). billfold mounts it under `/sandbox` when no
+//! real Stripe key is configured and talks to it through the real async-stripe client
+//! with base URL `{public_base_url}/sandbox/`.
 //!
 //! Owns tables `sandbox_objects` (every Stripe object, including payment intents,
 //! charges, refunds and disputes), `sandbox_idempotency_keys`, `sandbox_clocks`,
-//! `sandbox_events` and `sandbox_webhook_deliveries`, created by its own migrations in
-//! `migrations/sandbox/` ([`migrate`]), so a build without the feature has none.
+//! `sandbox_events`, `sandbox_webhook_deliveries` and `sandbox_faults`, created by its
+//! own migrations in `migrations/sandbox/` ([`migrate`]), so a build without the
+//! feature has none.
 //! New resources plug into the same pieces: objects live in the generic store
 //! (`db`), are built from Stripe's fixtures (`objects`), announce changes through
 //! `events::emit`, and read time from the sandbox clock (`db::now`).
@@ -23,6 +24,7 @@ mod db;
 mod disputes;
 mod error;
 mod events;
+mod faults;
 mod invoices;
 mod lists;
 mod middleware;
@@ -40,6 +42,7 @@ pub use billing::TestCard;
 pub use clock::advance;
 pub use disputes::{Dispute, DisputeOutcome, close_dispute, open_dispute};
 pub use error::{ControlError, SandboxError};
+pub use faults::{ActiveFault, Fault, clear_fault, clear_faults, list_faults, set_fault};
 pub use payments::{Payment, find_payment};
 
 use std::sync::Arc;
@@ -48,7 +51,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::OriginalUri;
 use axum::http::{Method, StatusCode};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
@@ -116,21 +119,24 @@ pub struct SandboxRouters {
     /// - `/v1/...`: the Stripe API subset, behind [`SANDBOX_SECRET_KEY`]: customers,
     ///   products, prices, checkout sessions, events, subscriptions, invoices (with
     ///   `create_preview`), billing portal sessions, payment intents, charges and
-    ///   refunds (`POST /v1/refunds`, `GET /v1/refunds/{id}`);
+    ///   refunds (`POST /v1/refunds`, `GET /v1/refunds/{id}`), with faults injected
+    ///   by [`set_fault`];
     /// - `GET /checkout/{id}` and `POST /checkout/{id}/pay`: the hosted Checkout page;
     /// - `GET /invoices/{id}` and `/invoices/{id}/pdf`: hosted invoice page and PDF;
     /// - `GET /portal/{id}` and `POST /portal/{id}/{switch,cancel,resume,card}`: the
     ///   hosted customer portal;
     /// - `GET /assets/sandbox.css`: the hosted pages' stylesheet.
     pub stripe: Router,
-    /// What moves time, opens and closes disputes or sets test cards. The app must
-    /// let only loopback or a signed-in staff member (with a CSRF token, see
-    /// [`ControlCsrfToken`]) reach it:
+    /// What moves time, injects faults, opens and closes disputes or sets test
+    /// cards. The app must let only loopback or a signed-in staff member (with a
+    /// CSRF token, see [`ControlCsrfToken`]) reach it:
     ///
     /// - `GET /clock` and `POST /clock/advance` (`days`, form or JSON): the sandbox
     ///   clock ([`advance`]);
     /// - `POST /test/customers/{id}/card` (`card=succeeding|declining`): a
     ///   customer's test card, as the portal's "update card" sets it;
+    /// - `GET /faults` (JSON array), `POST /faults` (JSON [`Fault`], 201),
+    ///   `DELETE /faults` and `DELETE /faults/{id}` (204): injected faults;
     /// - `POST /disputes` (`payment`: a `cs_`, `pi_` or `ch_` id, form or JSON; 200
     ///   with the dispute) and `POST /disputes/{id}/close` (`outcome=won|lost`):
     ///   [`open_dispute`] and [`close_dispute`].
@@ -204,6 +210,12 @@ pub fn router(db: PgPool, config: SandboxConfig) -> SandboxRouters {
             state.clone(),
             middleware::replay_idempotent,
         ))
+        // before idempotency: an injected failure leaves the key unused, as a
+        // request that never reached Stripe would
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            faults::inject_faults,
+        ))
         .layer(axum::middleware::from_fn(middleware::require_secret_key))
         .layer(axum::middleware::from_fn(middleware::request_id));
 
@@ -225,6 +237,13 @@ pub fn router(db: PgPool, config: SandboxConfig) -> SandboxRouters {
         .route("/clock", get(clock::clock_page))
         .route("/clock/advance", post(clock::advance_clock))
         .route("/test/customers/{id}/card", post(portal::set_customer_card))
+        .route(
+            "/faults",
+            get(faults::list_faults_route)
+                .post(faults::set_fault_route)
+                .delete(faults::clear_faults_route),
+        )
+        .route("/faults/{id}", delete(faults::clear_fault_route))
         .route("/disputes", post(disputes::open_dispute_route))
         .route("/disputes/{id}/close", post(disputes::close_dispute_route))
         .with_state(state);
