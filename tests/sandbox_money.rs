@@ -1,8 +1,8 @@
 //! Money moving back in the Stripe sandbox: payment intents and charges of paid
 //! checkout sessions, refunds through async-stripe's `CreateRefund`, disputes opened
-//! and closed by the control functions and routes, and faults injected into the API.
-//! Every event is received by a webhook endpoint and parsed with
-//! `Webhook::construct_event`, as billfold does.
+//! and closed by the control functions and routes, faults injected into the API, and
+//! events emitted by another process delivered at once. Every event is received by a
+//! webhook endpoint and parsed with `Webhook::construct_event`, as billfold does.
 
 #![cfg(feature = "sandbox")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -56,6 +56,7 @@ struct Paid {
 struct TestApp {
     addr: SocketAddr,
     pool: PgPool,
+    config: SandboxConfig,
     stripe: stripe::Client,
     http: reqwest::Client,
     deliveries: Arc<Mutex<Vec<(String, String)>>>,
@@ -97,12 +98,13 @@ impl TestApp {
             retry_base_delay: Duration::from_millis(50),
             max_attempts: 8,
         };
-        let routers = sandbox::router(pool.clone(), config);
+        let routers = sandbox::router(pool.clone(), config.clone());
         let app = Router::new().nest("/sandbox", routers.stripe.merge(routers.control));
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Self {
             addr,
             pool,
+            config,
             stripe: stripe::ClientBuilder::new(SANDBOX_SECRET_KEY)
                 .url(format!("http://{addr}/sandbox/"))
                 .build()
@@ -1020,4 +1022,32 @@ async fn the_fault_routes_refuse_bad_faults_and_clear_them(pool: PgPool) {
         .unwrap();
     assert_eq!(all.status(), reqwest::StatusCode::NO_CONTENT);
     assert!(sandbox::list_faults(&app.pool).await.unwrap().is_empty());
+}
+
+#[sqlx::test]
+async fn events_emitted_by_another_process_are_delivered_at_once(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let paid = app.pay_credit_pack().await;
+    let before = app.delivered_events().await.len();
+
+    // another process: its own pool, and no way to wake this app's worker but NOTIFY
+    let other = PgPool::connect_with((*pool.connect_options()).clone())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    sandbox::open_dispute(&other, &paid.session).await.unwrap();
+    loop {
+        if app.deliveries.lock().unwrap().len() > before {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "no delivery within 2 s: the worker only polls"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sandbox::advance(&other, &app.config, 1).await.unwrap();
+    other.close().await;
+    assert_eq!(app.delivered_events().await.len(), before + 1);
 }

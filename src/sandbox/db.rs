@@ -466,6 +466,20 @@ pub(crate) async fn clock_offset(conn: &mut PgConnection) -> Result<i64, sqlx::E
         .await
 }
 
+/// The channel `events::emit` notifies (on commit) so that the webhook worker of every
+/// process wakes at once, whichever process emitted the event.
+pub(crate) const EVENTS_CHANNEL: &str = "billfold_sandbox_events";
+
+/// Wakes the webhook workers listening on [`EVENTS_CHANNEL`] when the caller's
+/// transaction commits (PostgreSQL folds identical notifications of one transaction).
+pub(crate) async fn notify_new_event(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("select pg_notify($1, '')")
+        .bind(EVENTS_CHANNEL)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// A row of `sandbox_faults`.
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct FaultRow {
