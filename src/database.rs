@@ -45,9 +45,10 @@ pub async fn migrate(owner: &PgPool) -> anyhow::Result<()> {
     let mut main = sqlx::migrate!();
     main.set_ignore_missing(true);
     main.run(owner).await.context("run migrations")?;
-    // MERGE: the sandbox branch moves its migrations to migrations/sandbox.
-    // #[cfg(feature = "sandbox")]
-    // crate::sandbox::migrate(owner).await.context("run sandbox migrations")?;
+    #[cfg(feature = "sandbox")]
+    crate::sandbox::migrate(owner)
+        .await
+        .context("run sandbox migrations")?;
     PostgresStore::new(owner.clone())
         .migrate()
         .await

@@ -395,7 +395,13 @@ pub async fn stripe_client_for_cli(
             .unwrap_or_else(|| format!("http://{}", config.bind)),
     );
     let (stripe, sandbox) = sandbox_parts(&cli_config, db, &base_url, &webhook_secret)?;
-    let router = axum::Router::new().nest_service("/sandbox", sandbox.unwrap_or_default());
+    // Served on a loopback port for this command only: no guard needed.
+    let router = match sandbox {
+        Some(routes) => {
+            axum::Router::new().nest_service("/sandbox", routes.stripe.merge(routes.control))
+        }
+        None => axum::Router::new(),
+    };
     let server = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
             tracing::error!(error = %e, "in-process sandbox stopped");
@@ -444,7 +450,7 @@ fn sandbox_parts(
     db: &PgPool,
     base_url: &str,
     webhook_secret: &SecretString,
-) -> anyhow::Result<(StripeClient, Option<axum::Router>)> {
+) -> anyhow::Result<(StripeClient, Option<web::SandboxRoutes>)> {
     use crate::sandbox::{self, SANDBOX_SECRET_KEY};
     let stripe = StripeClient::new(
         &SecretString::from(SANDBOX_SECRET_KEY),
@@ -463,8 +469,14 @@ fn sandbox_parts(
             sandbox_db.close().await;
         });
     }
-    let router = sandbox::router(sandbox_db, sandbox_config(config, base_url, webhook_secret));
-    Ok((stripe, Some(router)))
+    let routers = sandbox::router(sandbox_db, sandbox_config(config, base_url, webhook_secret));
+    Ok((
+        stripe,
+        Some(web::SandboxRoutes {
+            stripe: routers.stripe,
+            control: routers.control,
+        }),
+    ))
 }
 
 #[cfg(not(feature = "sandbox"))]
@@ -473,7 +485,7 @@ fn sandbox_parts(
     _db: &PgPool,
     _base_url: &str,
     _webhook_secret: &SecretString,
-) -> anyhow::Result<(StripeClient, Option<axum::Router>)> {
+) -> anyhow::Result<(StripeClient, Option<web::SandboxRoutes>)> {
     anyhow::bail!("STRIPE_SANDBOX=true, but this binary was built without the Stripe sandbox")
 }
 

@@ -10,11 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Request, StatusCode};
 use axum::routing::post;
-use billfold::sandbox::{self, SANDBOX_SECRET_KEY, SandboxConfig};
+use billfold::sandbox::{self, ControlCsrfToken, SANDBOX_SECRET_KEY, SandboxConfig};
 use scraper::{Html, Selector};
 use sqlx::PgPool;
 use stripe::{IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
@@ -29,6 +29,7 @@ use stripe_core::customer::{CreateCustomer, RetrieveCustomer, RetrieveCustomerRe
 use stripe_webhook::{EventObject, Webhook};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tower::ServiceExt;
 
 const WEBHOOK_SECRET: &str = "whsec_billfold_sandbox_test";
 
@@ -101,6 +102,8 @@ struct TestApp {
 
 impl TestApp {
     async fn spawn(pool: PgPool, webhook_url: &str, retry_base_delay: Duration) -> Self {
+        // `#[sqlx::test]` applies only the app's migrations
+        sandbox::migrate(&pool).await.unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let config = SandboxConfig {
@@ -110,7 +113,8 @@ impl TestApp {
             retry_base_delay,
             max_attempts: 8,
         };
-        let app = Router::new().nest("/sandbox", sandbox::router(pool, config));
+        let routers = sandbox::router(pool, config);
+        let app = Router::new().nest("/sandbox", routers.stripe.merge(routers.control));
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Self {
             addr,
@@ -380,7 +384,21 @@ async fn the_hosted_page_shows_the_order_and_a_pay_button(pool: PgPool) {
         .select(&Selector::parse("link[rel=stylesheet]").unwrap())
         .next()
         .unwrap();
-    assert_eq!(stylesheet.attr("href"), Some("/static/sandbox.css"));
+    assert_eq!(stylesheet.attr("href"), Some("/sandbox/assets/sandbox.css"));
+    let css = app
+        .http
+        .get(app.url("/sandbox/assets/sandbox.css"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(css.status(), reqwest::StatusCode::OK);
+    assert!(
+        css.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/css")
+    );
+    assert!(css.text().await.unwrap().contains(".sandbox-banner"));
     assert!(
         page.select(&Selector::parse("script, style, [style]").unwrap())
             .next()
@@ -633,4 +651,89 @@ async fn bad_keys_ids_and_params_get_stripe_errors(pool: PgPool) {
         assert_eq!(reply["error"]["param"], param, "{body}: {reply}");
         assert_eq!(reply["error"]["type"], "invalid_request_error");
     }
+}
+
+#[sqlx::test]
+async fn sandbox_migrations_run_beside_the_apps_and_again_without_change(pool: PgPool) {
+    billfold::startup::migrate(&pool).await.unwrap();
+    billfold::startup::migrate(&pool).await.unwrap();
+    sandbox::migrate(&pool).await.unwrap();
+    let sandbox_versions: Vec<i64> = sqlx::query_scalar(
+        "select version from _sqlx_migrations where description like 'sandbox%' order by version",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    // the versions (and checksums) databases migrated before the move recorded
+    assert!(
+        sandbox_versions.starts_with(&[20261121000100, 20261122000100]),
+        "{sandbox_versions:?}"
+    );
+    let clocks: i64 = sqlx::query_scalar("select count(*) from sandbox_clocks")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(clocks, 1);
+    let faults: i64 = sqlx::query_scalar("select count(*) from sandbox_faults")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(faults, 0);
+}
+
+#[sqlx::test]
+async fn control_routes_live_in_the_control_router_with_the_staff_csrf_token(pool: PgPool) {
+    sandbox::migrate(&pool).await.unwrap();
+    let config = SandboxConfig {
+        public_base_url: "http://127.0.0.1:9".to_owned(),
+        webhook_url: NO_ENDPOINT.to_owned(),
+        webhook_secret: WEBHOOK_SECRET.into(),
+        retry_base_delay: Duration::from_millis(50),
+        max_attempts: 8,
+    };
+    let routers = sandbox::router(pool, config);
+    let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+
+    for path in ["/clock", "/faults"] {
+        let stripe = routers.stripe.clone().oneshot(get(path)).await.unwrap();
+        assert_eq!(stripe.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    for path in [
+        "/v1/customers/cus_1",
+        "/checkout/cs_1",
+        "/assets/sandbox.css",
+    ] {
+        let control = routers.control.clone().oneshot(get(path)).await.unwrap();
+        assert_eq!(control.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+
+    let page = |response: axum::response::Response| async move {
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        Html::parse_document(std::str::from_utf8(&body).unwrap())
+    };
+    let field = Selector::parse("form input[name=csrf_token]").unwrap();
+    let loopback = page(
+        routers
+            .control
+            .clone()
+            .oneshot(get("/clock"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(loopback.select(&field).next().is_none());
+    let staff = routers
+        .control
+        .clone()
+        .layer(axum::Extension(ControlCsrfToken("tok-123".to_owned())))
+        .oneshot(get("/clock"))
+        .await
+        .unwrap();
+    assert_eq!(staff.status(), StatusCode::OK);
+    let staff = page(staff).await;
+    let token = staff.select(&field).next().expect("a csrf_token field");
+    assert_eq!(token.attr("type"), Some("hidden"));
+    assert_eq!(token.attr("value"), Some("tok-123"));
 }

@@ -75,6 +75,8 @@ impl TestApp {
             .with_state(Arc::clone(&deliveries));
         let endpoint_addr = serve(endpoint).await;
 
+        // `#[sqlx::test]` applies only the app's migrations
+        sandbox::migrate(&pool).await.unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let config = SandboxConfig {
@@ -84,7 +86,8 @@ impl TestApp {
             retry_base_delay: Duration::from_millis(50),
             max_attempts: 8,
         };
-        let app = Router::new().nest("/sandbox", sandbox::router(pool.clone(), config));
+        let routers = sandbox::router(pool.clone(), config);
+        let app = Router::new().nest("/sandbox", routers.stripe.merge(routers.control));
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Self {
             addr,

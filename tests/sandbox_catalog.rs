@@ -72,6 +72,8 @@ impl TestApp {
         )
         .await;
 
+        // `#[sqlx::test]` applies only the app's migrations
+        sandbox::migrate(&pool).await.unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let config = SandboxConfig {
@@ -81,7 +83,8 @@ impl TestApp {
             retry_base_delay: Duration::from_millis(50),
             max_attempts: 8,
         };
-        let app = Router::new().nest("/sandbox", sandbox::router(pool, config));
+        let routers = sandbox::router(pool, config);
+        let app = Router::new().nest("/sandbox", routers.stripe.merge(routers.control));
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Self {
             addr,

@@ -19,7 +19,7 @@ use super::middleware::RequestId;
 
 use super::objects::{self, EventRequest, NewCheckoutSession, NewLineItem, NewSubscriptionData};
 use super::params::{self, Param};
-use super::{MOUNT_PATH, SandboxState, billing, db, events};
+use super::{MOUNT_PATH, SandboxState, billing, db, events, payments};
 
 const OBJECT_TYPE: &str = "checkout.session";
 
@@ -449,7 +449,8 @@ pub(crate) async fn checkout_page(
     Ok(CheckoutPage::new(&id, &session, db::now(&mut conn).await?).into_response())
 }
 
-/// Pays an open session with the test card: marks it complete and paid, emits
+/// Pays an open session with the test card: marks it complete and paid (in `payment`
+/// mode with a succeeded payment intent and charge), emits
 /// `checkout.session.completed` and redirects to `success_url`. Paying a completed
 /// session again only redirects; an expired one shows the page again.
 pub(crate) async fn pay(
@@ -488,7 +489,13 @@ pub(crate) async fn pay(
                 session["subscription"] = Value::String(subscription);
                 session["invoice"] = Value::String(invoice);
             }
-            objects::complete_checkout_session(&mut session, email);
+            // a subscription's first payment belongs to its invoice, not to the session
+            let payment_intent = if session["mode"] == "payment" {
+                Some(payments::record_checkout_payment(&mut tx, &session, email.clone()).await?)
+            } else {
+                None
+            };
+            objects::complete_checkout_session(&mut session, email, payment_intent.as_deref());
             db::update_object(&mut tx, &id, &session).await?;
             events::emit(
                 &mut tx,

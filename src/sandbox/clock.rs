@@ -5,18 +5,18 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Json};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
 use super::error::SandboxError;
 use super::params::{self, Param};
-use super::{MOUNT_PATH, SandboxConfig, SandboxState, billing, db};
+use super::{ControlCsrfToken, MOUNT_PATH, SandboxConfig, SandboxState, billing, db};
 
 /// The most a single advance may move the clock (ten years).
 const MAX_DAYS: i64 = 3650;
@@ -88,6 +88,8 @@ struct ClockPage {
     now: String,
     offset_days: i64,
     advance_action: String,
+    /// The app's CSRF token for a staff member's session, sent back with the form.
+    csrf_token: Option<String>,
 }
 
 /// A Unix time as "2026-11-22 10:00 UTC".
@@ -105,6 +107,7 @@ pub(crate) fn format_time(unix: i64) -> String {
 
 pub(crate) async fn clock_page(
     State(state): State<SandboxState>,
+    csrf: Option<Extension<ControlCsrfToken>>,
 ) -> Result<Response, SandboxError> {
     let mut conn = state.db.acquire().await?;
     let now = db::now(&mut conn).await?;
@@ -113,6 +116,7 @@ pub(crate) async fn clock_page(
         now: format_time(now),
         offset_days: offset / 86_400,
         advance_action: format!("{MOUNT_PATH}/clock/advance"),
+        csrf_token: csrf.map(|Extension(ControlCsrfToken(token))| token),
     }
     .into_response())
 }

@@ -1,5 +1,5 @@
-//! SQL of the sandbox: the generic object store, idempotency keys, the clock, events
-//! and webhook deliveries (tables in `migrations/20261121000100_sandbox.sql`).
+//! SQL of the sandbox: the generic object store, idempotency keys, the clock, events,
+//! webhook deliveries and injected faults (tables in `migrations/sandbox/`).
 //! Free functions on `&mut PgConnection`; callers own the transaction.
 
 use serde_json::Value;
@@ -464,4 +464,145 @@ pub(crate) async fn clock_offset(conn: &mut PgConnection) -> Result<i64, sqlx::E
     sqlx::query_scalar("select offset_seconds from sandbox_clocks")
         .fetch_one(conn)
         .await
+}
+
+/// The channel `events::emit` notifies (on commit) so that the webhook worker of every
+/// process wakes at once, whichever process emitted the event.
+pub(crate) const EVENTS_CHANNEL: &str = "billfold_sandbox_events";
+
+/// Wakes the webhook workers listening on [`EVENTS_CHANNEL`] when the caller's
+/// transaction commits (PostgreSQL folds identical notifications of one transaction).
+pub(crate) async fn notify_new_event(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("select pg_notify($1, '')")
+        .bind(EVENTS_CHANNEL)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// A row of `sandbox_faults`.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct FaultRow {
+    pub(crate) fault_id: i64,
+    pub(crate) method: Option<String>,
+    pub(crate) path_prefix: String,
+    pub(crate) delay_ms: i32,
+    pub(crate) status: Option<i32>,
+    pub(crate) remaining: Option<i32>,
+    /// Unix seconds.
+    pub(crate) created: i64,
+}
+
+/// A new fault (validated by the caller; the table's checks hold as well).
+#[derive(Debug)]
+pub(crate) struct NewFault<'a> {
+    pub(crate) method: Option<&'a str>,
+    pub(crate) path_prefix: &'a str,
+    pub(crate) delay_ms: i32,
+    pub(crate) status: Option<i32>,
+    pub(crate) remaining: Option<i32>,
+}
+
+const FAULT_COLUMNS: &str = "fault_id, method, path_prefix, delay_ms, status, remaining, \
+                             floor(extract(epoch from created_at))::bigint as created";
+
+pub(crate) async fn insert_fault(
+    conn: &mut PgConnection,
+    fault: &NewFault<'_>,
+) -> Result<FaultRow, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "insert into sandbox_faults (method, path_prefix, delay_ms, status, remaining)
+         values ($1, $2, $3, $4, $5)
+         returning {FAULT_COLUMNS}"
+    ))
+    .bind(fault.method)
+    .bind(fault.path_prefix)
+    .bind(fault.delay_ms)
+    .bind(fault.status)
+    .bind(fault.remaining)
+    .fetch_one(conn)
+    .await
+}
+
+/// Every fault, oldest first.
+pub(crate) async fn list_faults(conn: &mut PgConnection) -> Result<Vec<FaultRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {FAULT_COLUMNS} from sandbox_faults order by fault_id"
+    ))
+    .fetch_all(conn)
+    .await
+}
+
+/// Deletes every fault; returns how many there were.
+pub(crate) async fn delete_faults(conn: &mut PgConnection) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query("delete from sandbox_faults")
+        .execute(conn)
+        .await?
+        .rows_affected())
+}
+
+/// Deletes one fault; `false` when there is none with this id.
+pub(crate) async fn delete_fault(
+    conn: &mut PgConnection,
+    fault_id: i64,
+) -> Result<bool, sqlx::Error> {
+    Ok(
+        sqlx::query("delete from sandbox_faults where fault_id = $1")
+            .bind(fault_id)
+            .execute(conn)
+            .await?
+            .rows_affected()
+            == 1,
+    )
+}
+
+/// What a fault does to the request it applies to.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct FaultHit {
+    pub(crate) delay_ms: i32,
+    pub(crate) status: Option<i32>,
+}
+
+/// The fault that applies to a request (`path` under the sandbox mount, e.g.
+/// `/v1/subscriptions/sub_1`), counting the use: one with `remaining` 1 is deleted.
+/// The most specific fault wins (a method before none, then the longest prefix),
+/// then the oldest. Concurrent requests queue on the fault's row, so a fault applies
+/// exactly `remaining` times.
+pub(crate) async fn take_fault(
+    conn: &mut PgConnection,
+    method: &str,
+    path: &str,
+) -> Result<Option<FaultHit>, sqlx::Error> {
+    sqlx::query_as(
+        "with hit as (
+             select fault_id from sandbox_faults
+             where (method is null or method = $1)
+               and ($2 = path_prefix or starts_with($2, path_prefix || '/'))
+             order by (method is not null) desc, length(path_prefix) desc, fault_id
+             limit 1
+             for update
+         ),
+         used_up as (
+             delete from sandbox_faults f using hit
+             where f.fault_id = hit.fault_id and f.remaining = 1
+             returning f.delay_ms, f.status
+         ),
+         counted as (
+             update sandbox_faults f set remaining = f.remaining - 1
+             from hit
+             where f.fault_id = hit.fault_id and f.remaining > 1
+             returning f.delay_ms, f.status
+         ),
+         lasting as (
+             select f.delay_ms, f.status from sandbox_faults f join hit using (fault_id)
+             where f.remaining is null
+         )
+         select delay_ms, status from used_up
+         union all select delay_ms, status from counted
+         union all select delay_ms, status from lasting",
+    )
+    .bind(method)
+    .bind(path)
+    .fetch_optional(conn)
+    .await
 }

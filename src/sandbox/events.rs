@@ -1,5 +1,6 @@
 //! Events: `events::emit` records what happened (an `event` object plus a queued
-//! webhook delivery, in the caller's transaction) and `GET /v1/events/{id}` serves it.
+//! webhook delivery and a notification, in the caller's transaction) and
+//! `GET /v1/events/{id}` serves it.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -13,8 +14,9 @@ use super::objects::{self, EventRequest};
 use super::{SandboxState, db};
 
 /// Records an event of `event_type` about `object` (a stored object; it is sent in
-/// its public view) and queues its delivery. Call `state.new_event.notify_one()`
-/// after the transaction commits so the webhook worker sends it at once.
+/// its public view), queues its delivery and notifies [`db::EVENTS_CHANNEL`], which
+/// wakes the webhook worker of every process when the transaction commits. Callers
+/// inside the app may also call `state.new_event.notify_one()` after commit.
 pub(crate) async fn emit(
     conn: &mut PgConnection,
     event_type: &str,
@@ -70,6 +72,7 @@ async fn record(
         request,
     )?;
     db::insert_event(conn, &id, event_type, &event).await?;
+    db::notify_new_event(conn).await?;
     tracing::info!(event_id = %id, event_type, "sandbox event queued");
     Ok(())
 }

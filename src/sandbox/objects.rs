@@ -388,16 +388,20 @@ pub(crate) fn checkout_session(
     Ok(session.into_value())
 }
 
-/// Marks a checkout session paid: complete, with a payment intent and the buyer's
-/// details, as Stripe leaves it after a successful card payment. Like Stripe, a
-/// session that is no longer open has no `url`.
-pub(crate) fn complete_checkout_session(session: &mut Value, email: Option<String>) {
+/// Marks a checkout session paid: complete, with the buyer's details and (in
+/// `payment` mode) the payment intent that paid it, as Stripe leaves it after a
+/// successful card payment. Like Stripe, a session that is no longer open has no `url`.
+pub(crate) fn complete_checkout_session(
+    session: &mut Value,
+    email: Option<String>,
+    payment_intent: Option<&str>,
+) {
     session["status"] = json!("complete");
     session["url"] = Value::Null;
     session["payment_status"] = json!("paid");
     // a subscription's first payment belongs to its invoice, not to the session
-    if session["mode"] != json!("subscription") {
-        session["payment_intent"] = json!(new_id("pi_", 24));
+    if let Some(payment_intent) = payment_intent {
+        session["payment_intent"] = json!(payment_intent);
     }
     session["customer_details"] = json!({
         "address": null,
@@ -454,13 +458,26 @@ pub(crate) fn event(
     Ok(event.into_value())
 }
 
-/// The object as the API returns it: expandable-only fields (a session's
-/// `line_items`) are left out unless the request asked for them with `expand[]`, and
-/// fields only the sandbox reads ([`HIDDEN_FIELD_PREFIX`]) always.
+/// Fields Stripe includes only when a request expands them, by object type: a
+/// session's `line_items`, and a charge's `refunds` (not expanded by default since
+/// API version 2022-11-15).
+const EXPANDABLE_ONLY: &[(&str, &str)] =
+    &[("checkout.session", "line_items"), ("charge", "refunds")];
+
+/// The object as the API returns it: expandable-only fields ([`EXPANDABLE_ONLY`]) are
+/// left out unless the request asked for them with `expand[]`, and fields only the
+/// sandbox reads ([`HIDDEN_FIELD_PREFIX`]) always. Events carry this view too.
 pub(crate) fn public_view(mut object: Value, expand: &[&str]) -> Value {
     if let Value::Object(fields) = &mut object {
-        if !expand.contains(&"line_items") {
-            fields.remove("line_items");
+        let object_type = fields
+            .get("object")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        for (of_type, field) in EXPANDABLE_ONLY {
+            if *of_type == object_type && !expand.contains(field) {
+                fields.remove(*field);
+            }
         }
         fields.retain(|field, _| !field.starts_with(HIDDEN_FIELD_PREFIX));
     }
@@ -839,4 +856,426 @@ pub(crate) fn portal_session(
         .set("on_behalf_of", Value::Null)?
         .set("customer_account", Value::Null)?;
     Ok(session.into_value())
+}
+
+const PAYMENT_INTENT_FIXTURE: &str = include_str!("fixtures/payment_intent.json");
+const CHARGE_FIXTURE: &str = include_str!("fixtures/charge.json");
+const REFUND_FIXTURE: &str = include_str!("fixtures/refund.json");
+const DISPUTE_FIXTURE: &str = include_str!("fixtures/dispute.json");
+
+/// How long a merchant has to answer a dispute, from its creation (Stripe gives
+/// about 7 to 21 days depending on the network; the sandbox uses 7).
+const DISPUTE_RESPONSE_WINDOW_SECS: i64 = 7 * 86_400;
+
+/// A card payment that succeeded: the ids and amounts shared by its payment intent and
+/// charge.
+#[derive(Debug)]
+pub(crate) struct NewPayment {
+    pub(crate) payment_intent: String,
+    pub(crate) charge: String,
+    /// Minor units of `currency`.
+    pub(crate) amount: i64,
+    pub(crate) currency: String,
+    pub(crate) customer: Option<String>,
+    /// The buyer's email, shown in the charge's `billing_details`.
+    pub(crate) email: Option<String>,
+    /// The `pm_...` the test card became.
+    pub(crate) payment_method: String,
+}
+
+/// A payment intent that succeeded with one automatic card charge, as Checkout
+/// leaves it in `payment` mode.
+pub(crate) fn payment_intent(created: i64, payment: &NewPayment) -> Result<Value, SandboxError> {
+    let mut intent = Fixture::load("payment_intent", PAYMENT_INTENT_FIXTURE)?;
+    intent
+        .set("id", json!(payment.payment_intent))?
+        .set("created", json!(created))?
+        .set("amount", json!(payment.amount))?
+        .set("amount_capturable", json!(0))?
+        .set("amount_received", json!(payment.amount))?
+        .set("currency", json!(payment.currency))?
+        .set("customer", json!(payment.customer))?
+        .set("latest_charge", json!(payment.charge))?
+        .set("payment_method", json!(payment.payment_method))?
+        .set("status", json!("succeeded"))?
+        .set(
+            "client_secret",
+            json!(format!(
+                "{}_secret_{}",
+                payment.payment_intent,
+                new_id("", 25)
+            )),
+        )?
+        .set("livemode", json!(false))?
+        .set("metadata", json!({}))?
+        .set("capture_method", json!("automatic_async"))?
+        .set("confirmation_method", json!("automatic"))?
+        // Checkout chooses payment methods itself: no automatic payment methods
+        .set("automatic_payment_methods", Value::Null)?
+        .set("payment_method_types", json!(["card"]))?
+        .set(
+            "payment_method_options",
+            json!({"card": {"installments": null, "mandate_options": null,
+                            "network": null, "request_three_d_secure": "automatic"}}),
+        )?
+        .set("payment_method_configuration_details", Value::Null)?
+        // the generator's placeholders: a fresh, paid intent has none of these
+        .set("canceled_at", Value::Null)?
+        .set("last_payment_error", Value::Null)?
+        .set("next_action", Value::Null)?
+        .set("processing", Value::Null)?
+        .set("shipping", Value::Null)?
+        .set("transfer_data", Value::Null)?
+        .set("managed_payments", json!({"enabled": false}))?;
+    Ok(intent.into_value())
+}
+
+/// A captured, succeeded card charge with nothing refunded or disputed; `refunds`
+/// (expandable only) lists its refunds.
+pub(crate) fn charge(created: i64, payment: &NewPayment) -> Result<Value, SandboxError> {
+    let mut charge = Fixture::load("charge", CHARGE_FIXTURE)?;
+    let card = json!({
+        "amount_authorized": payment.amount,
+        "authorization_code": new_id("", 6).to_uppercase(),
+        "brand": "visa",
+        "checks": {
+            "address_line1_check": null,
+            "address_postal_code_check": null,
+            "cvc_check": "pass",
+        },
+        "country": "US",
+        "exp_month": 12,
+        "exp_year": 2034,
+        "extended_authorization": {"status": "disabled"},
+        "fingerprint": "sbxBillfold4242Vs",
+        "funding": "credit",
+        "incremental_authorization": {"status": "unavailable"},
+        "installments": null,
+        "last4": "4242",
+        "mandate": null,
+        "multicapture": {"status": "unavailable"},
+        "network": "visa",
+        "network_token": {"used": false},
+        "network_transaction_id": new_id("", 15),
+        "overcapture": {"maximum_amount_capturable": payment.amount, "status": "unavailable"},
+        "regulated_status": "unregulated",
+        "three_d_secure": null,
+        "transaction_link_id": null,
+        "wallet": null,
+    });
+    charge
+        .set("id", json!(payment.charge))?
+        .set("created", json!(created))?
+        .set("amount", json!(payment.amount))?
+        .set("amount_captured", json!(payment.amount))?
+        .set("amount_refunded", json!(0))?
+        .set("captured", json!(true))?
+        .set("paid", json!(true))?
+        .set("refunded", json!(false))?
+        .set("disputed", json!(false))?
+        .set("status", json!("succeeded"))?
+        .set("currency", json!(payment.currency))?
+        .set("customer", json!(payment.customer))?
+        .set("payment_intent", json!(payment.payment_intent))?
+        .set("payment_method", json!(payment.payment_method))?
+        .set(
+            "payment_method_details",
+            json!({"card": card, "type": "card"}),
+        )?
+        .set("balance_transaction", json!(new_id("txn_", 24)))?
+        .set(
+            "billing_details",
+            json!({
+                "address": {"city": null, "country": null, "line1": null, "line2": null,
+                            "postal_code": null, "state": null},
+                "email": payment.email,
+                "name": null,
+                "phone": null,
+                "tax_id": null,
+            }),
+        )?
+        .set("calculated_statement_descriptor", json!("BILLFOLD"))?
+        .set("description", Value::Null)?
+        .set("livemode", json!(false))?
+        .set("metadata", json!({}))?
+        .set(
+            "outcome",
+            json!({
+                "advice_code": null,
+                "network_advice_code": null,
+                "network_decline_code": null,
+                "network_status": "approved_by_network",
+                "reason": null,
+                "risk_level": "normal",
+                "risk_score": 21,
+                "seller_message": "Payment complete.",
+                "type": "authorized",
+            }),
+        )?
+        // the sandbox hosts no receipts
+        .set("receipt_url", Value::Null)?
+        .set(
+            "refunds",
+            json!({
+                "object": "list",
+                "data": [],
+                "has_more": false,
+                "url": format!("/v1/charges/{}/refunds", payment.charge),
+            }),
+        )?
+        // the generator's placeholders: a card charge has no source, shipping or transfer
+        .set("shipping", Value::Null)?
+        .set("source", Value::Null)?
+        .set("transfer_data", Value::Null)?;
+    Ok(charge.into_value())
+}
+
+/// `reason` of a refund.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RefundReason {
+    Duplicate,
+    Fraudulent,
+    RequestedByCustomer,
+}
+
+impl RefundReason {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        match text {
+            "duplicate" => Some(Self::Duplicate),
+            "fraudulent" => Some(Self::Fraudulent),
+            "requested_by_customer" => Some(Self::RequestedByCustomer),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Duplicate => "duplicate",
+            Self::Fraudulent => "fraudulent",
+            Self::RequestedByCustomer => "requested_by_customer",
+        }
+    }
+}
+
+/// Parameters of `POST /v1/refunds` the sandbox keeps.
+#[derive(Debug)]
+pub(crate) struct NewRefund {
+    /// Minor units of the charge's currency.
+    pub(crate) amount: i64,
+    pub(crate) reason: Option<RefundReason>,
+    pub(crate) metadata: Map<String, Value>,
+}
+
+/// A card refund of `charge` that succeeded at once (as test-mode card refunds do).
+pub(crate) fn refund(
+    id: &str,
+    created: i64,
+    charge: &Value,
+    new: NewRefund,
+) -> Result<Value, SandboxError> {
+    let mut refund = Fixture::load("refund", REFUND_FIXTURE)?;
+    refund
+        .set("id", json!(id))?
+        .set("created", json!(created))?
+        .set("amount", json!(new.amount))?
+        .set("currency", charge["currency"].clone())?
+        .set("charge", charge["id"].clone())?
+        .set("payment_intent", charge["payment_intent"].clone())?
+        .set("customer", charge["customer"].clone())?
+        .set("payment_method", charge["payment_method"].clone())?
+        .set("reason", json!(new.reason.map(RefundReason::as_str)))?
+        .set("metadata", Value::Object(new.metadata))?
+        .set("status", json!("succeeded"))?
+        .set("balance_transaction", json!(new_id("txn_", 24)))?
+        .set(
+            "destination_details",
+            json!({
+                "card": {
+                    "reference": null,
+                    "reference_status": "pending",
+                    "reference_type": "acquirer_reference_number",
+                    "type": "refund",
+                },
+                "type": "card",
+            }),
+        )?
+        .set("receipt_number", Value::Null)?
+        .set("source_transfer_reversal", Value::Null)?
+        .set("transfer_reversal", Value::Null)?
+        .set("customer_account", Value::Null)?;
+    Ok(refund.into_value())
+}
+
+/// A card dispute of `charge` for `amount` (minor units), reason `fraudulent`,
+/// awaiting the merchant's response; no evidence yet.
+pub(crate) fn dispute(
+    id: &str,
+    created: i64,
+    charge: &Value,
+    amount: i64,
+) -> Result<Value, SandboxError> {
+    let evidence_fields = [
+        "access_activity_log",
+        "billing_address",
+        "cancellation_policy",
+        "cancellation_policy_disclosure",
+        "cancellation_rebuttal",
+        "customer_communication",
+        "customer_email_address",
+        "customer_name",
+        "customer_purchase_ip",
+        "customer_signature",
+        "duplicate_charge_documentation",
+        "duplicate_charge_explanation",
+        "duplicate_charge_id",
+        "product_description",
+        "receipt",
+        "refund_policy",
+        "refund_policy_disclosure",
+        "refund_refusal_explanation",
+        "service_date",
+        "service_documentation",
+        "shipping_address",
+        "shipping_carrier",
+        "shipping_date",
+        "shipping_documentation",
+        "shipping_tracking_number",
+        "uncategorized_file",
+        "uncategorized_text",
+    ];
+    let mut evidence: Map<String, Value> = evidence_fields
+        .iter()
+        .map(|field| ((*field).to_owned(), Value::Null))
+        .collect();
+    evidence.insert("enhanced_evidence".into(), json!({}));
+    let mut dispute = Fixture::load("dispute", DISPUTE_FIXTURE)?;
+    dispute
+        .set("id", json!(id))?
+        .set("created", json!(created))?
+        .set("amount", json!(amount))?
+        .set("currency", charge["currency"].clone())?
+        .set("charge", charge["id"].clone())?
+        .set("payment_intent", charge["payment_intent"].clone())?
+        .set("reason", json!("fraudulent"))?
+        .set("status", json!("needs_response"))?
+        .set("evidence", Value::Object(evidence))?
+        .set(
+            "evidence_details",
+            json!({
+                "due_by": created + DISPUTE_RESPONSE_WINDOW_SECS,
+                "enhanced_eligibility": {},
+                "has_evidence": false,
+                "past_due": false,
+                "submission_count": 0,
+            }),
+        )?
+        // a chargeback: the money is withdrawn, a refund cannot stop it
+        .set("is_charge_refundable", json!(false))?
+        .set("livemode", json!(false))?
+        .set("metadata", json!({}))?
+        .set(
+            "payment_method_details",
+            json!({
+                "card": {"brand": "visa", "case_type": "chargeback", "network": "visa",
+                         "network_reason_code": "10.4"},
+                "type": "card",
+            }),
+        )?
+        .set("balance_transactions", json!([]))?
+        .set("enhanced_eligibility_types", json!([]))?;
+    Ok(dispute.into_value())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "whsec_objects_test";
+
+    fn payment() -> NewPayment {
+        NewPayment {
+            payment_intent: "pi_test".to_owned(),
+            charge: "ch_test".to_owned(),
+            amount: 4000,
+            currency: "eur".to_owned(),
+            customer: Some("cus_test".to_owned()),
+            email: Some("owner@example.com".to_owned()),
+            payment_method: "pm_test".to_owned(),
+        }
+    }
+
+    /// Parses `object` as async-stripe does: in an event, signed and verified.
+    fn parse_event(event_type: &str, object: &Value) -> stripe_webhook::EventObject {
+        let event = event(
+            "evt_test",
+            1_800_000_000,
+            event_type,
+            public_view(object.clone(), &[]),
+            None,
+            EventRequest::default(),
+        )
+        .unwrap();
+        let payload = event.to_string();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let header = stripe_webhook::Webhook::generate_test_header(
+            &payload,
+            SECRET,
+            Some(i64::try_from(now).unwrap()),
+        );
+        stripe_webhook::Webhook::construct_event(&payload, &header, SECRET)
+            .unwrap_or_else(|error| panic!("{error:?}: {payload}"))
+            .data
+            .object
+    }
+
+    #[test]
+    fn a_payment_intent_and_its_charge_read_as_async_stripe_types() {
+        let intent = payment_intent(1_800_000_000, &payment()).unwrap();
+        let parsed: stripe_shared::PaymentIntent = serde_json::from_value(intent.clone()).unwrap();
+        assert_eq!(parsed.status, stripe_shared::PaymentIntentStatus::Succeeded);
+        assert!(matches!(
+            parse_event("payment_intent.succeeded", &intent),
+            stripe_webhook::EventObject::PaymentIntentSucceeded(_)
+        ));
+        let charge = charge(1_800_000_000, &payment()).unwrap();
+        let parsed: stripe_shared::Charge = serde_json::from_value(charge.clone()).unwrap();
+        assert_eq!(parsed.amount_captured, 4000);
+        assert!(matches!(
+            parse_event("charge.refunded", &charge),
+            stripe_webhook::EventObject::ChargeRefunded(_)
+        ));
+    }
+
+    #[test]
+    fn a_refund_and_a_dispute_read_as_async_stripe_types() {
+        let charge = charge(1_800_000_000, &payment()).unwrap();
+        let refund = refund(
+            "re_test",
+            1_800_000_100,
+            &charge,
+            NewRefund {
+                amount: 1500,
+                reason: Some(RefundReason::RequestedByCustomer),
+                metadata: Map::new(),
+            },
+        )
+        .unwrap();
+        let parsed: stripe_shared::Refund = serde_json::from_value(refund.clone()).unwrap();
+        assert_eq!(parsed.amount, 1500);
+        assert!(matches!(
+            parse_event("refund.created", &refund),
+            stripe_webhook::EventObject::RefundCreated(_)
+        ));
+        let dispute = dispute("dp_test", 1_800_000_200, &charge, 2500).unwrap();
+        let parsed: stripe_shared::Dispute = serde_json::from_value(dispute.clone()).unwrap();
+        assert_eq!(parsed.status, stripe_shared::DisputeStatus::NeedsResponse);
+        assert!(matches!(
+            parse_event("charge.dispute.created", &dispute),
+            stripe_webhook::EventObject::ChargeDisputeCreated(_)
+        ));
+    }
 }

@@ -3,12 +3,18 @@
 //! retries failures with exponential backoff. Progress lives in
 //! `sandbox_webhook_deliveries`, so a restarted process (or another one) resumes
 //! pending deliveries; rows are claimed with `for update skip locked`.
+//!
+//! The worker wakes when this process queues an event (`Notify`), when any process
+//! does (PostgreSQL `LISTEN` on the channel `events::emit` notifies: the CLI's
+//! `sandbox advance`, disputes), and otherwise every few seconds, which is all that
+//! is left if it cannot listen.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
+use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
@@ -26,8 +32,13 @@ const LEASE: Duration = Duration::from_secs(60);
 /// by another process are not missed.
 const IDLE_POLL: Duration = Duration::from_secs(5);
 
-/// Delivers due events until `db` is closed; woken early by `new_event`.
+/// How long to wait before listening again after `LISTEN` failed.
+const RELISTEN_DELAY: Duration = Duration::from_secs(30);
+
+/// Delivers due events until `db` is closed; woken early by `new_event`, which a
+/// listener task also signals when another process queues an event.
 pub(crate) async fn run_worker(db: PgPool, config: Arc<SandboxConfig>, new_event: Arc<Notify>) {
+    tokio::spawn(forward_notifications(db.clone(), Arc::clone(&new_event)));
     let http = match reqwest::Client::builder()
         .timeout(ATTEMPT_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
@@ -82,8 +93,13 @@ async fn deliver_due(
             ));
         }
         while let Some(done) = attempts.join_next().await {
-            if let Ok(Err(error)) = done {
-                tracing::warn!(%error, "sandbox webhook attempt could not be recorded");
+            match done {
+                // shutting down: the lease lets a later run retry the delivery
+                Ok(Err(sqlx::Error::PoolClosed)) => return Err(sqlx::Error::PoolClosed),
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "sandbox webhook attempt could not be recorded");
+                }
+                _ => {}
             }
         }
     }
@@ -91,6 +107,38 @@ async fn deliver_due(
     Ok(due_in.map_or(IDLE_POLL, |ms| {
         Duration::from_millis(u64::try_from(ms).unwrap_or(0)).min(IDLE_POLL)
     }))
+}
+
+/// Signals `new_event` for every notification on [`db::EVENTS_CHANNEL`] until `db` is
+/// closed. When it cannot listen, the worker still polls (every [`IDLE_POLL`]), and
+/// this task tries again after [`RELISTEN_DELAY`].
+async fn forward_notifications(db: PgPool, new_event: Arc<Notify>) {
+    loop {
+        match listen(&db, &new_event).await {
+            Err(sqlx::Error::PoolClosed) => return,
+            Err(error) => {
+                tracing::info!(%error, "sandbox webhook worker cannot listen for events; polling");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(RELISTEN_DELAY) => {}
+            () = db.close_event() => return,
+        }
+    }
+}
+
+/// Listens on [`db::EVENTS_CHANNEL`] (on one of `db`'s connections, given back when
+/// the pool closes) and signals `new_event` for each notification. Returns only
+/// with an error; `PoolClosed` at shutdown.
+async fn listen(db: &PgPool, new_event: &Notify) -> Result<std::convert::Infallible, sqlx::Error> {
+    let mut listener = PgListener::connect_with(db).await?;
+    listener.listen(db::EVENTS_CHANNEL).await?;
+    // an event queued before LISTEN took effect sent its notification to no one
+    new_event.notify_one();
+    loop {
+        listener.recv().await?;
+        new_event.notify_one();
+    }
 }
 
 /// One POST of an event, and its outcome recorded.

@@ -22,11 +22,6 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         "text/javascript; charset=utf-8",
         include_bytes!("../../static/htmx.min.js"),
     ),
-    (
-        "sandbox.css",
-        "text/css; charset=utf-8",
-        include_bytes!("../../static/sandbox.css"),
-    ),
 ];
 
 /// `GET /static/{file}`: one of [`ASSETS`], cacheable for an hour; else 404.

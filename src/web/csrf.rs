@@ -82,14 +82,24 @@ pub async fn verify_csrf(session: Session, req: Request, next: Next) -> Response
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         return next.run(req).await;
     }
+    match check(&session, req).await {
+        Ok(req) => next.run(req).await,
+        Err(refused) => refused,
+    }
+}
+
+/// Checks an unsafe request: not cross-site, and carrying the session's token in the
+/// `X-CSRF-Token` header or the `csrf_token` field of a form body (the body is read
+/// and put back). The request back, or the refusal to answer with.
+pub async fn check(session: &Session, req: Request) -> Result<Request, Response> {
     if is_cross_site(req.headers()) {
         tracing::warn!("cross-site request refused");
-        return AppError::Forbidden.into_response();
+        return Err(AppError::Forbidden.into_response());
     }
     let expected = match session.get::<String>(SESSION_KEY).await {
         Ok(Some(t)) => t,
-        Ok(None) => return forbidden(),
-        Err(e) => return AppError::Internal(e.into()).into_response(),
+        Ok(None) => return Err(forbidden()),
+        Err(e) => return Err(AppError::Internal(e.into()).into_response()),
     };
     if let Some(sent) = req
         .headers()
@@ -97,9 +107,9 @@ pub async fn verify_csrf(session: Session, req: Request, next: Next) -> Response
         .and_then(|v| v.to_str().ok())
     {
         return if matches(sent, &expected) {
-            next.run(req).await
+            Ok(req)
         } else {
-            forbidden()
+            Err(forbidden())
         };
     }
     let is_form = req
@@ -108,24 +118,23 @@ pub async fn verify_csrf(session: Session, req: Request, next: Next) -> Response
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
     if !is_form {
-        return forbidden();
+        return Err(forbidden());
     }
     let (parts, body) = req.into_parts();
     let Ok(bytes) = to_bytes(body, MAX_FORM_BYTES).await else {
-        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+        return Err(StatusCode::PAYLOAD_TOO_LARGE.into_response());
     };
     if let Err(message) = super::extract::check_urlencoded(&bytes) {
-        return AppError::Invalid(message).into_response();
+        return Err(AppError::Invalid(message).into_response());
     }
     let sent = url::form_urlencoded::parse(&bytes)
         .find(|(k, _)| k == FORM_FIELD)
         .map(|(_, v)| v.into_owned());
     match sent {
         Some(sent) if matches(&sent, &expected) => {
-            next.run(Request::from_parts(parts, Body::from(bytes)))
-                .await
+            Ok(Request::from_parts(parts, Body::from(bytes)))
         }
-        _ => forbidden(),
+        _ => Err(forbidden()),
     }
 }
 

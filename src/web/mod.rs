@@ -18,6 +18,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod limits;
+pub mod sandbox_guard;
 pub mod settings;
 pub mod top_up;
 pub mod views;
@@ -95,9 +96,24 @@ pub fn session_cookie_name(https: bool) -> &'static str {
     }
 }
 
-/// Builds the whole application router. `sandbox` is the Stripe sandbox router to
-/// mount at `/sandbox` (only when no real Stripe key is configured).
-pub fn router(state: AppState, session_store: PostgresStore, sandbox: Option<Router>) -> Router {
+/// The Stripe sandbox's routes, mounted at `/sandbox` in sandbox mode: Stripe's API and
+/// hosted pages, and the control endpoints (clock, faults, disputes, test cards), which
+/// answer only loopback or a signed-in staff member ([`sandbox_guard`]).
+#[derive(Debug)]
+pub struct SandboxRoutes {
+    /// The API subset and the hosted Checkout, invoice and portal pages.
+    pub stripe: Router,
+    /// What moves time, injects faults, opens disputes or sets test cards.
+    pub control: Router,
+}
+
+/// Builds the whole application router. `sandbox`: the Stripe sandbox's routes (only
+/// in sandbox mode).
+pub fn router(
+    state: AppState,
+    session_store: PostgresStore,
+    sandbox: Option<SandboxRoutes>,
+) -> Router {
     let https = state.config.https();
     let sessions = SessionManagerLayer::new(session_store)
         .with_name(session_cookie_name(https))
@@ -112,6 +128,7 @@ pub fn router(state: AppState, session_store: PostgresStore, sandbox: Option<Rou
     )
     .build();
 
+    let auth_for_sandbox = auth.clone();
     let session_routes = Router::new()
         .route("/", get(dashboard::root))
         .route("/signup", get(auth::signup_form).post(auth::sign_up))
@@ -170,7 +187,14 @@ pub fn router(state: AppState, session_store: PostgresStore, sandbox: Option<Rou
         .route("/static/{file}", get(assets::serve_asset))
         .fallback(error::not_found);
     if let Some(sandbox) = sandbox {
-        app = app.nest_service("/sandbox", sandbox);
+        let control = sandbox
+            .control
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
+                sandbox_guard::guard,
+            ))
+            .layer(auth_for_sandbox);
+        app = app.nest_service("/sandbox", sandbox.stripe.merge(control));
     }
     // Inside out: body limit (413) and timeout (408) first, so the error pages (HTML,
     // or JSON under /api/) cover their answers; security headers on every response.
