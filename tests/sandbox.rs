@@ -655,8 +655,8 @@ async fn bad_keys_ids_and_params_get_stripe_errors(pool: PgPool) {
 
 #[sqlx::test]
 async fn sandbox_migrations_run_beside_the_apps_and_again_without_change(pool: PgPool) {
-    billfold::startup::migrate(&pool).await.unwrap();
-    billfold::startup::migrate(&pool).await.unwrap();
+    billfold::database::migrate(&pool).await.unwrap();
+    billfold::database::migrate(&pool).await.unwrap();
     sandbox::migrate(&pool).await.unwrap();
     let sandbox_versions: Vec<i64> = sqlx::query_scalar(
         "select version from _sqlx_migrations where description like 'sandbox%' order by version",
