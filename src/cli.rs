@@ -288,14 +288,27 @@ async fn sandbox_command(config: Config, command: SandboxCommand) -> anyhow::Res
             })
         }
         SandboxCommand::Dispute { id, close } => match close {
-            // MERGE: replaced by the sandbox branch's open_dispute/close_dispute.
-            // MERGE: crate::sandbox::open_dispute / close_dispute from the sandbox branch.
-            None => Err(anyhow::anyhow!(
-                "disputes arrive with the sandbox branch ({id})"
-            )),
-            Some(outcome) => Err(anyhow::anyhow!(
-                "disputes arrive with the sandbox branch ({outcome})"
-            )),
+            None => crate::sandbox::open_dispute(&db, &id)
+                .await
+                .map_err(anyhow::Error::from)
+                .map(|d| {
+                    println!(
+                        "opened dispute {} on {id} ({}); a running `billfold serve` takes the credits back",
+                        d.id,
+                        crate::money::Money::new(d.amount, &d.currency)
+                    );
+                }),
+            Some(outcome) => {
+                let outcome = if outcome == "won" {
+                    crate::sandbox::DisputeOutcome::Won
+                } else {
+                    crate::sandbox::DisputeOutcome::Lost
+                };
+                crate::sandbox::close_dispute(&db, &id, outcome)
+                    .await
+                    .map_err(anyhow::Error::from)
+                    .map(|d| println!("dispute {} closed: {}", d.id, outcome.as_str()))
+            }
         },
     };
     db.close().await;

@@ -107,7 +107,7 @@ impl Application {
 
         let (stripe, sandbox) = match config.stripe_mode() {
             StripeMode::Live => (live_client(&config)?, None),
-            StripeMode::Sandbox => sandbox_parts(&config, &db, &base_url, &webhook_secret)?,
+            StripeMode::Sandbox => sandbox_parts(&config, &db, &base_url, &webhook_secret, true)?,
             StripeMode::Unconfigured => anyhow::bail!(
                 "set STRIPE_SECRET_KEY to use Stripe, or STRIPE_SANDBOX=true to try billfold with its built-in Stripe sandbox"
             ),
@@ -370,7 +370,7 @@ fn sandbox_client(_config: &Config) -> anyhow::Result<StripeClient> {
 /// The Stripe client for a one-off CLI command. With a real key: Stripe. In sandbox
 /// mode the sandbox is served in-process on a free loopback port for the command's
 /// duration (abort the returned task when done); its events queue in the database and
-/// are delivered by the next `serve`.
+/// are delivered by a running (or the next) `serve`.
 pub async fn stripe_client_for_cli(
     config: &Config,
     db: &PgPool,
@@ -394,7 +394,7 @@ pub async fn stripe_client_for_cli(
             .clone()
             .unwrap_or_else(|| format!("http://{}", config.bind)),
     );
-    let (stripe, sandbox) = sandbox_parts(&cli_config, db, &base_url, &webhook_secret)?;
+    let (stripe, sandbox) = sandbox_parts(&cli_config, db, &base_url, &webhook_secret, false)?;
     // Served on a loopback port for this command only: no guard needed.
     let router = match sandbox {
         Some(routes) => {
@@ -450,6 +450,7 @@ fn sandbox_parts(
     db: &PgPool,
     base_url: &str,
     webhook_secret: &SecretString,
+    deliver_webhooks: bool,
 ) -> anyhow::Result<(StripeClient, Option<web::SandboxRoutes>)> {
     use crate::sandbox::{self, SANDBOX_SECRET_KEY};
     let stripe = StripeClient::new(
@@ -469,7 +470,12 @@ fn sandbox_parts(
             sandbox_db.close().await;
         });
     }
-    let routers = sandbox::router(sandbox_db, sandbox_config(config, base_url, webhook_secret));
+    let sandbox_config = sandbox_config(config, base_url, webhook_secret);
+    let routers = if deliver_webhooks {
+        sandbox::router(sandbox_db, sandbox_config)
+    } else {
+        sandbox::router_without_delivery(sandbox_db, sandbox_config)
+    };
     Ok((
         stripe,
         Some(web::SandboxRoutes {
@@ -485,6 +491,7 @@ fn sandbox_parts(
     _db: &PgPool,
     _base_url: &str,
     _webhook_secret: &SecretString,
+    _deliver_webhooks: bool,
 ) -> anyhow::Result<(StripeClient, Option<web::SandboxRoutes>)> {
     anyhow::bail!("STRIPE_SANDBOX=true, but this binary was built without the Stripe sandbox")
 }

@@ -150,16 +150,28 @@ pub struct SandboxRouters {
 /// Also starts the webhook worker on the current tokio runtime; it first delivers
 /// whatever a previous process left pending, and stops when `db` is closed.
 pub fn router(db: PgPool, config: SandboxConfig) -> SandboxRouters {
+    let routers = routes(db, config);
+    tokio::spawn(webhooks::run_worker(
+        routers.0.db.clone(),
+        Arc::clone(&routers.0.config),
+        Arc::clone(&routers.0.new_event),
+    ));
+    routers.1
+}
+
+/// The sandbox's routers without a webhook worker, for a one-off command: its events
+/// stay queued for the worker of a running `billfold serve` (which a short-lived worker
+/// could hold leased for a minute if it stopped mid-delivery).
+pub fn router_without_delivery(db: PgPool, config: SandboxConfig) -> SandboxRouters {
+    routes(db, config).1
+}
+
+fn routes(db: PgPool, config: SandboxConfig) -> (SandboxState, SandboxRouters) {
     let state = SandboxState {
         db,
         config: Arc::new(config),
         new_event: Arc::new(Notify::new()),
     };
-    tokio::spawn(webhooks::run_worker(
-        state.db.clone(),
-        Arc::clone(&state.config),
-        Arc::clone(&state.new_event),
-    ));
 
     let api = Router::new()
         .route("/customers", post(customers::create_customer))
@@ -246,9 +258,9 @@ pub fn router(db: PgPool, config: SandboxConfig) -> SandboxRouters {
         .route("/faults/{id}", delete(faults::clear_fault_route))
         .route("/disputes", post(disputes::open_dispute_route))
         .route("/disputes/{id}/close", post(disputes::close_dispute_route))
-        .with_state(state);
+        .with_state(state.clone());
 
-    SandboxRouters { stripe, control }
+    (state, SandboxRouters { stripe, control })
 }
 
 /// Stripe's reply to a path it does not serve.

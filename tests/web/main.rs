@@ -12,6 +12,7 @@ mod billing;
 mod browser;
 mod catalog;
 mod jobs;
+mod refunds;
 mod security;
 mod statement;
 mod top_up;
