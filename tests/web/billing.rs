@@ -418,6 +418,9 @@ async fn stale_and_reordered_events_do_not_undo_newer_state(pool: PgPool) {
     on_sale(&app).await;
     let ws = app.sign_up("ada@example.com").await;
     subscribe(&app, ws, "pro", 2_000).await;
+    // Every event of the subscription is stored (invoice.paid and
+    // invoice.payment_succeeded both grant, so credits can arrive before the other).
+    app.settle().await;
     let events = app.received_events().await;
     let created = events
         .iter()
@@ -676,4 +679,114 @@ async fn a_downgrade_is_refused_with_reasons_while_the_workspace_uses_more(pool:
             .status(),
         StatusCode::NOT_FOUND
     );
+}
+
+/// Upgrades on `/billing`: Stripe's preview, then the confirmation at its proration date.
+async fn upgrade(app: &TestApp, plan: &str) {
+    let res = app
+        .post_form("/billing/change/preview", &[("plan_code", plan)])
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let html = scraper::Html::parse_document(&res.text().await.unwrap());
+    let date = crate::helpers::attr(&html, "input[name=proration_date]", "value").unwrap();
+    let res = app
+        .post_form(
+            "/billing/change",
+            &[("plan_code", plan), ("proration_date", &date)],
+        )
+        .await;
+    assert_eq!(location(&res), "/billing");
+    app.settle().await;
+}
+
+/// Switches plan in the (sandbox) customer portal, as a customer could in Stripe's.
+async fn portal_switch(app: &TestApp, plan: &str) {
+    let price: String =
+        sqlx::query_scalar("select stripe_price_id from plans where plan_code = $1")
+            .bind(plan)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    let res = app.post_form("/billing/portal", &[]).await;
+    let portal = location(&res);
+    let res = app
+        .client
+        .post(format!("{portal}/switch"))
+        .form(&[("price", price.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        res.status().is_redirection() || res.status().is_success(),
+        "{}",
+        res.status()
+    );
+    app.settle().await;
+}
+
+/// Plan credits granted by upgrades.
+async fn upgrade_credits_granted(app: &TestApp) -> i64 {
+    app.count(
+        "select coalesce(sum(plan_delta), 0)::bigint from ledger_entries
+          where kind = 'plan_allowance' and reference like 'upgrade:%'",
+    )
+    .await
+}
+
+#[sqlx::test]
+async fn switching_down_and_up_again_never_grants_more_than_the_largest_allowance(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    on_sale(&app).await;
+    let ws = app.sign_up("ada@example.com").await;
+    subscribe(&app, ws, "starter", 500).await;
+
+    // Starter → Pro on /billing: the pro-rata difference, almost all of 1,500.
+    upgrade(&app, "pro").await;
+    let first = upgrade_credits_granted(&app).await;
+    assert!((1_490..=1_500).contains(&first), "{first}");
+
+    // Back to Starter in the portal and up again, three times, both ways.
+    for _ in 0..3 {
+        portal_switch(&app, "starter").await;
+        upgrade(&app, "pro").await;
+        portal_switch(&app, "starter").await;
+        portal_switch(&app, "pro").await;
+    }
+    assert_eq!(plan_of(&app, ws).await, "pro");
+    assert_eq!(
+        upgrade_credits_granted(&app).await,
+        first,
+        "nothing more after the first upgrade"
+    );
+    let (plan, _) = app.assert_ledger_consistent(ws).await;
+    assert!(plan <= 2_000, "plan credits {plan} on a 2,000-credit plan");
+    let marks: Vec<(String, Option<i64>, i64)> = sqlx::query_as(
+        "select plan_code, high_water_credits, granted_credits from allowance_periods
+          where stripe_subscription_id is not null",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        marks,
+        [("pro".to_owned(), Some(2_000), 500 + first)],
+        "the period's mark is Pro; Starter's allowance plus one pro-rata difference granted"
+    );
+}
+
+#[sqlx::test]
+async fn a_switch_up_in_the_portal_grants_like_one_on_billing(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    on_sale(&app).await;
+    let ws = app.sign_up("ada@example.com").await;
+    subscribe(&app, ws, "starter", 500).await;
+    portal_switch(&app, "business").await;
+    assert_eq!(plan_of(&app, ws).await, "business");
+    let granted = upgrade_credits_granted(&app).await;
+    assert!((9_490..=9_500).contains(&granted), "{granted}");
+    // Down to Pro and back up to Business: the mark is Business already.
+    portal_switch(&app, "pro").await;
+    portal_switch(&app, "business").await;
+    assert_eq!(upgrade_credits_granted(&app).await, granted);
+    app.assert_ledger_consistent(ws).await;
 }
