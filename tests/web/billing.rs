@@ -270,6 +270,7 @@ async fn duplicated_subscription_events_grant_one_allowance_per_invoice(pool: Pg
     subscribe(&app, ws, "pro", 2_000).await;
     // Replay every event the sandbox sent, 20 times each, concurrently, under new ids
     // (as if Stripe had sent them again): nothing is granted twice.
+    app.settle().await;
     let events = app.received_events().await;
     let mut deliveries = Vec::new();
     for (n, event) in events.iter().enumerate() {
@@ -282,6 +283,12 @@ async fn duplicated_subscription_events_grant_one_allowance_per_invoice(pool: Pg
     for d in futures_util::future::join_all(deliveries).await {
         assert_eq!(d.unwrap(), StatusCode::OK);
     }
+    app.settle().await;
+    assert_eq!(
+        app.count("select count(*) from stripe_events where processed_at is null").await,
+        0,
+        "every copy applied"
+    );
     assert_eq!(app.assert_ledger_consistent(ws).await, (2_000, 0));
     assert_eq!(
         app.count("select count(*) from ledger_entries where kind = 'plan_allowance'")

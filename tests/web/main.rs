@@ -14,6 +14,7 @@ mod catalog;
 mod jobs;
 mod refunds;
 mod security;
+mod slow_stripe;
 mod statement;
 mod top_up;
 mod webhooks;
