@@ -300,3 +300,111 @@ async fn the_worker_runs_the_background_jobs_alone(pool: PgPool) {
     let status = worker.0.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// Peak resident memory of a process (`VmHWM`), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[sqlx::test]
+async fn a_burst_of_two_hundred_logins_keeps_memory_bounded_and_answers_busy_not_500(pool: PgPool) {
+    use std::io::BufRead;
+    let url = url_of(&pool).await;
+    let mut server = command(&url, &["serve"])
+        .env("BIND", "127.0.0.1:0")
+        .env("TRUSTED_PROXIES", "1")
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = server.stdout.take().unwrap();
+    let server = Kill(server);
+    // Read the banner on a thread that keeps draining stdout (a closed pipe would make
+    // the server's next print fail).
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(base) = line.trim().strip_prefix("billfold is running at ") {
+                let _ = tx.send(base.to_owned());
+            }
+        }
+    });
+    let base = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the banner");
+    let before = peak_rss_kib(server.0.id());
+
+    let logins = (0..200).map(|i| {
+        let base = base.clone();
+        tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap();
+            let from = format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256);
+            let html = client
+                .get(format!("{base}/login"))
+                .header("x-forwarded-for", &from)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let token = html
+                .split("name=\"csrf_token\" value=\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap()
+                .to_owned();
+            let email = format!("nobody{i}@example.com");
+            let res = client
+                .post(format!("{base}/login"))
+                .header("x-forwarded-for", &from)
+                .form(&[
+                    ("email", email.as_str()),
+                    ("password", "not the password"),
+                    ("csrf_token", &token),
+                ])
+                .send()
+                .await
+                .unwrap();
+            (res.status(), res.headers().contains_key("retry-after"))
+        })
+    });
+    let answers: Vec<(reqwest::StatusCode, bool)> = futures_util::future::join_all(logins)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let peak = peak_rss_kib(server.0.id());
+    eprintln!(
+        "peak RSS: {} MiB before, {} MiB after 200 logins",
+        before / 1024,
+        peak / 1024
+    );
+    assert!(peak < 256 * 1024, "peak RSS {} MiB", peak / 1024);
+    assert!(
+        answers
+            .iter()
+            .all(|(s, retry)| *s == reqwest::StatusCode::UNPROCESSABLE_ENTITY
+                || (*s == reqwest::StatusCode::SERVICE_UNAVAILABLE && *retry)),
+        "wrong password (422) or busy with Retry-After (503): {answers:?}"
+    );
+}

@@ -285,7 +285,8 @@ async fn duplicated_subscription_events_grant_one_allowance_per_invoice(pool: Pg
     }
     app.settle().await;
     assert_eq!(
-        app.count("select count(*) from stripe_events where processed_at is null").await,
+        app.count("select count(*) from stripe_events where processed_at is null")
+            .await,
         0,
         "every copy applied"
     );

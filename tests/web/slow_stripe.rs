@@ -20,16 +20,31 @@ async fn fault(app: &TestApp, fault: serde_json::Value) {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED, "{}", res.text().await.unwrap());
+    assert_eq!(
+        res.status(),
+        StatusCode::CREATED,
+        "{}",
+        res.text().await.unwrap()
+    );
 }
 
 async fn clear_faults(app: &TestApp) {
-    let res = app.client.delete(app.url("/sandbox/faults")).send().await.unwrap();
+    let res = app
+        .client
+        .delete(app.url("/sandbox/faults"))
+        .send()
+        .await
+        .unwrap();
     assert!(res.status().is_success());
 }
 
 /// 64 clients each making `calls` metering calls; every latency, and every status.
-async fn metering_load(app: &TestApp, key: &str, calls: usize, tag: &str) -> (Vec<Duration>, Vec<StatusCode>) {
+async fn metering_load(
+    app: &TestApp,
+    key: &str,
+    calls: usize,
+    tag: &str,
+) -> (Vec<Duration>, Vec<StatusCode>) {
     let clients = (0..64).map(|c| {
         let (client, url, key, tag) = (app.client.clone(), app.url("/api/v1/usage"), key.to_owned(), tag.to_owned());
         tokio::spawn(async move {
@@ -77,7 +92,10 @@ async fn stripe_answering_in_eight_seconds_stalls_neither_webhooks_nor_metering(
     let key = uuid::Uuid::new_v4().to_string();
     app.sign_up("subscriber@example.com").await;
     let res = app
-        .post_form("/billing/subscribe", &[("plan_code", "pro"), ("form_key", &key)])
+        .post_form(
+            "/billing/subscribe",
+            &[("plan_code", "pro"), ("form_key", &key)],
+        )
         .await;
     pay(&app, &location(&res)).await;
     app.settle().await;
@@ -97,7 +115,11 @@ async fn stripe_answering_in_eight_seconds_stalls_neither_webhooks_nor_metering(
     let (baseline, statuses) = metering_load(&app, &api_key, 5, "base").await;
     assert!(statuses.iter().all(|s| *s == StatusCode::OK));
 
-    fault(&app, json!({"method": "GET", "path": "/v1/subscriptions", "delay_ms": 8_000})).await;
+    fault(
+        &app,
+        json!({"method": "GET", "path": "/v1/subscriptions", "delay_ms": 8_000}),
+    )
+    .await;
     let webhooks = (0..40).map(|i| {
         let mut event = updated.clone();
         event["id"] = json!(format!("evt_slow_{i}"));
@@ -120,7 +142,11 @@ async fn stripe_answering_in_eight_seconds_stalls_neither_webhooks_nor_metering(
         statuses.iter().all(|s| *s == StatusCode::OK),
         "no 5xx while Stripe is slow: {statuses:?}"
     );
-    eprintln!("consume p99: {:?} before, {:?} while Stripe is slow", p99(&baseline), p99(&slow));
+    eprintln!(
+        "consume p99: {:?} before, {:?} while Stripe is slow",
+        p99(&baseline),
+        p99(&slow)
+    );
     assert!(
         p99(&slow) < Duration::from_millis(1_500).max(p99(&baseline) * 3),
         "consume p99 {:?} with Stripe slow vs {:?} before",
@@ -149,33 +175,62 @@ async fn a_failed_or_slow_stripe_call_leaves_a_plan_change_undone_or_done(pool: 
     let ws = app.sign_up("ada@example.com").await;
     let key = uuid::Uuid::new_v4().to_string();
     let res = app
-        .post_form("/billing/subscribe", &[("plan_code", "starter"), ("form_key", &key)])
+        .post_form(
+            "/billing/subscribe",
+            &[("plan_code", "starter"), ("form_key", &key)],
+        )
         .await;
     pay(&app, &location(&res)).await;
     app.settle().await;
 
     // Stripe fails the upgrade: a 503 page, nothing changed, the intent marked failed.
-    fault(&app, json!({"method": "POST", "path": "/v1/subscriptions", "status": 500, "count": 1})).await;
-    let res = app.post_form("/billing/change/preview", &[("plan_code", "pro")]).await;
+    fault(
+        &app,
+        json!({"method": "POST", "path": "/v1/subscriptions", "status": 500, "count": 1}),
+    )
+    .await;
+    let res = app
+        .post_form("/billing/change/preview", &[("plan_code", "pro")])
+        .await;
     let html = scraper::Html::parse_document(&res.text().await.unwrap());
     let date = crate::helpers::attr(&html, "input[name=proration_date]", "value").unwrap();
     let res = app
-        .post_form("/billing/change", &[("plan_code", "pro"), ("proration_date", &date)])
+        .post_form(
+            "/billing/change",
+            &[("plan_code", "pro"), ("proration_date", &date)],
+        )
         .await;
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     app.settle().await;
-    let plan: String = sqlx::query_scalar("select plan_code from workspaces where workspace_id = $1")
-        .bind(ws)
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let plan: String =
+        sqlx::query_scalar("select plan_code from workspaces where workspace_id = $1")
+            .bind(ws)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
     assert_eq!(plan, "starter");
-    assert_eq!(app.count("select count(*) from plan_changes where status = 'failed'").await, 1);
-    assert_eq!(app.count("select count(*) from plan_changes where status <> 'failed'").await, 0);
-    assert_eq!(app.count("select count(*) from ledger_entries where reference like 'upgrade:%'").await, 0);
+    assert_eq!(
+        app.count("select count(*) from plan_changes where status = 'failed'")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.count("select count(*) from plan_changes where status <> 'failed'")
+            .await,
+        0
+    );
+    assert_eq!(
+        app.count("select count(*) from ledger_entries where reference like 'upgrade:%'")
+            .await,
+        0
+    );
 
     // Slow but successful: the upgrade happens, and billfold answers meanwhile.
-    fault(&app, json!({"method": "POST", "path": "/v1/subscriptions", "delay_ms": 3_000, "count": 1})).await;
+    fault(
+        &app,
+        json!({"method": "POST", "path": "/v1/subscriptions", "delay_ms": 3_000, "count": 1}),
+    )
+    .await;
     let started = Instant::now();
     let fields = [("plan_code", "pro"), ("proration_date", date.as_str())];
     let upgrade = app.post_form("/billing/change", &fields);
@@ -187,24 +242,39 @@ async fn a_failed_or_slow_stripe_call_leaves_a_plan_change_undone_or_done(pool: 
     };
     let (upgraded, (probe_status, probe_took)) = tokio::join!(upgrade, probe);
     assert_eq!(probe_status, StatusCode::OK);
-    assert!(probe_took < Duration::from_secs(1), "a page took {probe_took:?} during the upgrade");
+    assert!(
+        probe_took < Duration::from_secs(1),
+        "a page took {probe_took:?} during the upgrade"
+    );
     assert!(started.elapsed() >= Duration::from_secs(3));
     assert_eq!(location(&upgraded), "/billing");
     app.settle().await;
-    let plan: String = sqlx::query_scalar("select plan_code from workspaces where workspace_id = $1")
-        .bind(ws)
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let plan: String =
+        sqlx::query_scalar("select plan_code from workspaces where workspace_id = $1")
+            .bind(ws)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
     assert_eq!(plan, "pro");
-    assert_eq!(app.count("select count(*) from plan_changes where status = 'confirmed'").await, 1);
+    assert_eq!(
+        app.count("select count(*) from plan_changes where status = 'confirmed'")
+            .await,
+        1
+    );
 
     // Stripe fails the downgrade: nothing is scheduled.
-    fault(&app, json!({"method": "POST", "path": "/v1/subscriptions", "status": 500, "count": 1})).await;
-    let res = app.post_form("/billing/downgrade", &[("plan_code", "starter")]).await;
+    fault(
+        &app,
+        json!({"method": "POST", "path": "/v1/subscriptions", "status": 500, "count": 1}),
+    )
+    .await;
+    let res = app
+        .post_form("/billing/downgrade", &[("plan_code", "starter")])
+        .await;
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
-        app.count("select count(*) from subscriptions where scheduled_plan_code is not null").await,
+        app.count("select count(*) from subscriptions where scheduled_plan_code is not null")
+            .await,
         0
     );
     app.assert_ledger_consistent(ws).await;
