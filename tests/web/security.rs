@@ -527,3 +527,127 @@ async fn nul_bytes_and_invalid_utf8_in_forms_and_queries_are_422_and_change_noth
     assert_eq!(app.count("select count(*) from api_keys").await, 0);
     assert_eq!(app.count("select count(*) from top_ups").await, 0);
 }
+
+/// A visitor behind the trusted proxy at client address `from`, with its CSRF token.
+async fn visitor_from(app: &TestApp, from: &str) -> (reqwest::Client, String) {
+    let visitor = client();
+    let html = visitor
+        .get(app.url("/login"))
+        .header("x-forwarded-for", from)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let token = attr(&scraper::Html::parse_document(&html), "input[name=csrf_token]", "value").unwrap();
+    (visitor, token)
+}
+
+#[sqlx::test]
+async fn the_sandbox_controls_answer_only_loopback_or_staff(pool: PgPool) {
+    let mut config = test_config();
+    config.trusted_proxies = 1;
+    let app = TestApp::spawn_with(pool, config).await;
+    let hasher = billfold::accounts::password::PasswordHasher::new(1, std::time::Duration::from_secs(5));
+    billfold::accounts::sign_up(&app.app_db, &hasher, "staff@example.com", PASSWORD, true)
+        .await
+        .unwrap();
+    billfold::accounts::sign_up(&app.app_db, &hasher, "customer@example.com", PASSWORD, false)
+        .await
+        .unwrap();
+    let offset = || async {
+        app.count("select offset_seconds from sandbox_clocks").await
+    };
+    let from = "203.0.113.50";
+    let advance = |client: &reqwest::Client, token: Option<&str>| {
+        let mut form = vec![("days", "1".to_owned())];
+        if let Some(t) = token {
+            form.push(("csrf_token", t.to_owned()));
+        }
+        client
+            .post(app.url("/sandbox/clock/advance"))
+            .header("x-forwarded-for", from)
+            .form(&form)
+            .send()
+    };
+
+    // From the internet, anonymous: refused, and so are faults and disputes.
+    let (anonymous, token) = visitor_from(&app, from).await;
+    assert_eq!(advance(&anonymous, Some(&token)).await.unwrap().status(), StatusCode::FORBIDDEN);
+    for (method, path) in [("GET", "/sandbox/clock"), ("POST", "/sandbox/faults"), ("POST", "/sandbox/disputes")] {
+        let res = anonymous
+            .request(method.parse().unwrap(), app.url(path))
+            .header("x-forwarded-for", from)
+            .json(&serde_json::json!({"path": "/v1/customers", "delay_ms": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{method} {path}");
+    }
+    // Stripe's API and hosted pages stay open (Stripe's are public too).
+    let res = anonymous
+        .get(app.url("/sandbox/v1/prices?limit=1"))
+        .header("x-forwarded-for", from)
+        .bearer_auth(billfold::sandbox::SANDBOX_SECRET_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+
+    // A signed-in customer is not staff.
+    let (customer, token) = visitor_from(&app, from).await;
+    let res = customer
+        .post(app.url("/login"))
+        .header("x-forwarded-for", from)
+        .form(&[("email", "customer@example.com"), ("password", PASSWORD), ("csrf_token", &token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(advance(&customer, None).await.unwrap().status(), StatusCode::FORBIDDEN);
+
+    // Staff may, with the session's CSRF token, which the clock page carries.
+    let (staff, token) = visitor_from(&app, from).await;
+    let res = staff
+        .post(app.url("/login"))
+        .header("x-forwarded-for", from)
+        .form(&[("email", "staff@example.com"), ("password", PASSWORD), ("csrf_token", &token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let page = staff
+        .get(app.url("/sandbox/clock"))
+        .header("x-forwarded-for", from)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = scraper::Html::parse_document(&page.text().await.unwrap());
+    let token = attr(&html, "input[name=csrf_token]", "value").expect("the clock form carries the token");
+    assert_eq!(offset().await, 0);
+    assert_eq!(advance(&staff, None).await.unwrap().status(), StatusCode::FORBIDDEN, "no token");
+    assert!(advance(&staff, Some(&token)).await.unwrap().status().is_redirection());
+    assert_eq!(offset().await, 86_400);
+
+    // On the machine itself no sign-in is needed, but another site cannot make the
+    // developer's browser post there.
+    let local = client();
+    let res = local
+        .post(app.url("/sandbox/clock/advance"))
+        .header("origin", "https://evil.example")
+        .form(&[("days", "1")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let res = local
+        .post(app.url("/sandbox/clock/advance"))
+        .form(&[("days", "1")])
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_redirection());
+    assert_eq!(offset().await, 2 * 86_400);
+}
