@@ -185,11 +185,40 @@ impl Browser {
         self.wait_for("#balance-total").await;
     }
 
+    /// Screenshots the page at 1280 and 375 px wide (`{name}.png`, `{name}-375.png`)
+    /// and checks it with axe-core (WCAG 2.1 A and AA): no violation allowed.
     async fn screenshot(&self, name: &str) {
         let _ = self
             .driver
             .screenshot(&self.shots.join(format!("{name}.png")))
             .await;
+        self.driver.set_window_rect(0, 0, 375, 812).await.unwrap();
+        let _ = self
+            .driver
+            .screenshot(&self.shots.join(format!("{name}-375.png")))
+            .await;
+        self.driver.set_window_rect(0, 0, 1280, 1000).await.unwrap();
+        self.assert_accessible(name).await;
+    }
+
+    /// Runs axe-core (vendored, pinned) on the current page; panics listing every
+    /// violation.
+    async fn assert_accessible(&self, name: &str) {
+        const AXE: &str = include_str!("vendor/axe-4.14.1.min.js");
+        self.driver.execute(AXE, Vec::new()).await.unwrap();
+        let result = self
+            .driver
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})
+                    .then(r => done(r.violations.map(v => v.id + ': ' + v.help + ' (' + v.nodes.map(n => n.target.join(' ')).join(', ') + ')')))
+                    .catch(e => done(['axe failed: ' + e]));",
+                Vec::new(),
+            )
+            .await
+            .unwrap();
+        let violations: Vec<String> = result.convert().unwrap();
+        assert!(violations.is_empty(), "{name}: accessibility violations: {violations:#?}");
     }
 }
 
