@@ -103,7 +103,8 @@ struct StatementPage {
     balance: Balance,
     entries: Vec<LedgerEntry>,
     total_entries: i64,
-    older: Option<i64>,
+    /// The next (older) page's address, if there are older entries.
+    older_href: Option<String>,
     is_first_page: bool,
 }
 
@@ -128,7 +129,7 @@ pub async fn show_statement(
         balance: ledger::db::balance(&mut conn, ws).await?,
         entries,
         total_entries: ledger::db::count_entries(&mut conn, ws).await?,
-        older,
+        older_href: older.map(|id| format!("/credits?before={id}")),
         is_first_page: q.before.is_none(),
     }
     .into_response())

@@ -218,7 +218,10 @@ impl Browser {
             .await
             .unwrap();
         let violations: Vec<String> = result.convert().unwrap();
-        assert!(violations.is_empty(), "{name}: accessibility violations: {violations:#?}");
+        assert!(
+            violations.is_empty(),
+            "{name}: accessibility violations: {violations:#?}"
+        );
     }
 }
 

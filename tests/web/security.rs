@@ -540,7 +540,12 @@ async fn visitor_from(app: &TestApp, from: &str) -> (reqwest::Client, String) {
         .text()
         .await
         .unwrap();
-    let token = attr(&scraper::Html::parse_document(&html), "input[name=csrf_token]", "value").unwrap();
+    let token = attr(
+        &scraper::Html::parse_document(&html),
+        "input[name=csrf_token]",
+        "value",
+    )
+    .unwrap();
     (visitor, token)
 }
 
@@ -549,16 +554,21 @@ async fn the_sandbox_controls_answer_only_loopback_or_staff(pool: PgPool) {
     let mut config = test_config();
     config.trusted_proxies = 1;
     let app = TestApp::spawn_with(pool, config).await;
-    let hasher = billfold::accounts::password::PasswordHasher::new(1, std::time::Duration::from_secs(5));
+    let hasher =
+        billfold::accounts::password::PasswordHasher::new(1, std::time::Duration::from_secs(5));
     billfold::accounts::sign_up(&app.app_db, &hasher, "staff@example.com", PASSWORD, true)
         .await
         .unwrap();
-    billfold::accounts::sign_up(&app.app_db, &hasher, "customer@example.com", PASSWORD, false)
-        .await
-        .unwrap();
-    let offset = || async {
-        app.count("select offset_seconds from sandbox_clocks").await
-    };
+    billfold::accounts::sign_up(
+        &app.app_db,
+        &hasher,
+        "customer@example.com",
+        PASSWORD,
+        false,
+    )
+    .await
+    .unwrap();
+    let offset = || async { app.count("select offset_seconds from sandbox_clocks").await };
     let from = "203.0.113.50";
     let advance = |client: &reqwest::Client, token: Option<&str>| {
         let mut form = vec![("days", "1".to_owned())];
@@ -574,8 +584,15 @@ async fn the_sandbox_controls_answer_only_loopback_or_staff(pool: PgPool) {
 
     // From the internet, anonymous: refused, and so are faults and disputes.
     let (anonymous, token) = visitor_from(&app, from).await;
-    assert_eq!(advance(&anonymous, Some(&token)).await.unwrap().status(), StatusCode::FORBIDDEN);
-    for (method, path) in [("GET", "/sandbox/clock"), ("POST", "/sandbox/faults"), ("POST", "/sandbox/disputes")] {
+    assert_eq!(
+        advance(&anonymous, Some(&token)).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    for (method, path) in [
+        ("GET", "/sandbox/clock"),
+        ("POST", "/sandbox/faults"),
+        ("POST", "/sandbox/disputes"),
+    ] {
         let res = anonymous
             .request(method.parse().unwrap(), app.url(path))
             .header("x-forwarded-for", from)
@@ -600,19 +617,30 @@ async fn the_sandbox_controls_answer_only_loopback_or_staff(pool: PgPool) {
     let res = customer
         .post(app.url("/login"))
         .header("x-forwarded-for", from)
-        .form(&[("email", "customer@example.com"), ("password", PASSWORD), ("csrf_token", &token)])
+        .form(&[
+            ("email", "customer@example.com"),
+            ("password", PASSWORD),
+            ("csrf_token", &token),
+        ])
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
-    assert_eq!(advance(&customer, None).await.unwrap().status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        advance(&customer, None).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
 
     // Staff may, with the session's CSRF token, which the clock page carries.
     let (staff, token) = visitor_from(&app, from).await;
     let res = staff
         .post(app.url("/login"))
         .header("x-forwarded-for", from)
-        .form(&[("email", "staff@example.com"), ("password", PASSWORD), ("csrf_token", &token)])
+        .form(&[
+            ("email", "staff@example.com"),
+            ("password", PASSWORD),
+            ("csrf_token", &token),
+        ])
         .send()
         .await
         .unwrap();
@@ -625,10 +653,21 @@ async fn the_sandbox_controls_answer_only_loopback_or_staff(pool: PgPool) {
         .unwrap();
     assert_eq!(page.status(), StatusCode::OK);
     let html = scraper::Html::parse_document(&page.text().await.unwrap());
-    let token = attr(&html, "input[name=csrf_token]", "value").expect("the clock form carries the token");
+    let token =
+        attr(&html, "input[name=csrf_token]", "value").expect("the clock form carries the token");
     assert_eq!(offset().await, 0);
-    assert_eq!(advance(&staff, None).await.unwrap().status(), StatusCode::FORBIDDEN, "no token");
-    assert!(advance(&staff, Some(&token)).await.unwrap().status().is_redirection());
+    assert_eq!(
+        advance(&staff, None).await.unwrap().status(),
+        StatusCode::FORBIDDEN,
+        "no token"
+    );
+    assert!(
+        advance(&staff, Some(&token))
+            .await
+            .unwrap()
+            .status()
+            .is_redirection()
+    );
     assert_eq!(offset().await, 86_400);
 
     // On the machine itself no sign-in is needed, but another site cannot make the
