@@ -221,6 +221,12 @@ impl Application {
         });
         if self.config.stripe_sandbox() {
             put_catalog_on_sale(&self.db, &self.stripe, stop_rx.clone()).await;
+        } else if let Ok(mut conn) = self.db.acquire().await
+            && let Ok(false) = crate::catalog::db::all_plans_on_sale(&mut conn).await
+        {
+            tracing::warn!(
+                "paid plans have no Stripe price yet: customers cannot subscribe until you run `billfold stripe sync`"
+            );
         }
         if !*stop_rx.borrow() {
             self.ready.store(true, Ordering::SeqCst);

@@ -4,14 +4,21 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber. `RUST_LOG` filters (default `info`). Safe to call
+/// Installs the global subscriber. `RUST_LOG` filters (default `info`, quieter for
+/// sqlx, tower-sessions and async-stripe's HTTP client). Safe to call
 /// twice: the second call is ignored (tests).
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_sessions=warn"));
+    // async-stripe logs every non-2xx answer at WARN, including the 404s billfold
+    // expects (a catalog lookup before the product exists); billfold logs the
+    // failures that matter itself.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,sqlx=warn,tower_sessions=warn,stripe::hyper::client=error")
+    });
     // Logs go to stderr so stdout stays for command output (`billfold db url`).
+    // Colours only on a terminal: log files and collectors get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),

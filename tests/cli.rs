@@ -408,3 +408,93 @@ async fn a_burst_of_two_hundred_logins_keeps_memory_bounded_and_answers_busy_not
         "wrong password (422) or busy with Retry-After (503): {answers:?}"
     );
 }
+
+/// Starts `billfold serve` in sandbox mode with the default log filter; returns the
+/// child, its base URL once the banner printed (`None` if it never did within
+/// `wait`), and a handle collecting stderr.
+fn serve_logged(
+    url: &str,
+    wait: std::time::Duration,
+) -> (
+    std::process::Child,
+    Option<String>,
+    std::thread::JoinHandle<String>,
+) {
+    use std::io::{BufRead, Read};
+    let mut child = command(url, &["serve"])
+        .env("BIND", "127.0.0.1:0")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let logs = std::thread::spawn(move || {
+        let mut all = String::new();
+        let _ = stderr.read_to_string(&mut all);
+        all
+    });
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(base) = line.trim().strip_prefix("billfold is running at ") {
+                let _ = tx.send(base.to_owned());
+            }
+        }
+    });
+    let base = rx.recv_timeout(wait).ok();
+    (child, base, logs)
+}
+
+fn sigterm(child: &mut std::process::Child) -> std::process::ExitStatus {
+    Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    child.wait().unwrap()
+}
+
+#[sqlx::test]
+async fn a_clean_first_start_is_ready_with_the_catalog_on_sale_and_logs_no_warning(pool: PgPool) {
+    let url = url_of(&pool).await;
+    let (mut child, base, logs) = serve_logged(&url, std::time::Duration::from_secs(60));
+    let base = base.expect("the banner");
+    // Ready when the banner is out: /readyz answers and every paid plan has a price.
+    let ready = reqwest::get(format!("{base}/readyz")).await.unwrap();
+    assert_eq!(ready.status(), reqwest::StatusCode::OK);
+    let unsold: i64 = sqlx::query_scalar(
+        "select count(*) from plans where monthly_price_minor > 0 and stripe_price_id is null",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(unsold, 0, "the catalog is on sale before the banner");
+    assert!(sigterm(&mut child).success());
+    let logs = logs.join().unwrap();
+    for line in logs.lines() {
+        assert!(
+            !line.contains("WARN") && !line.contains("ERROR") && !line.contains("panicked"),
+            "a clean start logged: {line}\n\nall:\n{logs}"
+        );
+    }
+}
+
+#[sqlx::test]
+async fn stopping_the_server_while_it_starts_is_quiet(pool: PgPool) {
+    let url = url_of(&pool).await;
+    for delay_ms in [50, 300, 800] {
+        let (mut child, _, logs) = serve_logged(&url, std::time::Duration::from_millis(delay_ms));
+        let _ = sigterm(&mut child);
+        let logs = logs.join().unwrap();
+        for line in logs.lines() {
+            assert!(
+                !line.contains("WARN") && !line.contains("ERROR") && !line.contains("panicked"),
+                "stopped after {delay_ms} ms, logged: {line}\n\nall:\n{logs}"
+            );
+        }
+    }
+}

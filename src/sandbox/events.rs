@@ -73,7 +73,7 @@ async fn record(
     )?;
     db::insert_event(conn, &id, event_type, &event).await?;
     db::notify_new_event(conn).await?;
-    tracing::info!(event_id = %id, event_type, "sandbox event queued");
+    tracing::debug!(event_id = %id, event_type, "sandbox event queued");
     Ok(())
 }
 

@@ -181,12 +181,19 @@ async fn attempt(
         }
         Err(error) => failed(None, format!("could not reach the endpoint: {error}")),
     };
-    tracing::info!(
-        delivery_id = delivery.delivery_id,
-        attempt = delivery.attempt_count,
-        outcome = ?outcome,
-        "sandbox webhook attempt"
-    );
+    match &outcome {
+        AttemptOutcome::Succeeded { .. } => tracing::debug!(
+            delivery_id = delivery.delivery_id,
+            attempt = delivery.attempt_count,
+            "sandbox webhook delivered"
+        ),
+        AttemptOutcome::Failed { .. } => tracing::info!(
+            delivery_id = delivery.delivery_id,
+            attempt = delivery.attempt_count,
+            outcome = ?outcome,
+            "sandbox webhook attempt failed; it is retried"
+        ),
+    }
     db::record_attempt(&mut *db.acquire().await?, delivery.delivery_id, &outcome).await
 }
 

@@ -798,3 +798,55 @@ async fn a_switch_up_in_the_portal_grants_like_one_on_billing(pool: PgPool) {
     assert_eq!(upgrade_credits_granted(&app).await, granted);
     app.assert_ledger_consistent(ws).await;
 }
+
+#[sqlx::test]
+async fn subscribing_the_moment_billfold_is_ready_reaches_checkout(pool: PgPool) {
+    // TestApp::spawn returns as soon as /readyz would answer 200.
+    let app = TestApp::spawn(pool).await;
+    assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
+    app.sign_up("ada@example.com").await;
+    let key = uuid::Uuid::new_v4().to_string();
+    let res = app
+        .post_form(
+            "/billing/subscribe",
+            &[("plan_code", "pro"), ("form_key", &key)],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert!(
+        location(&res).contains("/sandbox/checkout/cs_"),
+        "{}",
+        location(&res)
+    );
+}
+
+#[sqlx::test]
+async fn a_plan_not_on_sale_says_so_instead_of_failing_silently(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    app.sign_up("ada@example.com").await;
+    // As with real Stripe before `billfold stripe sync` ran.
+    sqlx::query("update plans set stripe_price_id = null where plan_code = 'pro'")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let (_, html) = app.get_html("/billing").await;
+    let card = text(&html, "[data-plan=pro]").unwrap();
+    assert!(card.contains("Not on sale yet"), "{card}");
+    let key = uuid::Uuid::new_v4().to_string();
+    let res = app
+        .post_form(
+            "/billing/subscribe",
+            &[("plan_code", "pro"), ("form_key", &key)],
+        )
+        .await;
+    assert_eq!(location(&res), "/billing");
+    let (_, html) = app.get_html("/billing").await;
+    assert!(
+        text(&html, ".flash")
+            .unwrap()
+            .contains("The Pro plan is not on sale yet"),
+        "{:?}",
+        text(&html, ".flash")
+    );
+    assert_eq!(app.count("select count(*) from top_ups").await, 0);
+}
