@@ -16,8 +16,8 @@ alter table ledger_entries
 
 -- One append path for every balance change: consumption, grants, resets, reversals,
 -- adjustments and the demo seed all call this function (src/ledger/db.rs wraps it).
--- It locks the balance row, writes the entry with the balances after it, and applies
--- the deltas. A referenced entry (kind <> usage) is written at most once per workspace,
+-- It locks the balance row, applies the deltas, and writes the entry with the balances
+-- after it. A referenced entry (kind <> usage) is written at most once per workspace,
 -- kind and reference: a repeat returns no row and changes nothing. A delta that would
 -- take a figure below zero violates the balances' CHECK and fails the statement.
 create function ledger_append(
@@ -34,7 +34,23 @@ declare
     v_bal   balances%rowtype;
     v_entry ledger_entries%rowtype;
 begin
-    select * into v_bal from balances b where b.workspace_id = p_workspace_id for update;
+    if p_reference is not null and p_kind <> 'usage' then
+        -- Lock first: appends of one workspace are serialised, so this check is exact
+        -- (the unique index `ledger_entries_grant_once_key` backs it up).
+        perform 1 from balances b where b.workspace_id = p_workspace_id for update;
+        if exists (select 1 from ledger_entries e
+                    where e.workspace_id = p_workspace_id and e.kind = p_kind
+                      and e.reference = p_reference) then
+            return;
+        end if;
+    end if;
+    update balances b
+       set plan_credits = b.plan_credits + p_plan_delta,
+           purchased_credits = b.purchased_credits + p_purchased_delta,
+           debt = b.debt + p_debt_delta,
+           updated_at = now()
+     where b.workspace_id = p_workspace_id
+    returning * into v_bal;
     if not found then
         raise exception 'workspace % has no balance', p_workspace_id
             using errcode = 'foreign_key_violation';
@@ -43,32 +59,21 @@ begin
             plan_balance_after, purchased_balance_after, debt_after, description, reference,
             created_at)
     values (p_workspace_id, p_kind, p_plan_delta, p_purchased_delta, p_debt_delta,
-            v_bal.plan_credits + p_plan_delta, v_bal.purchased_credits + p_purchased_delta,
-            v_bal.debt + p_debt_delta, p_description, p_reference,
-            coalesce(p_created_at, now()))
-    on conflict (workspace_id, kind, reference) where reference is not null and kind <> 'usage'
-    do nothing
+            v_bal.plan_credits, v_bal.purchased_credits, v_bal.debt, p_description,
+            p_reference, coalesce(p_created_at, now()))
     returning * into v_entry;
-    if not found then
-        return;
-    end if;
-    update balances b
-       set plan_credits = v_entry.plan_balance_after,
-           purchased_credits = v_entry.purchased_balance_after,
-           debt = v_entry.debt_after,
-           updated_at = now()
-     where b.workspace_id = p_workspace_id;
     return next v_entry;
 end $$;
 
--- Every new entry must continue its workspace's ledger: its balances-after are the
--- previous entry's plus its deltas. The balance row is locked first, so entries of one
--- workspace are written one at a time (the append path holds that lock already).
+-- Every new entry must continue its workspace's ledger (its balances-after are the
+-- previous entry's plus its deltas) and be the balance row as this transaction has
+-- it: an entry without its balance change is refused at once.
 create function ledger_entries_continue_chain() returns trigger language plpgsql as $$
 declare
     v_prev ledger_entries%rowtype;
+    v_bal  balances%rowtype;
 begin
-    perform 1 from balances b where b.workspace_id = new.workspace_id for update;
+    select * into v_bal from balances b where b.workspace_id = new.workspace_id;
     select * into v_prev from ledger_entries e
      where e.workspace_id = new.workspace_id
      order by e.ledger_entry_id desc limit 1;
@@ -78,15 +83,21 @@ begin
         raise exception 'ledger entry does not continue the ledger of workspace %', new.workspace_id
             using errcode = 'check_violation';
     end if;
+    if v_bal.plan_credits is distinct from new.plan_balance_after
+       or v_bal.purchased_credits is distinct from new.purchased_balance_after
+       or v_bal.debt is distinct from new.debt_after then
+        raise exception 'balance of workspace % does not match its ledger', new.workspace_id
+            using errcode = 'check_violation';
+    end if;
     return new;
 end $$;
 create trigger ledger_entries_continue_chain before insert on ledger_entries
     for each row execute function ledger_entries_continue_chain();
 
 -- At commit, a workspace's balance row must equal its newest ledger entry's balances
--- (zero when it has none). Together with the chain above this is `balance = Σ ledger`,
--- and it refuses a balance change without its entry, or an entry without its change,
--- whoever wrote them.
+-- (zero when it has none): a balance changed without its entry, or changed again
+-- after it, is refused. Together with the chain above this is `balance = Σ ledger`,
+-- whoever writes.
 create function ledger_balance_matches() returns trigger language plpgsql as $$
 declare
     v_bal  balances%rowtype;
@@ -109,10 +120,6 @@ begin
 end $$;
 create constraint trigger balances_match_ledger
     after insert or update of plan_credits, purchased_credits, debt on balances
-    deferrable initially deferred
-    for each row execute function ledger_balance_matches();
-create constraint trigger ledger_entries_match_balance
-    after insert on ledger_entries
     deferrable initially deferred
     for each row execute function ledger_balance_matches();
 

@@ -397,8 +397,12 @@ pub async fn reconcile_open(db: &PgPool, stripe: &StripeClient) -> anyhow::Resul
         let mut tx = db.begin().await?;
         if session.paid {
             apply_completed_session(&mut tx, &session, &format!("reconcile:{session_id}")).await?;
-        } else {
+        } else if session.status.as_deref() == Some("expired") {
             db::mark_expired(&mut tx, &session_id).await?;
+        } else {
+            // Complete but not paid yet (a delayed payment method): its
+            // `async_payment_succeeded` or `_failed` event settles it.
+            continue;
         }
         tx.commit().await?;
         settled += 1;

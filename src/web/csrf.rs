@@ -9,7 +9,7 @@
 //! (signatures) are not session routes and are exempt.
 
 use axum::body::{Body, to_bytes};
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -46,9 +46,9 @@ pub async fn renew(session: &Session) -> anyhow::Result<String> {
 }
 
 /// Whether an unsafe request says it comes from another site: `Sec-Fetch-Site:
-/// cross-site`, or an `Origin` (including `null`) whose host is not the `Host` it was
-/// sent to.
-pub fn is_cross_site(headers: &axum::http::HeaderMap) -> bool {
+/// cross-site`, or an `Origin` (including `null`) whose host is neither the `Host` it
+/// was sent to nor `BASE_URL`'s (a reverse proxy may rewrite `Host`).
+pub fn is_cross_site(headers: &axum::http::HeaderMap, base_url: &str) -> bool {
     if headers
         .get("sec-fetch-site")
         .and_then(|v| v.to_str().ok())
@@ -70,19 +70,33 @@ pub fn is_cross_site(headers: &axum::http::HeaderMap) -> bool {
                 None => h.to_owned(),
             })
         });
-    match (origin_host, host) {
-        (Some(o), Some(h)) => !o.eq_ignore_ascii_case(h),
-        _ => true,
+    let base_host = url::Url::parse(base_url).ok().and_then(|u| {
+        u.host_str().map(|h| match u.port() {
+            Some(p) => format!("{h}:{p}"),
+            None => h.to_owned(),
+        })
+    });
+    match origin_host {
+        Some(o) => {
+            let same = |h: Option<&str>| h.is_some_and(|h| o.eq_ignore_ascii_case(h));
+            !(same(host) || same(base_host.as_deref()))
+        }
+        None => true,
     }
 }
 
 /// Middleware: refuses (403) an unsafe request whose token is missing or wrong, or
 /// that comes from another site.
-pub async fn verify_csrf(session: Session, req: Request, next: Next) -> Response {
+pub async fn verify_csrf(
+    State(state): State<super::AppState>,
+    session: Session,
+    req: Request,
+    next: Next,
+) -> Response {
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         return next.run(req).await;
     }
-    match check(&session, req).await {
+    match check(&session, &state.base_url, req).await {
         Ok(req) => next.run(req).await,
         Err(refused) => refused,
     }
@@ -91,8 +105,8 @@ pub async fn verify_csrf(session: Session, req: Request, next: Next) -> Response
 /// Checks an unsafe request: not cross-site, and carrying the session's token in the
 /// `X-CSRF-Token` header or the `csrf_token` field of a form body (the body is read
 /// and put back). The request back, or the refusal to answer with.
-pub async fn check(session: &Session, req: Request) -> Result<Request, Response> {
-    if is_cross_site(req.headers()) {
+pub async fn check(session: &Session, base_url: &str, req: Request) -> Result<Request, Response> {
+    if is_cross_site(req.headers(), base_url) {
         tracing::warn!("cross-site request refused");
         return Err(AppError::Forbidden.into_response());
     }
@@ -162,30 +176,32 @@ mod tests {
 
     #[test]
     fn cross_site_requests_are_recognised() {
-        assert!(!super::is_cross_site(&headers(&[(
-            "host",
-            "billing.example.com"
-        )])));
-        assert!(!super::is_cross_site(&headers(&[
+        let base = "http://127.0.0.1:8080";
+        let cross =
+            |pairs: &[(&'static str, &'static str)]| super::is_cross_site(&headers(pairs), base);
+        assert!(!cross(&[("host", "billing.example.com")]));
+        assert!(!cross(&[
             ("host", "billing.example.com"),
             ("origin", "https://billing.example.com"),
             ("sec-fetch-site", "same-origin"),
-        ])));
-        assert!(!super::is_cross_site(&headers(&[
+        ]));
+        assert!(!cross(&[
             ("host", "127.0.0.1:8080"),
-            ("origin", "http://127.0.0.1:8080"),
-        ])));
-        assert!(super::is_cross_site(&headers(&[
+            ("origin", "http://127.0.0.1:8080")
+        ]));
+        assert!(cross(&[
             ("host", "billing.example.com"),
-            ("origin", "https://evil.example"),
-        ])));
-        assert!(super::is_cross_site(&headers(&[
-            ("host", "a"),
-            ("origin", "null")
-        ])));
-        assert!(super::is_cross_site(&headers(&[(
-            "sec-fetch-site",
-            "cross-site"
-        )])));
+            ("origin", "https://evil.example")
+        ]));
+        assert!(cross(&[("host", "a"), ("origin", "null")]));
+        assert!(cross(&[("sec-fetch-site", "cross-site")]));
+        // Behind a proxy that rewrote Host, BASE_URL's origin is accepted.
+        assert!(!super::is_cross_site(
+            &headers(&[
+                ("host", "127.0.0.1:8080"),
+                ("origin", "https://billing.example.com")
+            ]),
+            "https://billing.example.com"
+        ));
     }
 }

@@ -163,7 +163,10 @@ pub fn router(
             "/settings/api-keys/{api_key_id}/revoke",
             post(settings::revoke_api_key),
         )
-        .layer(middleware::from_fn(csrf::verify_csrf))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            csrf::verify_csrf,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::enforce_session_lifetime,

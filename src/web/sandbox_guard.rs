@@ -2,9 +2,10 @@
 //! cards): they move billing time and money events, so they answer only
 //!
 //! - a request from loopback (the developer's own machine; behind `TRUSTED_PROXIES`
-//!   the forwarded client address counts, not the proxy's), unless an unsafe request
-//!   says it comes from another site (a page on the web making the developer's browser
-//!   post to `127.0.0.1`), or
+//!   the forwarded client address counts, not the proxy's, and without it a request
+//!   carrying a forwarding header is not taken for a local one), unless an unsafe
+//!   request says it comes from another site (a page on the web making the developer's
+//!   browser post to `127.0.0.1`), or
 //! - a signed-in staff member, whose unsafe requests also carry the session's CSRF
 //!   token (the control pages get it as [`crate::sandbox::ControlCsrfToken`]).
 //!
@@ -32,9 +33,15 @@ pub async fn guard(
     let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let (parts, body) = req.into_parts();
     let client = ClientAddr::resolve(&parts, state.config.trusted_proxies);
+    // A request relayed by a proxy is not from this machine, even when the proxy runs
+    // here and TRUSTED_PROXIES was not set.
+    let relayed = state.config.trusted_proxies == 0
+        && ["x-forwarded-for", "forwarded", "x-real-ip"]
+            .iter()
+            .any(|h| parts.headers.contains_key(*h));
     let req = Request::from_parts(parts, body);
-    if client.0.is_loopback() {
-        if unsafe_method && super::csrf::is_cross_site(req.headers()) {
+    if client.0.is_loopback() && !relayed {
+        if unsafe_method && super::csrf::is_cross_site(req.headers(), &state.base_url) {
             tracing::warn!("cross-site request to the sandbox's controls refused");
             return AppError::Forbidden.into_response();
         }
@@ -45,7 +52,7 @@ pub async fn guard(
         return AppError::Forbidden.into_response();
     }
     let mut req = if unsafe_method {
-        match super::csrf::check(&session, req).await {
+        match super::csrf::check(&session, &state.base_url, req).await {
             Ok(req) => req,
             Err(refused) => return refused,
         }

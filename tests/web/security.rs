@@ -56,17 +56,33 @@ async fn the_app_role_cannot_switch_off_or_bypass_the_ledger(pool: PgPool) {
         "{err}"
     );
 
-    // A ledger entry without its balance change is refused at commit.
-    let mut tx = conn.begin().await.unwrap();
-    sqlx::query(
+    // A ledger entry without its balance change is refused at once.
+    let err = sqlx::query(
         "insert into ledger_entries (workspace_id, kind, plan_delta, purchased_delta,
                 plan_balance_after, purchased_balance_after, description)
          values ($1, 'adjustment', 0, 1000, 100, 1000, 'free money')",
     )
     .bind(ws)
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await
-    .unwrap();
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("does not match its ledger"),
+        "{err}"
+    );
+
+    // A balance changed again after its entry is refused at commit.
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query("select * from ledger_append($1, 'adjustment', 0, 10, 0, 'ten', 'test:ten')")
+        .bind(ws)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("update balances set purchased_credits = 1000 where workspace_id = $1")
+        .bind(ws)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     let err = tx.commit().await.unwrap_err();
     assert!(
         err.to_string().contains("does not match its ledger"),
@@ -689,4 +705,25 @@ async fn the_sandbox_controls_answer_only_loopback_or_staff(pool: PgPool) {
         .unwrap();
     assert!(res.status().is_redirection());
     assert_eq!(offset().await, 2 * 86_400);
+}
+
+#[sqlx::test]
+async fn a_request_relayed_by_an_unconfigured_proxy_is_not_taken_for_a_local_one(pool: PgPool) {
+    // A reverse proxy on the same machine, TRUSTED_PROXIES forgotten: every request
+    // arrives from 127.0.0.1, but the forwarding header gives it away.
+    let app = TestApp::spawn(pool).await;
+    for header in ["x-forwarded-for", "forwarded", "x-real-ip"] {
+        let res = client()
+            .post(app.url("/sandbox/clock/advance"))
+            .header(header, "203.0.113.7")
+            .form(&[("days", "1")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{header}");
+    }
+    assert_eq!(
+        app.count("select offset_seconds from sandbox_clocks").await,
+        0
+    );
 }
