@@ -55,32 +55,30 @@ pub async fn insert(conn: &mut PgConnection, p: &NewPeriod<'_>) -> anyhow::Resul
         .await?)
 }
 
-/// A subscription's period starting at `period_start`, locked for the transaction.
-pub async fn lock_subscription_period(
-    conn: &mut PgConnection,
-    subscription_id: &str,
-    period_start: OffsetDateTime,
-) -> anyhow::Result<Option<Period>> {
-    let sql = format!(
-        "select {COLUMNS} from allowance_periods
-          where stripe_subscription_id = $1 and period_start = $2 for update"
-    );
-    Ok(sqlx::query_as::<_, Period>(&sql)
-        .bind(subscription_id)
-        .bind(period_start)
-        .fetch_optional(conn)
-        .await?)
+/// Whether a read locks the row for the rest of the transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lock {
+    /// `for update`: the caller changes the period.
+    ForUpdate,
+    /// A plain read (a preview).
+    No,
 }
 
-/// A subscription's period starting at `period_start` (no lock; previews).
+/// A subscription's period starting at `period_start`.
 pub async fn subscription_period(
     conn: &mut PgConnection,
     subscription_id: &str,
     period_start: OffsetDateTime,
+    lock: Lock,
 ) -> anyhow::Result<Option<Period>> {
     let sql = format!(
         "select {COLUMNS} from allowance_periods
-          where stripe_subscription_id = $1 and period_start = $2"
+          where stripe_subscription_id = $1 and period_start = $2 {}",
+        if lock == Lock::ForUpdate {
+            "for update"
+        } else {
+            ""
+        }
     );
     Ok(sqlx::query_as::<_, Period>(&sql)
         .bind(subscription_id)

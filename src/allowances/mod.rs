@@ -112,7 +112,7 @@ pub async fn open_subscription_period(
         },
     )
     .await?;
-    let row = db::lock_subscription_period(conn, subscription_id, period.0)
+    let row = db::subscription_period(conn, subscription_id, period.0, db::Lock::ForUpdate)
         .await?
         .ok_or_else(|| anyhow::anyhow!("allowance period vanished"))?;
     let reset = ledger::reset_plan_credits(
@@ -178,7 +178,7 @@ pub async fn grant_upgrade(
     // A period not recorded yet (it opened before this feature): its mark is unknown,
     // so take the new plan's: nothing is granted, which never over-grants.
     ensure_subscription_period(conn, workspace_id, subscription_id, period, plan).await?;
-    let row = db::lock_subscription_period(conn, subscription_id, period.0)
+    let row = db::subscription_period(conn, subscription_id, period.0, db::Lock::ForUpdate)
         .await?
         .ok_or_else(|| anyhow::anyhow!("allowance period vanished"))?;
     let credits = upgrade_credits(
@@ -227,7 +227,7 @@ pub async fn preview_upgrade(
     target: &Plan,
     at: i64,
 ) -> anyhow::Result<i64> {
-    let mark = match db::subscription_period(conn, subscription_id, period.0).await? {
+    let mark = match db::subscription_period(conn, subscription_id, period.0, db::Lock::No).await? {
         Some(row) => row.high_water_credits,
         None => current.monthly_credits,
     };

@@ -6,9 +6,12 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-/// A JSON error answer.
+/// A JSON error answer (boxed: it travels in `Result`s on every API path).
 #[derive(Debug, Clone)]
-pub struct ApiError {
+pub struct ApiError(Box<Inner>);
+
+#[derive(Debug, Clone)]
+struct Inner {
     status: StatusCode,
     code: &'static str,
     message: String,
@@ -19,13 +22,13 @@ pub struct ApiError {
 impl ApiError {
     /// `status` with machine-readable `code` and a sentence for humans.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
+        Self(Box::new(Inner {
             status,
             code,
             message: message.into(),
             extra: Map::new(),
             headers: Vec::new(),
-        }
+        }))
     }
 
     /// 422 `invalid_request`.
@@ -84,32 +87,33 @@ impl ApiError {
 
     /// Adds a field to the error object.
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
-        self.extra.insert(key.to_owned(), value.into());
+        self.0.extra.insert(key.to_owned(), value.into());
         self
     }
 
     /// Adds a response header (ignored if the value is not a valid header value).
     pub fn header(mut self, name: HeaderName, value: &str) -> Self {
         if let Ok(v) = HeaderValue::from_str(value) {
-            self.headers.push((name, v));
+            self.0.headers.push((name, v));
         }
         self
     }
 
     /// The status.
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.0.status
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let this = *self.0;
         let mut body = Map::new();
-        body.insert("code".into(), json!(self.code));
-        body.insert("message".into(), json!(self.message));
-        body.extend(self.extra);
-        let mut res = (self.status, axum::Json(json!({ "error": body }))).into_response();
-        for (name, value) in self.headers {
+        body.insert("code".into(), json!(this.code));
+        body.insert("message".into(), json!(this.message));
+        body.extend(this.extra);
+        let mut res = (this.status, axum::Json(json!({ "error": body }))).into_response();
+        for (name, value) in this.headers {
             res.headers_mut().insert(name, value);
         }
         res

@@ -254,19 +254,28 @@ pub async fn sign_up(
             next: next.clone(),
         })
     };
-    // Validate before counting: a typo does not use up the address's sign-ups.
-    if let Err(e) =
-        accounts::parse_email(&form.email).and_then(|_| accounts::check_password(&form.password))
-    {
+    // A refusal the form shows next to its field (422, nothing written).
+    let refuse = |e: SignupError| {
         let (email_error, password_error) = match e {
             SignupError::InvalidPassword => (None, Some(e.to_string())),
             _ => (Some(e.to_string()), None),
         };
-        return Ok((
-            StatusCode::UNPROCESSABLE_ENTITY,
-            page(email_error, password_error).await?,
-        )
-            .into_response());
+        let page = &page;
+        async move {
+            Ok::<_, AppError>(
+                (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    page(email_error, password_error).await?,
+                )
+                    .into_response(),
+            )
+        }
+    };
+    // Validate before counting: a typo does not use up the address's sign-ups.
+    if let Err(e) =
+        accounts::parse_email(&form.email).and_then(|_| accounts::check_password(&form.password))
+    {
+        return refuse(e).await;
     }
     if let Err(refused) = state.limits.check_signup(client.0) {
         tracing::warn!(client = %client.0, "sign-up refused: too many from this address");
@@ -286,17 +295,7 @@ pub async fn sign_up(
         Ok(user) => user,
         Err(SignupError::Unexpected(e)) => return Err(AppError::Internal(e)),
         Err(SignupError::Busy) => return Err(AppError::Busy),
-        Err(e) => {
-            let (email_error, password_error) = match e {
-                SignupError::InvalidPassword => (None, Some(e.to_string())),
-                _ => (Some(e.to_string()), None),
-            };
-            return Ok((
-                StatusCode::UNPROCESSABLE_ENTITY,
-                page(email_error, password_error).await?,
-            )
-                .into_response());
-        }
+        Err(e) => return refuse(e).await,
     };
     sign_in(&state, &mut auth, &session, &user, client).await?;
     super::views::set_flash(

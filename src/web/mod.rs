@@ -234,18 +234,23 @@ pub fn router(
         HeaderValue::from_static("DENY"),
     ))
     .layer(
-        TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-            let request_id = req
-                .headers()
-                .get(REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-");
-            let path = req
-                .extensions()
-                .get::<axum::extract::MatchedPath>()
-                .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
-            tracing::info_span!("request", method = %req.method(), path, request_id)
-        }),
+        TraceLayer::new_for_http()
+            .make_span_with(|req: &axum::http::Request<_>| {
+                let request_id = req
+                    .headers()
+                    .get(REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                let path = req
+                    .extensions()
+                    .get::<axum::extract::MatchedPath>()
+                    .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
+                tracing::info_span!("request", method = %req.method(), path, request_id)
+            })
+            // A 5xx is a warning here: a 500 is already logged at ERROR with its cause by
+            // `AppError`/`ApiError`, and a 503 (load shed, Stripe down) is expected under
+            // pressure, not a defect.
+            .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN)),
     )
     .layer(PropagateRequestIdLayer::new(REQUEST_ID))
     .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
