@@ -4,146 +4,32 @@
 #![cfg(feature = "sandbox")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::collections::HashMap;
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::extract::State;
-use axum::http::{HeaderMap, Request, StatusCode};
-use axum::routing::post;
-use billfold::sandbox::{self, ControlCsrfToken, SANDBOX_SECRET_KEY, SandboxConfig};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use billfold::sandbox::{self, ControlCsrfToken};
+use common::{NO_ENDPOINT, SandboxApp, WebhookEndpoint, code, idempotent, stripe_error};
 use scraper::{Html, Selector};
 use sqlx::PgPool;
-use stripe::{IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
+use stripe::StripeRequest;
 use stripe_checkout::checkout_session::{
-    CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionLineItemsPriceData,
-    ExpireCheckoutSession, ProductData, RetrieveCheckoutSession,
+    CreateCheckoutSession, ExpireCheckoutSession, RetrieveCheckoutSession,
 };
 use stripe_checkout::{
     CheckoutSession, CheckoutSessionMode, CheckoutSessionPaymentStatus, CheckoutSessionStatus,
 };
 use stripe_core::customer::{CreateCustomer, RetrieveCustomer, RetrieveCustomerReturned};
-use stripe_webhook::{EventObject, Webhook};
-use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use stripe_webhook::EventObject;
 use tower::ServiceExt;
 
-const WEBHOOK_SECRET: &str = "whsec_billfold_sandbox_test";
-
-/// One request received by the test webhook endpoint.
-#[derive(Debug)]
-struct Delivery {
-    signature: String,
-    payload: String,
-}
-
-/// A webhook endpoint answering with `statuses` in turn, then 200.
-struct WebhookEndpoint {
-    url: String,
-    received: mpsc::UnboundedReceiver<Delivery>,
-}
-
-impl WebhookEndpoint {
-    async fn spawn(statuses: &[u16]) -> Self {
-        type EndpointState = (Arc<Mutex<VecDeque<u16>>>, mpsc::UnboundedSender<Delivery>);
-        async fn receive(
-            State((statuses, sender)): State<EndpointState>,
-            headers: HeaderMap,
-            body: Bytes,
-        ) -> StatusCode {
-            let signature = headers
-                .get("stripe-signature")
-                .and_then(|value| value.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
-            let payload = String::from_utf8(body.to_vec()).unwrap();
-            sender.send(Delivery { signature, payload }).unwrap();
-            let status = statuses.lock().unwrap().pop_front().unwrap_or(200);
-            StatusCode::from_u16(status).unwrap()
-        }
-
-        let (sender, received) = mpsc::unbounded_channel();
-        let statuses = Arc::new(Mutex::new(statuses.iter().copied().collect()));
-        let app = Router::new()
-            .route("/webhooks/stripe", post(receive))
-            .with_state((statuses, sender));
-        let addr = serve(app).await;
-        Self {
-            url: format!("http://{addr}/webhooks/stripe"),
-            received,
-        }
-    }
-
-    /// The next delivery, waiting up to 5 s.
-    async fn next(&mut self) -> Delivery {
-        tokio::time::timeout(Duration::from_secs(5), self.received.recv())
-            .await
-            .expect("a webhook delivery within 5 s")
-            .expect("the endpoint is running")
-    }
-
-    /// Asserts that nothing more arrives for a while.
-    async fn assert_quiet(&mut self) {
-        let more = tokio::time::timeout(Duration::from_millis(400), self.received.recv()).await;
-        assert!(more.is_err(), "unexpected extra delivery: {more:?}");
-    }
-}
-
-/// A billfold-like app with only the sandbox mounted, and clients for it.
-struct TestApp {
-    addr: SocketAddr,
-    stripe: stripe::Client,
-    /// Raw HTTP, redirects not followed.
-    http: reqwest::Client,
-}
-
-impl TestApp {
-    async fn spawn(pool: PgPool, webhook_url: &str, retry_base_delay: Duration) -> Self {
-        // `#[sqlx::test]` applies only the app's migrations
-        sandbox::migrate(&pool).await.unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let config = SandboxConfig {
-            public_base_url: format!("http://{addr}"),
-            webhook_url: webhook_url.to_owned(),
-            webhook_secret: WEBHOOK_SECRET.into(),
-            retry_base_delay,
-            max_attempts: 8,
-        };
-        let routers = sandbox::router(pool, config);
-        let app = Router::new().nest("/sandbox", routers.stripe.merge(routers.control));
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self {
-            addr,
-            stripe: stripe::ClientBuilder::new(SANDBOX_SECRET_KEY)
-                .url(format!("http://{addr}/sandbox/"))
-                .build()
-                .unwrap(),
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
+impl SandboxApp {
     /// Creates a €40.00 payment session (2 × €20.00) for workspace `ws_42`.
     async fn create_session(&self) -> CheckoutSession {
         credit_pack_session().send(&self.stripe).await.unwrap()
-    }
-
-    async fn pay(&self, session_id: &str) -> reqwest::Response {
-        self.http
-            .post(self.url(&format!("/sandbox/checkout/{session_id}/pay")))
-            .send()
-            .await
-            .unwrap()
     }
 
     async fn get_html(&self, path: &str) -> (StatusCode, Html) {
@@ -156,30 +42,10 @@ impl TestApp {
     }
 }
 
-async fn serve(app: Router) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
-}
-
 fn credit_pack_session() -> CreateCheckoutSession {
-    let price_data = CreateCheckoutSessionLineItemsPriceData {
-        // async-stripe does not re-export its `Currency` type; the field names it
-        currency: "eur".parse().unwrap(),
-        product: None,
-        product_data: Some(ProductData::new("Credit pack 1,000")),
-        recurring: None,
-        tax_behavior: None,
-        unit_amount: Some(2000),
-        unit_amount_decimal: None,
-    };
-    let mut item = CreateCheckoutSessionLineItems::new();
-    item.price_data = Some(price_data);
-    item.quantity = Some(2);
     CreateCheckoutSession::new()
         .mode(CheckoutSessionMode::Payment)
-        .line_items(vec![item])
+        .line_items(vec![common::credit_pack_item()])
         .client_reference_id("ws_42")
         .metadata(HashMap::from([
             ("workspace_id".to_owned(), "ws_42".to_owned()),
@@ -200,23 +66,9 @@ fn text(html: &Html, selector: &str) -> String {
         .to_owned()
 }
 
-fn stripe_error(error: StripeError) -> (stripe::ApiErrors, u16) {
-    match error {
-        StripeError::Stripe(error, status) => (*error, status),
-        other => panic!("expected a Stripe error reply, got {other:?}"),
-    }
-}
-
-fn idempotent(key: &str) -> RequestStrategy {
-    RequestStrategy::Idempotent(IdempotencyKey::new(key).unwrap())
-}
-
-/// A webhook URL nothing listens on.
-const NO_ENDPOINT: &str = "http://127.0.0.1:9/webhooks/stripe";
-
 #[sqlx::test]
 async fn customers_are_created_and_retrieved(pool: PgPool) {
-    let app = TestApp::spawn(pool, NO_ENDPOINT, Duration::from_millis(50)).await;
+    let app = SandboxApp::delivering_to(pool, NO_ENDPOINT, Duration::from_millis(50)).await;
 
     let created = CreateCustomer::new()
         .email("ada@example.com")
@@ -247,7 +99,7 @@ async fn customers_are_created_and_retrieved(pool: PgPool) {
 
 #[sqlx::test]
 async fn a_payment_session_carries_amounts_urls_and_metadata(pool: PgPool) {
-    let app = TestApp::spawn(pool, NO_ENDPOINT, Duration::from_millis(50)).await;
+    let app = SandboxApp::delivering_to(pool, NO_ENDPOINT, Duration::from_millis(50)).await;
     let customer = CreateCustomer::new()
         .email("ada@example.com")
         .send(&app.stripe)
@@ -307,7 +159,7 @@ async fn a_payment_session_carries_amounts_urls_and_metadata(pool: PgPool) {
 
 #[sqlx::test]
 async fn the_same_idempotency_key_returns_the_same_session(pool: PgPool) {
-    let app = TestApp::spawn(pool.clone(), NO_ENDPOINT, Duration::from_millis(50)).await;
+    let app = SandboxApp::delivering_to(pool.clone(), NO_ENDPOINT, Duration::from_millis(50)).await;
     let request = credit_pack_session();
 
     let first = request
@@ -342,7 +194,7 @@ async fn the_same_idempotency_key_returns_the_same_session(pool: PgPool) {
 
 #[sqlx::test]
 async fn the_hosted_page_shows_the_order_and_a_pay_button(pool: PgPool) {
-    let app = TestApp::spawn(pool, NO_ENDPOINT, Duration::from_millis(50)).await;
+    let app = SandboxApp::delivering_to(pool, NO_ENDPOINT, Duration::from_millis(50)).await;
     let session = app.create_session().await;
 
     let (status, page) = app
@@ -413,7 +265,7 @@ async fn the_hosted_page_shows_the_order_and_a_pay_button(pool: PgPool) {
 #[sqlx::test]
 async fn paying_delivers_a_signed_checkout_session_completed_event_once(pool: PgPool) {
     let mut endpoint = WebhookEndpoint::spawn(&[]).await;
-    let app = TestApp::spawn(pool, &endpoint.url, Duration::from_millis(50)).await;
+    let app = SandboxApp::delivering_to(pool, &endpoint.url, Duration::from_millis(50)).await;
     let session = app.create_session().await;
 
     let response = app.pay(session.id.as_str()).await;
@@ -424,8 +276,7 @@ async fn paying_delivers_a_signed_checkout_session_completed_event_once(pool: Pg
     );
 
     let delivery = endpoint.next().await;
-    let event = Webhook::construct_event(&delivery.payload, &delivery.signature, WEBHOOK_SECRET)
-        .expect("a correctly signed event");
+    let event = delivery.event();
     assert!(event.id.as_str().starts_with("evt_"));
     assert_eq!(event.type_.as_str(), "checkout.session.completed");
     assert_eq!(
@@ -462,12 +313,8 @@ async fn paying_delivers_a_signed_checkout_session_completed_event_once(pool: Pg
     assert_eq!(text(&page, "h2"), "Payment complete");
 
     let stored: serde_json::Value = app
-        .http
-        .get(app.url(&format!("/sandbox/v1/events/{}", event.id)))
-        .bearer_auth(SANDBOX_SECRET_KEY)
-        .send()
+        .api_get(&format!("/events/{}", event.id))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -478,7 +325,8 @@ async fn paying_delivers_a_signed_checkout_session_completed_event_once(pool: Pg
 #[sqlx::test]
 async fn a_failing_endpoint_is_retried_until_it_answers_2xx(pool: PgPool) {
     let mut endpoint = WebhookEndpoint::spawn(&[500, 500]).await;
-    let app = TestApp::spawn(pool.clone(), &endpoint.url, Duration::from_millis(50)).await;
+    let app =
+        SandboxApp::delivering_to(pool.clone(), &endpoint.url, Duration::from_millis(50)).await;
     let session = app.create_session().await;
 
     app.pay(session.id.as_str()).await;
@@ -509,7 +357,9 @@ async fn pending_deliveries_are_resumed_after_a_restart(pool: PgPool) {
     let first_pool = PgPool::connect_with((*pool.connect_options()).clone())
         .await
         .unwrap();
-    let first = TestApp::spawn(first_pool.clone(), &failing.url, Duration::from_secs(3600)).await;
+    let first =
+        SandboxApp::delivering_to(first_pool.clone(), &failing.url, Duration::from_secs(3600))
+            .await;
     let session = first.create_session().await;
     first.pay(session.id.as_str()).await;
     failing.next().await;
@@ -520,11 +370,11 @@ async fn pending_deliveries_are_resumed_after_a_restart(pool: PgPool) {
         .unwrap();
 
     let mut endpoint = WebhookEndpoint::spawn(&[]).await;
-    let _second = TestApp::spawn(pool.clone(), &endpoint.url, Duration::from_millis(50)).await;
+    let _second =
+        SandboxApp::delivering_to(pool.clone(), &endpoint.url, Duration::from_millis(50)).await;
 
     let delivery = endpoint.next().await;
-    let event =
-        Webhook::construct_event(&delivery.payload, &delivery.signature, WEBHOOK_SECRET).unwrap();
+    let event = delivery.event();
     assert!(matches!(
         event.data.object,
         EventObject::CheckoutSessionCompleted(_)
@@ -540,7 +390,7 @@ async fn pending_deliveries_are_resumed_after_a_restart(pool: PgPool) {
 
 #[sqlx::test]
 async fn only_open_sessions_can_be_expired(pool: PgPool) {
-    let app = TestApp::spawn(pool, NO_ENDPOINT, Duration::from_millis(50)).await;
+    let app = SandboxApp::delivering_to(pool, NO_ENDPOINT, Duration::from_millis(50)).await;
 
     let open = app.create_session().await;
     let expired = ExpireCheckoutSession::new(open.id.clone())
@@ -568,16 +418,13 @@ async fn only_open_sessions_can_be_expired(pool: PgPool) {
     let (error, status) = stripe_error(error);
     assert_eq!(status, 400);
     assert_eq!(error.type_, stripe::ApiErrorsType::InvalidRequestError);
-    assert_eq!(
-        error.code.map(|c| c.as_str().to_owned()).as_deref(),
-        Some("status_transition_invalid")
-    );
+    assert_eq!(code(&error).as_deref(), Some("status_transition_invalid"));
     assert!(error.message.unwrap().contains("complete"));
 }
 
 #[sqlx::test]
 async fn bad_keys_ids_and_params_get_stripe_errors(pool: PgPool) {
-    let app = TestApp::spawn(pool, NO_ENDPOINT, Duration::from_millis(50)).await;
+    let app = SandboxApp::delivering_to(pool, NO_ENDPOINT, Duration::from_millis(50)).await;
 
     let wrong_key = stripe::ClientBuilder::new("sk_test_wrong")
         .url(app.url("/sandbox/"))
@@ -604,10 +451,7 @@ async fn bad_keys_ids_and_params_get_stripe_errors(pool: PgPool) {
         .unwrap_err();
     let (error, status) = stripe_error(error);
     assert_eq!(status, 404);
-    assert_eq!(
-        error.code.map(|c| c.as_str().to_owned()).as_deref(),
-        Some("resource_missing")
-    );
+    assert_eq!(code(&error).as_deref(), Some("resource_missing"));
     let error = RetrieveCheckoutSession::new("cs_test_missing")
         .send(&app.stripe)
         .await
@@ -633,21 +477,8 @@ async fn bad_keys_ids_and_params_get_stripe_errors(pool: PgPool) {
         ),
     ];
     for (body, param) in cases {
-        let response = app
-            .http
-            .post(app.url("/sandbox/v1/checkout/sessions"))
-            .bearer_auth(SANDBOX_SECRET_KEY)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            response.status(),
-            reqwest::StatusCode::BAD_REQUEST,
-            "{body}"
-        );
-        let reply: serde_json::Value = response.json().await.unwrap();
+        let (status, reply) = app.api_post_form("/checkout/sessions", body).await;
+        assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(reply["error"]["param"], param, "{body}: {reply}");
         assert_eq!(reply["error"]["type"], "invalid_request_error");
     }
@@ -684,13 +515,11 @@ async fn sandbox_migrations_run_beside_the_apps_and_again_without_change(pool: P
 #[sqlx::test]
 async fn control_routes_live_in_the_control_router_with_the_staff_csrf_token(pool: PgPool) {
     sandbox::migrate(&pool).await.unwrap();
-    let config = SandboxConfig {
-        public_base_url: "http://127.0.0.1:9".to_owned(),
-        webhook_url: NO_ENDPOINT.to_owned(),
-        webhook_secret: WEBHOOK_SECRET.into(),
-        retry_base_delay: Duration::from_millis(50),
-        max_attempts: 8,
-    };
+    let config = common::config(
+        "http://127.0.0.1:9".to_owned(),
+        NO_ENDPOINT,
+        Duration::from_millis(50),
+    );
     let routers = sandbox::router(pool, config);
     let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
 

@@ -5,17 +5,12 @@
 #![cfg(feature = "sandbox")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+mod common;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use billfold::sandbox::{self, SANDBOX_SECRET_KEY, SandboxConfig};
+use std::collections::HashMap;
+
+use axum::http::StatusCode;
+use common::SandboxApp;
 use serde_json::Value;
 use sqlx::PgPool;
 use stripe_billing::billing_portal_session::CreateBillingPortalSession;
@@ -36,87 +31,9 @@ use stripe_core::customer::CreateCustomer;
 use stripe_product::price::{CreatePrice, CreatePriceRecurring, CreatePriceRecurringInterval};
 use stripe_product::product::CreateProduct;
 use stripe_shared::{InvoiceStatus, Subscription, SubscriptionStatus};
-use stripe_webhook::{EventObject, Webhook};
-use tokio::net::TcpListener;
+use stripe_webhook::EventObject;
 
-const WEBHOOK_SECRET: &str = "whsec_billfold_sandbox_billing_test";
-
-/// The sandbox mounted alone, a webhook endpoint keeping every delivery, clients.
-struct TestApp {
-    addr: SocketAddr,
-    pool: PgPool,
-    stripe: stripe::Client,
-    http: reqwest::Client,
-    deliveries: Arc<Mutex<Vec<(String, String)>>>,
-}
-
-impl TestApp {
-    async fn spawn(pool: PgPool) -> Self {
-        type Received = Arc<Mutex<Vec<(String, String)>>>;
-        async fn receive(
-            State(received): State<Received>,
-            headers: HeaderMap,
-            body: Bytes,
-        ) -> StatusCode {
-            let signature = headers
-                .get("stripe-signature")
-                .and_then(|value| value.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
-            received
-                .lock()
-                .unwrap()
-                .push((signature, String::from_utf8(body.to_vec()).unwrap()));
-            StatusCode::OK
-        }
-        let deliveries: Received = Arc::default();
-        let endpoint = Router::new()
-            .route("/webhooks/stripe", post(receive))
-            .with_state(Arc::clone(&deliveries));
-        let endpoint_addr = serve(endpoint).await;
-
-        // `#[sqlx::test]` applies only the app's migrations
-        sandbox::migrate(&pool).await.unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let config = SandboxConfig {
-            public_base_url: format!("http://{addr}"),
-            webhook_url: format!("http://{endpoint_addr}/webhooks/stripe"),
-            webhook_secret: WEBHOOK_SECRET.into(),
-            retry_base_delay: Duration::from_millis(50),
-            max_attempts: 8,
-        };
-        let routers = sandbox::router(pool.clone(), config);
-        let app = Router::new().nest("/sandbox", routers.stripe.merge(routers.control));
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self {
-            addr,
-            pool,
-            stripe: stripe::ClientBuilder::new(SANDBOX_SECRET_KEY)
-                .url(format!("http://{addr}/sandbox/"))
-                .build()
-                .unwrap(),
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
-            deliveries,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
-        self.http
-            .post(self.url(path))
-            .form(form)
-            .send()
-            .await
-            .unwrap()
-    }
-
+impl SandboxApp {
     /// A monthly plan price in EUR with lookup key `billfold_plan_{key}`.
     async fn plan(&self, name: &str, amount: i64) -> String {
         let product = CreateProduct::new(name).send(&self.stripe).await.unwrap();
@@ -176,9 +93,7 @@ impl TestApp {
             page.contains("€49.00 / month") || page.contains("/ month"),
             "{page}"
         );
-        let paid = self
-            .post_form(&format!("/sandbox/checkout/{}/pay", session.id), &[])
-            .await;
+        let paid = self.pay(session.id.as_str()).await;
         assert_eq!(paid.status(), StatusCode::SEE_OTHER);
         let session = RetrieveCheckoutSession::new(session.id.as_str())
             .send(&self.stripe)
@@ -204,28 +119,9 @@ impl TestApp {
         assert_eq!(response.status(), StatusCode::OK);
     }
 
-    /// Event types in the order they were emitted.
-    async fn event_types(&self) -> Vec<String> {
-        sqlx::query_scalar("select event_type from sandbox_events order by created_at, event_id")
-            .fetch_all(&self.pool)
-            .await
-            .unwrap()
-    }
-
     /// Waits until every event is delivered; checks each parses as its own variant.
     async fn all_events_delivered_and_parse(&self) {
-        let expected = self.event_types().await.len();
-        for _ in 0..100 {
-            if self.deliveries.lock().unwrap().len() >= expected {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let deliveries = self.deliveries.lock().unwrap().clone();
-        assert_eq!(deliveries.len(), expected);
-        for (signature, payload) in deliveries {
-            let event = Webhook::construct_event(&payload, &signature, WEBHOOK_SECRET)
-                .unwrap_or_else(|error| panic!("{error:?}: {payload}"));
+        for event in self.delivered_events().await {
             let ok = match event.type_.as_str() {
                 "customer.subscription.created" => {
                     matches!(
@@ -271,13 +167,6 @@ impl TestApp {
     }
 }
 
-async fn serve(app: Router) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
-}
-
 fn period(subscription: &Subscription) -> (i64, i64) {
     let item = &subscription.items.data[0];
     (item.current_period_start, item.current_period_end)
@@ -293,7 +182,7 @@ fn without_prices(events: &[String]) -> Vec<&str> {
 
 #[sqlx::test]
 async fn checkout_in_subscription_mode_creates_a_paid_subscription(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
+    let app = SandboxApp::spawn(pool).await;
     let pro = app.plan("Pro", 4900).await;
     let (customer, subscription) = app.subscribe(&pro).await;
 
@@ -377,7 +266,7 @@ async fn checkout_in_subscription_mode_creates_a_paid_subscription(pool: PgPool)
 
 #[sqlx::test]
 async fn an_upgrade_is_prorated_and_matches_its_preview(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
+    let app = SandboxApp::spawn(pool).await;
     let pro = app.plan("Pro", 4900).await;
     let business = app.plan("Business", 9900).await;
     let (customer, subscription) = app.subscribe(&pro).await;
@@ -474,7 +363,7 @@ async fn an_upgrade_is_prorated_and_matches_its_preview(pool: PgPool) {
 
 #[sqlx::test]
 async fn renewal_failure_and_card_fix_follow_the_clock(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
+    let app = SandboxApp::spawn(pool).await;
     let pro = app.plan("Pro", 4900).await;
     let (customer, subscription) = app.subscribe(&pro).await;
     let (_, end) = period(&subscription);
@@ -575,7 +464,7 @@ async fn renewal_failure_and_card_fix_follow_the_clock(pool: PgPool) {
 
 #[sqlx::test]
 async fn cancel_at_period_end_deletes_after_the_clock_passes_it(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
+    let app = SandboxApp::spawn(pool).await;
     let pro = app.plan("Pro", 4900).await;
     let (_, subscription) = app.subscribe(&pro).await;
 
@@ -615,7 +504,7 @@ async fn cancel_at_period_end_deletes_after_the_clock_passes_it(pool: PgPool) {
 
 #[sqlx::test]
 async fn delete_cancels_at_once(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
+    let app = SandboxApp::spawn(pool).await;
     let pro = app.plan("Pro", 4900).await;
     let (_, subscription) = app.subscribe(&pro).await;
     let canceled = CancelSubscription::new(subscription.id.as_str())
@@ -633,7 +522,7 @@ async fn delete_cancels_at_once(pool: PgPool) {
 
 #[sqlx::test]
 async fn the_portal_switches_cancels_resumes_and_updates_the_card(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
+    let app = SandboxApp::spawn(pool).await;
     let pro = app.plan("Pro", 4900).await;
     let business = app.plan("Business", 9900).await;
     let (customer, subscription) = app.subscribe(&pro).await;
@@ -721,7 +610,7 @@ async fn the_portal_switches_cancels_resumes_and_updates_the_card(pool: PgPool) 
 
 #[sqlx::test]
 async fn the_clock_page_shows_time_and_advances_by_form(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
+    let app = SandboxApp::spawn(pool).await;
     let page = app
         .http
         .get(app.url("/sandbox/clock"))

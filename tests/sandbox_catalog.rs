@@ -5,19 +5,15 @@
 #![cfg(feature = "sandbox")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::time::Duration;
+mod common;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use billfold::sandbox::{self, SANDBOX_SECRET_KEY, SandboxConfig};
+use std::collections::HashMap;
+
+use common::{SandboxApp, code, idempotent, stripe_error};
 use futures_util::TryStreamExt;
 use serde_json::Value;
 use sqlx::PgPool;
-use stripe::{IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
+use stripe::{StripeError, StripeRequest};
 use stripe_product::price::{
     CreatePrice, CreatePriceRecurring, CreatePriceRecurringInterval, ListPrice, RetrievePrice,
     UpdatePrice,
@@ -27,96 +23,21 @@ use stripe_product::{
     Price, PriceBillingScheme, PriceTaxBehavior, PriceType, ProductType, RecurringInterval,
     RecurringUsageType,
 };
-use stripe_webhook::{EventObject, Webhook};
-use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use stripe_webhook::EventObject;
 
-const WEBHOOK_SECRET: &str = "whsec_billfold_sandbox_test";
-
-/// A billfold-like app with only the sandbox mounted, whose events go to `events`.
-struct TestApp {
-    addr: SocketAddr,
-    stripe: stripe::Client,
-    /// Raw HTTP for requests async-stripe cannot make.
-    http: reqwest::Client,
-    /// Payloads of the webhook events delivered, in order.
-    events: mpsc::UnboundedReceiver<Value>,
-}
-
-impl TestApp {
-    async fn spawn(pool: PgPool) -> Self {
-        async fn receive(
-            State(sender): State<mpsc::UnboundedSender<Value>>,
-            headers: HeaderMap,
-            body: String,
-        ) -> StatusCode {
-            // billfold reads every event with async-stripe; so must this endpoint
-            let signature = headers["stripe-signature"].to_str().unwrap();
-            let event = Webhook::construct_event(&body, signature, WEBHOOK_SECRET)
-                .unwrap_or_else(|e| panic!("unreadable event {body}: {e:?}"));
-            let expected = match &event.data.object {
-                EventObject::ProductCreated(p) | EventObject::ProductUpdated(p) => p.id.to_string(),
-                EventObject::PriceCreated(p) | EventObject::PriceUpdated(p) => p.id.to_string(),
-                other => panic!("unexpected event object {other:?}"),
-            };
-            let event: Value = serde_json::from_str(&body).unwrap();
-            assert_eq!(event["data"]["object"]["id"], expected.as_str());
-            sender.send(event).unwrap();
-            StatusCode::OK
-        }
-        let (sender, events) = mpsc::unbounded_channel();
-        let endpoint = serve(
-            Router::new()
-                .route("/webhooks/stripe", post(receive))
-                .with_state(sender),
-        )
-        .await;
-
-        // `#[sqlx::test]` applies only the app's migrations
-        sandbox::migrate(&pool).await.unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let config = SandboxConfig {
-            public_base_url: format!("http://{addr}"),
-            webhook_url: format!("http://{endpoint}/webhooks/stripe"),
-            webhook_secret: WEBHOOK_SECRET.into(),
-            retry_base_delay: Duration::from_millis(50),
-            max_attempts: 8,
-        };
-        let routers = sandbox::router(pool, config);
-        let app = Router::new().nest("/sandbox", routers.stripe.merge(routers.control));
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self {
-            addr,
-            stripe: stripe::ClientBuilder::new(SANDBOX_SECRET_KEY)
-                .url(format!("http://{addr}/sandbox/"))
-                .build()
-                .unwrap(),
-            http: reqwest::Client::new(),
-            events,
-        }
-    }
-
-    /// A raw form POST to the sandbox API.
-    async fn post_form(&self, path: &str, body: &str) -> (u16, Value) {
-        let response = self
-            .http
-            .post(format!("http://{}/sandbox/v1{path}", self.addr))
-            .bearer_auth(SANDBOX_SECRET_KEY)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body.to_owned())
-            .send()
-            .await
-            .unwrap();
-        (response.status().as_u16(), response.json().await.unwrap())
-    }
-
-    /// The next delivered event, waiting up to 5 s.
+impl SandboxApp {
+    /// The payload of the next delivered event, waiting up to 5 s; billfold reads every
+    /// event with async-stripe, so each must parse as the product or price it carries.
     async fn next_event(&mut self) -> Value {
-        tokio::time::timeout(Duration::from_secs(5), self.events.recv())
-            .await
-            .expect("a webhook delivery within 5 s")
-            .expect("the endpoint is running")
+        let delivery = self.next_delivery().await;
+        let expected = match &delivery.event().data.object {
+            EventObject::ProductCreated(p) | EventObject::ProductUpdated(p) => p.id.to_string(),
+            EventObject::PriceCreated(p) | EventObject::PriceUpdated(p) => p.id.to_string(),
+            other => panic!("unexpected event object {other:?}"),
+        };
+        let event = delivery.json();
+        assert_eq!(event["data"]["object"]["id"], expected.as_str());
+        event
     }
 
     /// The pro plan's product, `billfold_plan_pro`.
@@ -152,13 +73,6 @@ impl TestApp {
     }
 }
 
-async fn serve(app: Router) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
-}
-
 fn monthly_price(amount: i64, lookup_key: &str, transfer: bool) -> CreatePrice {
     let mut recurring = CreatePriceRecurring::new(CreatePriceRecurringInterval::Month);
     recurring.interval_count = Some(1);
@@ -186,24 +100,9 @@ fn debug_all(prices: &[Price]) -> Vec<String> {
     prices.iter().map(debug).collect()
 }
 
-fn stripe_error(error: StripeError) -> (stripe::ApiErrors, u16) {
-    match error {
-        StripeError::Stripe(error, status) => (*error, status),
-        other => panic!("expected a Stripe error reply, got {other:?}"),
-    }
-}
-
-fn code(error: &stripe::ApiErrors) -> Option<String> {
-    error.code.as_ref().map(|c| c.as_str().to_owned())
-}
-
-fn idempotent(key: &str) -> RequestStrategy {
-    RequestStrategy::Idempotent(IdempotencyKey::new(key).unwrap())
-}
-
 #[sqlx::test]
 async fn products_are_created_with_an_id_updated_and_listed(pool: PgPool) {
-    let mut app = TestApp::spawn(pool).await;
+    let mut app = SandboxApp::spawn(pool).await;
 
     let product = app.create_pro_product().await;
     assert_eq!(product.id.as_str(), "billfold_plan_pro");
@@ -297,7 +196,7 @@ async fn products_are_created_with_an_id_updated_and_listed(pool: PgPool) {
 
 #[sqlx::test]
 async fn a_monthly_price_reads_back_every_field(pool: PgPool) {
-    let mut app = TestApp::spawn(pool).await;
+    let mut app = SandboxApp::spawn(pool).await;
     app.create_pro_product().await;
     app.next_event().await;
 
@@ -379,7 +278,7 @@ async fn a_monthly_price_reads_back_every_field(pool: PgPool) {
 
 #[sqlx::test]
 async fn a_new_price_takes_the_lookup_key_only_when_transferred(pool: PgPool) {
-    let mut app = TestApp::spawn(pool).await;
+    let mut app = SandboxApp::spawn(pool).await;
     app.create_pro_product().await;
     let old = app
         .create_monthly_price(2900, "pro_monthly_eur", false)
@@ -491,7 +390,7 @@ async fn a_new_price_takes_the_lookup_key_only_when_transferred(pool: PgPool) {
 
 #[sqlx::test]
 async fn amount_currency_and_interval_cannot_be_updated(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
+    let app = SandboxApp::spawn(pool).await;
     app.create_pro_product().await;
     let price = app
         .create_monthly_price(2900, "pro_monthly_eur", false)
@@ -503,7 +402,9 @@ async fn amount_currency_and_interval_cannot_be_updated(pool: PgPool) {
         ("currency=usd", "currency"),
         ("recurring[interval]=year", "recurring"),
     ] {
-        let (status, reply) = app.post_form(&format!("/prices/{}", price.id), body).await;
+        let (status, reply) = app
+            .api_post_form(&format!("/prices/{}", price.id), body)
+            .await;
         assert_eq!(status, 400, "{body}");
         assert_eq!(reply["error"]["type"], "invalid_request_error");
         assert_eq!(reply["error"]["code"], "parameter_unknown", "{reply}");
@@ -532,7 +433,7 @@ async fn amount_currency_and_interval_cannot_be_updated(pool: PgPool) {
 
 #[sqlx::test]
 async fn the_same_idempotency_key_returns_the_same_price(pool: PgPool) {
-    let app = TestApp::spawn(pool.clone()).await;
+    let app = SandboxApp::spawn(pool.clone()).await;
     app.create_pro_product().await;
     let request = monthly_price(2900, "pro_monthly_eur", false);
 
@@ -559,7 +460,7 @@ async fn the_same_idempotency_key_returns_the_same_price(pool: PgPool) {
 
 #[sqlx::test]
 async fn list_pages_follow_starting_after(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
+    let app = SandboxApp::spawn(pool).await;
     app.create_pro_product().await;
     let mut created = Vec::new();
     for amount in [100, 200, 300] {
@@ -587,7 +488,7 @@ async fn list_pages_follow_starting_after(pool: PgPool) {
 
 #[sqlx::test]
 async fn bad_price_params_get_stripe_errors(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
+    let app = SandboxApp::spawn(pool).await;
     app.create_pro_product().await;
 
     let base = "product=billfold_plan_pro&currency=eur";
@@ -612,7 +513,7 @@ async fn bad_price_params_get_stripe_errors(pool: PgPool) {
         (&format!("{base}&unit_amount=1&active=maybe"), "active"),
     ];
     for (body, param) in cases {
-        let (status, reply) = app.post_form("/prices", body).await;
+        let (status, reply) = app.api_post_form("/prices", body).await;
         assert_eq!(status, 400, "{body}: {reply}");
         assert_eq!(reply["error"]["param"], param, "{body}: {reply}");
         assert_eq!(reply["error"]["type"], "invalid_request_error");
@@ -621,7 +522,7 @@ async fn bad_price_params_get_stripe_errors(pool: PgPool) {
 
 #[sqlx::test]
 async fn concurrent_transfers_leave_one_holder_of_the_key(pool: PgPool) {
-    let app = TestApp::spawn(pool.clone()).await;
+    let app = SandboxApp::spawn(pool.clone()).await;
     app.create_pro_product().await;
 
     let creates = (0..6).map(|i| app.create_monthly_price(2900 + i, "pro_monthly_eur", true));

@@ -7,28 +7,21 @@
 #![cfg(feature = "sandbox")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use billfold::sandbox::{
-    self, ControlError, DisputeOutcome, Fault, SANDBOX_SECRET_KEY, SandboxConfig,
-};
+use billfold::sandbox::{self, ControlError, DisputeOutcome, Fault};
+use common::{SandboxApp, code, idempotent, stripe_error};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
-use stripe::{IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
+use stripe::StripeRequest;
 use stripe_billing::subscription::RetrieveSubscription;
 use stripe_checkout::CheckoutSessionMode;
 use stripe_checkout::checkout_session::{
-    CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionLineItemsPriceData,
-    ProductData, RetrieveCheckoutSession,
+    CreateCheckoutSession, CreateCheckoutSessionLineItems, RetrieveCheckoutSession,
 };
 use stripe_core::charge::RetrieveCharge;
 use stripe_core::customer::{CreateCustomer, RetrieveCustomer};
@@ -39,10 +32,7 @@ use stripe_shared::{
     Charge, ChargeStatus, Dispute, DisputeStatus, PaymentIntent, PaymentIntentStatus, Refund,
     RefundReason,
 };
-use stripe_webhook::{EventObject, Webhook};
-use tokio::net::TcpListener;
-
-const WEBHOOK_SECRET: &str = "whsec_billfold_sandbox_money_test";
+use stripe_webhook::EventObject;
 
 /// What a paid credit pack left behind.
 struct Paid {
@@ -52,75 +42,7 @@ struct Paid {
     customer: String,
 }
 
-/// The sandbox mounted alone, a webhook endpoint keeping every delivery, clients.
-struct TestApp {
-    addr: SocketAddr,
-    pool: PgPool,
-    config: SandboxConfig,
-    stripe: stripe::Client,
-    http: reqwest::Client,
-    deliveries: Arc<Mutex<Vec<(String, String)>>>,
-}
-
-impl TestApp {
-    async fn spawn(pool: PgPool) -> Self {
-        type Received = Arc<Mutex<Vec<(String, String)>>>;
-        async fn receive(
-            State(received): State<Received>,
-            headers: HeaderMap,
-            body: Bytes,
-        ) -> StatusCode {
-            let signature = headers
-                .get("stripe-signature")
-                .and_then(|value| value.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
-            received
-                .lock()
-                .unwrap()
-                .push((signature, String::from_utf8(body.to_vec()).unwrap()));
-            StatusCode::OK
-        }
-        let deliveries: Received = Arc::default();
-        let endpoint = Router::new()
-            .route("/webhooks/stripe", post(receive))
-            .with_state(Arc::clone(&deliveries));
-        let endpoint_addr = serve(endpoint).await;
-
-        // `#[sqlx::test]` applies only the app's migrations
-        sandbox::migrate(&pool).await.unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let config = SandboxConfig {
-            public_base_url: format!("http://{addr}"),
-            webhook_url: format!("http://{endpoint_addr}/webhooks/stripe"),
-            webhook_secret: WEBHOOK_SECRET.into(),
-            retry_base_delay: Duration::from_millis(50),
-            max_attempts: 8,
-        };
-        let routers = sandbox::router(pool.clone(), config.clone());
-        let app = Router::new().nest("/sandbox", routers.stripe.merge(routers.control));
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self {
-            addr,
-            pool,
-            config,
-            stripe: stripe::ClientBuilder::new(SANDBOX_SECRET_KEY)
-                .url(format!("http://{addr}/sandbox/"))
-                .build()
-                .unwrap(),
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
-            deliveries,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
+impl SandboxApp {
     /// Buys a €40.00 credit pack (2 × €20.00) through Checkout as a new customer.
     async fn pay_credit_pack(&self) -> Paid {
         let customer = CreateCustomer::new()
@@ -128,33 +50,16 @@ impl TestApp {
             .send(&self.stripe)
             .await
             .unwrap();
-        let price_data = CreateCheckoutSessionLineItemsPriceData {
-            currency: "eur".parse().unwrap(),
-            product: None,
-            product_data: Some(ProductData::new("Credit pack 1,000")),
-            recurring: None,
-            tax_behavior: None,
-            unit_amount: Some(2000),
-            unit_amount_decimal: None,
-        };
-        let mut item = CreateCheckoutSessionLineItems::new();
-        item.price_data = Some(price_data);
-        item.quantity = Some(2);
         let session = CreateCheckoutSession::new()
             .mode(CheckoutSessionMode::Payment)
-            .line_items(vec![item])
+            .line_items(vec![common::credit_pack_item()])
             .customer(customer.id.as_str())
             .client_reference_id("ws_42")
             .success_url("https://billfold.test/billing?checkout={CHECKOUT_SESSION_ID}")
             .send(&self.stripe)
             .await
             .unwrap();
-        let paid = self
-            .http
-            .post(self.url(&format!("/sandbox/checkout/{}/pay", session.id)))
-            .send()
-            .await
-            .unwrap();
+        let paid = self.pay(session.id.as_str()).await;
         assert_eq!(paid.status(), reqwest::StatusCode::SEE_OTHER);
         let session = RetrieveCheckoutSession::new(session.id.as_str())
             .send(&self.stripe)
@@ -173,12 +78,8 @@ impl TestApp {
     /// `GET /v1/payment_intents/{id}` read as async-stripe's `PaymentIntent`.
     async fn payment_intent(&self, id: &str) -> PaymentIntent {
         let body: Value = self
-            .http
-            .get(self.url(&format!("/sandbox/v1/payment_intents/{id}")))
-            .bearer_auth(SANDBOX_SECRET_KEY)
-            .send()
+            .api_get(&format!("/payment_intents/{id}"))
             .await
-            .unwrap()
             .json()
             .await
             .unwrap();
@@ -212,11 +113,7 @@ impl TestApp {
             .send(&self.stripe)
             .await
             .unwrap();
-        self.http
-            .post(self.url(&format!("/sandbox/checkout/{}/pay", session.id)))
-            .send()
-            .await
-            .unwrap();
+        self.pay(session.id.as_str()).await;
         RetrieveCheckoutSession::new(session.id.as_str())
             .send(&self.stripe)
             .await
@@ -225,39 +122,6 @@ impl TestApp {
             .unwrap()
             .id()
             .to_string()
-    }
-
-    /// Event types in the order they were emitted.
-    async fn event_types(&self) -> Vec<String> {
-        sqlx::query_scalar("select event_type from sandbox_events order by created_at, event_id")
-            .fetch_all(&self.pool)
-            .await
-            .unwrap()
-    }
-
-    /// Waits until every event is delivered and returns them, each verified and parsed
-    /// with `Webhook::construct_event`, in the order they were emitted.
-    async fn delivered_events(&self) -> Vec<stripe_webhook::Event> {
-        let expected = self.event_types().await.len();
-        for _ in 0..200 {
-            if self.deliveries.lock().unwrap().len() >= expected {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        let deliveries = self.deliveries.lock().unwrap().clone();
-        assert_eq!(deliveries.len(), expected, "every event is delivered once");
-        let mut events: Vec<_> = deliveries
-            .iter()
-            .map(|(signature, payload)| {
-                let order: Value = serde_json::from_str(payload).unwrap();
-                let event = Webhook::construct_event(payload, signature, WEBHOOK_SECRET)
-                    .unwrap_or_else(|error| panic!("{error:?}: {payload}"));
-                (order["created"].as_i64().unwrap(), event)
-            })
-            .collect();
-        events.sort_by_key(|(created, _)| *created);
-        events.into_iter().map(|(_, event)| event).collect()
     }
 
     async fn post_json(&self, path: &str, body: Value) -> (reqwest::StatusCode, Value) {
@@ -271,24 +135,6 @@ impl TestApp {
         let status = response.status();
         (status, response.json().await.unwrap_or(Value::Null))
     }
-}
-
-async fn serve(app: Router) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
-}
-
-fn stripe_error(error: StripeError) -> (stripe::ApiErrors, u16) {
-    match error {
-        StripeError::Stripe(error, status) => (*error, status),
-        other => panic!("expected a Stripe error reply, got {other:?}"),
-    }
-}
-
-fn code(error: &stripe::ApiErrors) -> Option<String> {
-    error.code.as_ref().map(|code| code.as_str().to_owned())
 }
 
 fn refunds_of(events: &[stripe_webhook::Event]) -> Vec<&Refund> {
@@ -331,7 +177,7 @@ fn disputes_of(events: &[stripe_webhook::Event], event_type: &str) -> Vec<Disput
 
 #[sqlx::test]
 async fn paying_a_credit_pack_leaves_a_succeeded_payment_intent_and_charge(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
+    let app = SandboxApp::spawn(pool).await;
     let paid = app.pay_credit_pack().await;
     assert!(paid.payment_intent.starts_with("pi_"));
     assert!(paid.charge.starts_with("ch_"));
@@ -400,20 +246,14 @@ async fn paying_a_credit_pack_leaves_a_succeeded_payment_intent_and_charge(pool:
         (status, code(&error).as_deref()),
         (404, Some("resource_missing"))
     );
-    let missing = app
-        .http
-        .get(app.url("/sandbox/v1/payment_intents/pi_missing"))
-        .bearer_auth(SANDBOX_SECRET_KEY)
-        .send()
-        .await
-        .unwrap();
+    let missing = app.api_get("/payment_intents/pi_missing").await;
     assert_eq!(missing.status(), reqwest::StatusCode::NOT_FOUND);
     app.delivered_events().await;
 }
 
 #[sqlx::test]
 async fn partial_then_full_refunds_add_up_on_the_charge_and_emit_signed_events(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
+    let app = SandboxApp::spawn(pool).await;
     let paid = app.pay_credit_pack().await;
 
     let first = CreateRefund::new()
@@ -478,7 +318,7 @@ async fn partial_then_full_refunds_add_up_on_the_charge_and_emit_signed_events(p
 
 #[sqlx::test]
 async fn refunds_stripe_would_refuse_are_refused_and_change_nothing(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
+    let app = SandboxApp::spawn(pool).await;
     let paid = app.pay_credit_pack().await;
 
     let too_much = CreateRefund::new()
@@ -551,21 +391,8 @@ async fn refunds_stripe_would_refuse_are_refused_and_change_nothing(pool: PgPool
         (&*format!("charge={}&bogus=1", paid.charge), Some("bogus")),
     ];
     for (body, param) in bodies {
-        let response = app
-            .http
-            .post(app.url("/sandbox/v1/refunds"))
-            .bearer_auth(SANDBOX_SECRET_KEY)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body.to_owned())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            response.status(),
-            reqwest::StatusCode::BAD_REQUEST,
-            "{body}"
-        );
-        let reply: Value = response.json().await.unwrap();
+        let (status, reply) = app.api_post_form("/refunds", body).await;
+        assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(reply["error"]["type"], "invalid_request_error", "{body}");
         assert_eq!(reply["error"]["param"].as_str(), param, "{body}: {reply}");
     }
@@ -596,7 +423,7 @@ async fn refunds_stripe_would_refuse_are_refused_and_change_nothing(pool: PgPool
 
 #[sqlx::test]
 async fn twenty_concurrent_refunds_never_exceed_the_charge(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
+    let app = SandboxApp::spawn(pool).await;
     let paid = app.pay_credit_pack().await;
 
     let request = CreateRefund::new().charge(paid.charge.as_str()).amount(300);
@@ -633,21 +460,20 @@ async fn twenty_concurrent_refunds_never_exceed_the_charge(pool: PgPool) {
 
 #[sqlx::test]
 async fn a_retried_refund_with_the_same_idempotency_key_refunds_once(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
+    let app = SandboxApp::spawn(pool).await;
     let paid = app.pay_credit_pack().await;
     let request = CreateRefund::new()
         .payment_intent(paid.payment_intent.as_str())
         .amount(1000);
-    let key = || RequestStrategy::Idempotent(IdempotencyKey::new("refund-ws42-1").unwrap());
     let first = request
         .customize()
-        .request_strategy(key())
+        .request_strategy(idempotent("refund-ws42-1"))
         .send(&app.stripe)
         .await
         .unwrap();
     let second = request
         .customize()
-        .request_strategy(key())
+        .request_strategy(idempotent("refund-ws42-1"))
         .send(&app.stripe)
         .await
         .unwrap();
@@ -657,7 +483,7 @@ async fn a_retried_refund_with_the_same_idempotency_key_refunds_once(pool: PgPoo
 
 #[sqlx::test]
 async fn a_dispute_opens_on_what_is_left_blocks_refunds_and_closes(pool: PgPool) {
-    let app = TestApp::spawn(pool.clone()).await;
+    let app = SandboxApp::spawn(pool.clone()).await;
     let paid = app.pay_credit_pack().await;
     CreateRefund::new()
         .charge(paid.charge.as_str())
@@ -724,7 +550,7 @@ async fn a_dispute_opens_on_what_is_left_blocks_refunds_and_closes(pool: PgPool)
 
 #[sqlx::test]
 async fn unknown_unpaid_or_refunded_payments_cannot_be_disputed(pool: PgPool) {
-    let app = TestApp::spawn(pool.clone()).await;
+    let app = SandboxApp::spawn(pool.clone()).await;
     for id in ["cs_test_missing", "pi_missing", "ch_missing", "whatever"] {
         let refused = sandbox::open_dispute(&pool, id).await;
         assert!(
@@ -768,7 +594,7 @@ async fn unknown_unpaid_or_refunded_payments_cannot_be_disputed(pool: PgPool) {
 
 #[sqlx::test]
 async fn the_dispute_routes_take_json_or_forms_and_a_won_dispute_allows_refunds(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
+    let app = SandboxApp::spawn(pool).await;
     let paid = app.pay_credit_pack().await;
 
     let (status, dispute) = app
@@ -829,7 +655,7 @@ async fn the_dispute_routes_take_json_or_forms_and_a_won_dispute_allows_refunds(
 
 #[sqlx::test]
 async fn a_faulted_endpoint_waits_or_fails_as_asked_and_others_are_unaffected(pool: PgPool) {
-    let app = TestApp::spawn(pool.clone()).await;
+    let app = SandboxApp::spawn(pool.clone()).await;
     let subscription = app.subscription().await;
     let customer = CreateCustomer::new().send(&app.stripe).await.unwrap();
     let request = RetrieveSubscription::new(subscription.as_str());
@@ -933,7 +759,7 @@ async fn a_delayed_request_holds_no_database_connection(pool: PgPool) {
         .connect_with((*pool.connect_options()).clone())
         .await
         .unwrap();
-    let app = TestApp::spawn(small.clone()).await;
+    let app = SandboxApp::spawn(small.clone()).await;
     let customer = CreateCustomer::new().send(&app.stripe).await.unwrap();
     sandbox::set_fault(
         &pool,
@@ -966,7 +792,7 @@ async fn a_delayed_request_holds_no_database_connection(pool: PgPool) {
 
 #[sqlx::test]
 async fn the_fault_routes_refuse_bad_faults_and_clear_them(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
+    let app = SandboxApp::spawn(pool).await;
     let bad = [
         json!({ "path": "/checkout/cs_1", "status": 500 }),
         json!({ "path": "/v1x", "status": 500 }),
@@ -1026,7 +852,7 @@ async fn the_fault_routes_refuse_bad_faults_and_clear_them(pool: PgPool) {
 
 #[sqlx::test]
 async fn events_emitted_by_another_process_are_delivered_at_once(pool: PgPool) {
-    let app = TestApp::spawn(pool.clone()).await;
+    let app = SandboxApp::spawn(pool.clone()).await;
     let paid = app.pay_credit_pack().await;
     let before = app.delivered_events().await.len();
 
@@ -1038,7 +864,7 @@ async fn events_emitted_by_another_process_are_delivered_at_once(pool: PgPool) {
     let started = Instant::now();
     sandbox::open_dispute(&other, &paid.session).await.unwrap();
     loop {
-        if app.deliveries.lock().unwrap().len() > before {
+        if app.deliveries().len() > before {
             break;
         }
         assert!(
