@@ -6,7 +6,7 @@ use sqlx::PgPool;
 
 use billfold::ids::WorkspaceId;
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, how_many, statuses_of};
 
 async fn customer_with_key(app: &TestApp) -> (WorkspaceId, String) {
     let ws = app.sign_up("ops@example.com").await;
@@ -273,22 +273,9 @@ async fn fifty_parallel_calls_with_credits_for_ten_charge_exactly_ten(pool: PgPo
                 .status()
         })
     });
-    let statuses: Vec<StatusCode> = futures_util::future::join_all(calls)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    assert_eq!(
-        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
-        10
-    );
-    assert_eq!(
-        statuses
-            .iter()
-            .filter(|s| **s == StatusCode::PAYMENT_REQUIRED)
-            .count(),
-        40
-    );
+    let statuses = statuses_of(calls).await;
+    assert_eq!(how_many(&statuses, StatusCode::OK), 10);
+    assert_eq!(how_many(&statuses, StatusCode::PAYMENT_REQUIRED), 40);
     assert_eq!(app.assert_ledger_consistent(ws).await, (0, 0));
     assert_eq!(app.count("select count(*) from usage_events").await, 10);
 }
@@ -412,22 +399,9 @@ async fn two_billfold_processes_share_one_rate_limit(pool: PgPool) {
                 .status()
         })
     });
-    let statuses: Vec<StatusCode> = futures_util::future::join_all(calls)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    assert_eq!(
-        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
-        10
-    );
-    assert_eq!(
-        statuses
-            .iter()
-            .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
-            .count(),
-        30
-    );
+    let statuses = statuses_of(calls).await;
+    assert_eq!(how_many(&statuses, StatusCode::OK), 10);
+    assert_eq!(how_many(&statuses, StatusCode::TOO_MANY_REQUESTS), 30);
     assert_eq!(first.assert_ledger_consistent(ws).await, (90, 0));
 }
 

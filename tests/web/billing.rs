@@ -16,14 +16,6 @@ async fn on_sale(app: &TestApp) {
         .unwrap();
 }
 
-async fn plan_of(app: &TestApp, ws: billfold::ids::WorkspaceId) -> String {
-    sqlx::query_scalar("select plan_code from workspaces where workspace_id = $1")
-        .bind(ws)
-        .fetch_one(&app.db)
-        .await
-        .unwrap()
-}
-
 #[sqlx::test]
 async fn the_billing_page_compares_every_plan(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
@@ -75,7 +67,7 @@ async fn subscribing_through_checkout_puts_the_workspace_on_the_plan_with_its_al
 
     // Plan credits reset to the Pro allowance (no rollover of the 100 free credits).
     wait_for_balance(&app, ws, 2_000).await;
-    assert_eq!(plan_of(&app, ws).await, "pro");
+    assert_eq!(app.plan_of(ws).await, "pro");
     assert_eq!(app.assert_ledger_consistent(ws).await, (2_000, 0));
     let grants = app
         .count("select count(*) from ledger_entries where kind = 'plan_allowance'")
@@ -249,14 +241,14 @@ async fn canceling_in_the_portal_returns_to_free_at_period_end_with_purchased_cr
     }
     assert!(shown.contains("Cancels on"), "{shown}");
     assert_eq!(
-        plan_of(&app, ws).await,
+        app.plan_of(ws).await,
         "pro",
         "the plan stays until the period ends"
     );
 
     advance_days(&app, 31).await;
     wait_for_plan_credits(&app, ws, 100).await;
-    assert_eq!(plan_of(&app, ws).await, "free");
+    assert_eq!(app.plan_of(ws).await, "free");
     assert_eq!(app.assert_ledger_consistent(ws).await, (100, 250));
     let (_, html) = app.get_html("/billing").await;
     assert_eq!(text(&html, "#current-plan-name").unwrap(), "Free");
@@ -297,7 +289,7 @@ async fn duplicated_subscription_events_grant_one_allowance_per_invoice(pool: Pg
         2
     );
     assert_eq!(app.count("select count(*) from subscriptions").await, 1);
-    assert_eq!(plan_of(&app, ws).await, "pro");
+    assert_eq!(app.plan_of(ws).await, "pro");
 }
 
 #[sqlx::test]
@@ -417,7 +409,7 @@ async fn cancel_and_resume_from_the_billing_page(pool: PgPool) {
             .await,
         2
     );
-    assert_eq!(plan_of(&app, ws).await, "pro");
+    assert_eq!(app.plan_of(ws).await, "pro");
 }
 
 #[sqlx::test]
@@ -452,7 +444,7 @@ async fn stale_and_reordered_events_do_not_undo_newer_state(pool: PgPool) {
         .unwrap();
     assert!(res.status().is_success());
     wait_for_plan_credits(&app, ws, 100).await;
-    assert_eq!(plan_of(&app, ws).await, "free");
+    assert_eq!(app.plan_of(ws).await, "free");
 
     // A stale "created" (active) arriving late does not resurrect it.
     let deliver = |mut event: serde_json::Value, id: &str, event_type: Option<&str>| {
@@ -476,7 +468,7 @@ async fn stale_and_reordered_events_do_not_undo_newer_state(pool: PgPool) {
         StatusCode::OK
     );
     app.settle().await;
-    assert_eq!(plan_of(&app, ws).await, "free");
+    assert_eq!(app.plan_of(ws).await, "free");
     let status: String = sqlx::query_scalar("select status::text from subscriptions")
         .fetch_one(&app.db)
         .await
@@ -560,7 +552,7 @@ async fn an_upgrade_shows_stripes_preview_then_charges_it_and_grants_the_pro_rat
     );
     // Right after subscribing almost the whole period remains: almost all of 8,000.
     assert!((7_990..=8_000).contains(&granted), "{granted}");
-    assert_eq!(plan_of(&app, ws).await, "business");
+    assert_eq!(app.plan_of(ws).await, "business");
     assert_eq!(app.assert_ledger_consistent(ws).await, (2_000 + granted, 0));
     let paid: i64 = sqlx::query_scalar(
         "select amount_paid from invoices where billing_reason = 'subscription_update'",
@@ -607,7 +599,7 @@ async fn a_downgrade_waits_for_the_period_end_and_can_be_taken_back(pool: PgPool
             .contains("Moves to Starter on")
     );
     assert_eq!(
-        plan_of(&app, ws).await,
+        app.plan_of(ws).await,
         "pro",
         "the paid-for plan stays until the period ends"
     );
@@ -622,7 +614,7 @@ async fn a_downgrade_waits_for_the_period_end_and_can_be_taken_back(pool: PgPool
 
     advance_days(&app, 31).await;
     wait_for_plan_credits(&app, ws, 500).await;
-    assert_eq!(plan_of(&app, ws).await, "starter");
+    assert_eq!(app.plan_of(ws).await, "starter");
     let renewal: i64 = sqlx::query_scalar(
         "select amount_paid from invoices where billing_reason = 'subscription_cycle'",
     )
@@ -760,7 +752,7 @@ async fn switching_down_and_up_again_never_grants_more_than_the_largest_allowanc
         portal_switch(&app, "starter").await;
         portal_switch(&app, "pro").await;
     }
-    assert_eq!(plan_of(&app, ws).await, "pro");
+    assert_eq!(app.plan_of(ws).await, "pro");
     assert_eq!(
         upgrade_credits_granted(&app).await,
         first,
@@ -789,7 +781,7 @@ async fn a_switch_up_in_the_portal_grants_like_one_on_billing(pool: PgPool) {
     let ws = app.sign_up("ada@example.com").await;
     subscribe(&app, ws, "starter", 500).await;
     portal_switch(&app, "business").await;
-    assert_eq!(plan_of(&app, ws).await, "business");
+    assert_eq!(app.plan_of(ws).await, "business");
     let granted = upgrade_credits_granted(&app).await;
     assert!((9_490..=9_500).contains(&granted), "{granted}");
     // Down to Pro and back up to Business: the mark is Business already.

@@ -274,6 +274,15 @@ impl TestApp {
     }
 
     /// The workspace's balance.
+    /// The workspace's plan code.
+    pub async fn plan_of(&self, ws: WorkspaceId) -> String {
+        sqlx::query_scalar("select plan_code from workspaces where workspace_id = $1")
+            .bind(ws)
+            .fetch_one(&self.db)
+            .await
+            .unwrap()
+    }
+
     pub async fn balance(&self, ws: WorkspaceId) -> billfold::ledger::Balance {
         let mut conn = self.db.acquire().await.unwrap();
         billfold::ledger::db::balance(&mut conn, ws).await.unwrap()
@@ -337,6 +346,22 @@ pub fn attr(html: &Html, css: &str, name: &str) -> Option<String> {
         .first()
         .and_then(|e| e.value().attr(name))
         .map(str::to_owned)
+}
+
+/// The statuses of spawned requests, in spawn order.
+pub async fn statuses_of(
+    calls: impl IntoIterator<Item = tokio::task::JoinHandle<StatusCode>>,
+) -> Vec<StatusCode> {
+    futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// How many of `statuses` are `status`.
+pub fn how_many(statuses: &[StatusCode], status: StatusCode) -> usize {
+    statuses.iter().filter(|s| **s == status).count()
 }
 
 pub fn location(res: &reqwest::Response) -> String {

@@ -5,7 +5,7 @@
 use reqwest::StatusCode;
 use sqlx::{Connection, PgPool};
 
-use crate::helpers::{PASSWORD, TestApp, attr, client, test_config, text};
+use crate::helpers::{PASSWORD, TestApp, attr, client, how_many, statuses_of, test_config, text};
 
 #[sqlx::test]
 async fn the_app_role_cannot_switch_off_or_bypass_the_ledger(pool: PgPool) {
@@ -51,10 +51,7 @@ async fn the_app_role_cannot_switch_off_or_bypass_the_ledger(pool: PgPool) {
     .await
     .unwrap();
     let err = tx.commit().await.unwrap_err();
-    assert!(
-        err.to_string().contains("does not match its ledger"),
-        "{err}"
-    );
+    refused_with(&err, "does not match its ledger");
 
     // A ledger entry without its balance change is refused at once.
     let err = sqlx::query(
@@ -66,10 +63,7 @@ async fn the_app_role_cannot_switch_off_or_bypass_the_ledger(pool: PgPool) {
     .execute(&mut *conn)
     .await
     .unwrap_err();
-    assert!(
-        err.to_string().contains("does not match its ledger"),
-        "{err}"
-    );
+    refused_with(&err, "does not match its ledger");
 
     // A balance changed again after its entry is refused at commit.
     let mut tx = conn.begin().await.unwrap();
@@ -84,10 +78,7 @@ async fn the_app_role_cannot_switch_off_or_bypass_the_ledger(pool: PgPool) {
         .await
         .unwrap();
     let err = tx.commit().await.unwrap_err();
-    assert!(
-        err.to_string().contains("does not match its ledger"),
-        "{err}"
-    );
+    refused_with(&err, "does not match its ledger");
 
     // An entry whose balances do not follow from the previous one is refused at once.
     let err = sqlx::query(
@@ -99,10 +90,7 @@ async fn the_app_role_cannot_switch_off_or_bypass_the_ledger(pool: PgPool) {
     .execute(&mut *conn)
     .await
     .unwrap_err();
-    assert!(
-        err.to_string().contains("does not continue the ledger"),
-        "{err}"
-    );
+    refused_with(&err, "does not continue the ledger");
 
     // Even the owner cannot change a balance without its entry.
     let mut tx = app.db.begin().await.unwrap();
@@ -116,37 +104,43 @@ async fn the_app_role_cannot_switch_off_or_bypass_the_ledger(pool: PgPool) {
     assert_eq!(app.assert_ledger_consistent(ws).await, (100, 0));
 }
 
+/// Asserts the database refused with a message containing `needle`.
+fn refused_with(err: &sqlx::Error, needle: &str) {
+    assert!(
+        err.to_string().contains(needle),
+        "expected {needle:?}: {err}"
+    );
+}
+
 /// One sign-in attempt by a fresh visitor behind the trusted proxy, which reports the
 /// client address `from`.
 async fn attempt(app: &TestApp, from: &str, email: &str, password: &str) -> StatusCode {
-    let visitor = client();
-    let html = visitor
-        .get(app.url("/login"))
-        .header("x-forwarded-for", from)
-        .send()
+    let (visitor, token) = visitor_from(app, from).await;
+    sign_in_from(app, &visitor, &token, from, email, password)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let token = attr(
-        &scraper::Html::parse_document(&html),
-        "input[name=csrf_token]",
-        "value",
-    )
-    .unwrap();
+        .status()
+}
+
+/// `visitor` (with its CSRF `token`) posts the sign-in form from client address `from`.
+async fn sign_in_from(
+    app: &TestApp,
+    visitor: &reqwest::Client,
+    token: &str,
+    from: &str,
+    email: &str,
+    password: &str,
+) -> reqwest::Response {
     visitor
         .post(app.url("/login"))
         .header("x-forwarded-for", from)
         .form(&[
             ("email", email),
             ("password", password),
-            ("csrf_token", &token),
+            ("csrf_token", token),
         ])
         .send()
         .await
         .unwrap()
-        .status()
 }
 
 #[sqlx::test]
@@ -220,10 +214,7 @@ async fn one_address_cannot_try_many_accounts(pool: PgPool) {
     }
     // 20 at once, then one more every 3 s (the quota refills while the test runs).
     let limit = billfold::web::limits::LOGIN_PER_ADDRESS_PER_MINUTE as usize;
-    let tried = statuses
-        .iter()
-        .filter(|s| **s == StatusCode::UNPROCESSABLE_ENTITY)
-        .count();
+    let tried = how_many(&statuses, StatusCode::UNPROCESSABLE_ENTITY);
     assert!((limit..=limit + 2).contains(&tried), "{statuses:?}");
     assert!(
         statuses[..limit]
@@ -289,26 +280,13 @@ async fn thirty_sign_ups_from_one_address_mint_only_the_configured_number(pool: 
                 .status()
         })
     });
-    let statuses: Vec<StatusCode> = futures_util::future::join_all(sign_ups)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+    let statuses = statuses_of(sign_ups).await;
     assert_eq!(
-        statuses
-            .iter()
-            .filter(|s| **s == StatusCode::SEE_OTHER)
-            .count(),
+        how_many(&statuses, StatusCode::SEE_OTHER),
         5,
         "{statuses:?}"
     );
-    assert_eq!(
-        statuses
-            .iter()
-            .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
-            .count(),
-        25
-    );
+    assert_eq!(how_many(&statuses, StatusCode::TOO_MANY_REQUESTS), 25);
     assert_eq!(app.count("select count(*) from users").await, 5);
     assert_eq!(
         app.count("select coalesce(sum(plan_credits), 0)::bigint from balances")
@@ -630,17 +608,15 @@ async fn the_sandbox_controls_answer_only_loopback_or_staff(pool: PgPool) {
 
     // A signed-in customer is not staff.
     let (customer, token) = visitor_from(&app, from).await;
-    let res = customer
-        .post(app.url("/login"))
-        .header("x-forwarded-for", from)
-        .form(&[
-            ("email", "customer@example.com"),
-            ("password", PASSWORD),
-            ("csrf_token", &token),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let res = sign_in_from(
+        &app,
+        &customer,
+        &token,
+        from,
+        "customer@example.com",
+        PASSWORD,
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     assert_eq!(
         advance(&customer, None).await.unwrap().status(),
@@ -649,17 +625,7 @@ async fn the_sandbox_controls_answer_only_loopback_or_staff(pool: PgPool) {
 
     // Staff may, with the session's CSRF token, which the clock page carries.
     let (staff, token) = visitor_from(&app, from).await;
-    let res = staff
-        .post(app.url("/login"))
-        .header("x-forwarded-for", from)
-        .form(&[
-            ("email", "staff@example.com"),
-            ("password", PASSWORD),
-            ("csrf_token", &token),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let res = sign_in_from(&app, &staff, &token, from, "staff@example.com", PASSWORD).await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     let page = staff
         .get(app.url("/sandbox/clock"))

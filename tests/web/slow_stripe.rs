@@ -202,13 +202,7 @@ async fn a_failed_or_slow_stripe_call_leaves_a_plan_change_undone_or_done(pool: 
         .await;
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     app.settle().await;
-    let plan: String =
-        sqlx::query_scalar("select plan_code from workspaces where workspace_id = $1")
-            .bind(ws)
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
-    assert_eq!(plan, "starter");
+    assert_eq!(app.plan_of(ws).await, "starter");
     assert_eq!(
         app.count("select count(*) from plan_changes where status = 'failed'")
             .await,
@@ -249,13 +243,7 @@ async fn a_failed_or_slow_stripe_call_leaves_a_plan_change_undone_or_done(pool: 
     assert!(started.elapsed() >= Duration::from_secs(3));
     assert_eq!(location(&upgraded), "/billing");
     app.settle().await;
-    let plan: String =
-        sqlx::query_scalar("select plan_code from workspaces where workspace_id = $1")
-            .bind(ws)
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
-    assert_eq!(plan, "pro");
+    assert_eq!(app.plan_of(ws).await, "pro");
     assert_eq!(
         app.count("select count(*) from plan_changes where status = 'confirmed'")
             .await,

@@ -6,7 +6,7 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::helpers::{TestApp, WEBHOOK_SECRET};
+use crate::helpers::{TestApp, WEBHOOK_SECRET, statuses_of};
 use crate::top_up::start_top_up;
 
 /// A `checkout.session.completed` event for a top-up session created through the app,
@@ -82,11 +82,7 @@ async fn twenty_concurrent_deliveries_of_one_event_grant_once(pool: PgPool) {
                 .status()
         })
     });
-    let statuses: Vec<StatusCode> = futures_util::future::join_all(deliveries)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+    let statuses = statuses_of(deliveries).await;
     assert!(
         statuses.iter().all(|s| *s == StatusCode::OK),
         "{statuses:?}"
