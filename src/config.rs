@@ -226,10 +226,11 @@ impl Config {
             Some(p) => SecretString::from(p),
             // No password to derive from (trust or peer authentication): a secret
             // generated once under DATA_DIR.
-            None => crate::startup::load_or_create_secret(
-                &self.data_dir.join("pg.app_secret"),
-                |bytes| hex::encode(bytes),
-            )?,
+            None => {
+                crate::secrets::load_or_create(&self.data_dir.join("pg.app_secret"), |bytes| {
+                    hex::encode(bytes)
+                })?
+            }
         };
         Ok(crate::database::AppRole::Provision { secret })
     }

@@ -29,6 +29,7 @@ pub mod ledger;
 pub mod money;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
+pub mod secrets;
 pub mod startup;
 pub mod stripe;
 pub mod stripe_events;
