@@ -226,7 +226,7 @@ impl Browser {
 }
 
 #[sqlx::test]
-async fn a_customer_signs_up_buys_a_pack_and_sees_balance_and_chart(pool: PgPool) {
+async fn a_customer_buys_a_pack_sees_balance_and_chart_and_a_refund_shows_the_debt(pool: PgPool) {
     tokio::time::timeout(Duration::from_secs(120), async {
         let app = TestApp::spawn(pool).await;
         let b = Browser::start().await;
@@ -310,8 +310,47 @@ async fn a_customer_signs_up_buys_a_pack_and_sees_balance_and_chart(pool: PgPool
             .unwrap();
         b.wait_for("#name").await;
         b.screenshot("api-keys").await;
-
         assert_eq!(app.assert_ledger_consistent(ws).await, (10, 500));
+
+        // 310 more credits used, then the 500-credit top-up is refunded: what is left
+        // of it (200) is taken back, the 300 already spent become a debt the pages show.
+        let body = serde_json::json!({"feature": "manager.process", "quantity": 310});
+        assert_eq!(
+            app.consume(&key.plaintext, body).await.0,
+            reqwest::StatusCode::OK
+        );
+        let session: String = sqlx::query_scalar(
+            "select stripe_checkout_session_id from top_ups where workspace_id = $1",
+        )
+        .bind(ws)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+        crate::refunds::refund(&app, &session, None).await;
+        b.driver
+            .goto(format!("{}/dashboard", app.base))
+            .await
+            .unwrap();
+        b.wait_for_text("#debt-notice", "owes 300 credits").await;
+        assert_eq!(b.text_of("#balance-total").await, "0 credits");
+        b.screenshot("dashboard-debt").await;
+        b.wait_for("#debt-notice a[href='/billing/top-up']")
+            .await
+            .click()
+            .await
+            .unwrap();
+        b.wait_for_text("#debt-notice", "owes 300 credits").await;
+        assert!(
+            b.driver
+                .find_all(By::Css("#debt-notice a"))
+                .await
+                .unwrap()
+                .is_empty(),
+            "the top-up page does not link to itself"
+        );
+        b.screenshot("top-up-debt").await;
+        assert_eq!(app.balance(ws).await.debt, 300);
+        assert_eq!(app.assert_ledger_consistent(ws).await, (0, 0));
         b.driver.clone().quit().await.unwrap();
     })
     .await

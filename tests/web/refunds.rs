@@ -28,7 +28,7 @@ async fn buy(app: &TestApp, ws: WorkspaceId, fields: &[(&str, &str)], total_afte
 }
 
 /// Refunds through the same path an admin's "refund" button takes.
-async fn refund(app: &TestApp, session: &str, amount: Option<i64>) {
+pub(crate) async fn refund(app: &TestApp, session: &str, amount: Option<i64>) {
     billfold::top_ups::refund(
         &app.app_db,
         &stripe(app),
