@@ -172,14 +172,26 @@ pub async fn sign_up(
     Ok(user)
 }
 
-/// Checks an email and password. `Ok(None)` for an unknown email or a wrong password
-/// (indistinguishable, and equally slow).
+/// The outcome of checking an email and password.
+#[derive(Debug)]
+pub enum Authentication {
+    /// The password is right.
+    Verified(User),
+    /// An unknown email or a wrong password (indistinguishable to the client, and
+    /// equally slow); `account` is the user the email names, if any, for the log.
+    Refused {
+        /// The account the email belongs to.
+        account: Option<UserId>,
+    },
+}
+
+/// Checks an email and password.
 pub async fn authenticate(
     db: &PgPool,
     hasher: &PasswordHasher,
     email: &str,
     password: &str,
-) -> Result<Option<User>, PasswordError> {
+) -> Result<Authentication, PasswordError> {
     let email = email.trim().to_lowercase();
     let user = db::find_by_email(
         &mut *db.acquire().await.map_err(anyhow::Error::from)?,
@@ -189,7 +201,12 @@ pub async fn authenticate(
     let ok = hasher
         .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
         .await?;
-    Ok(user.filter(|_| ok))
+    Ok(match user {
+        Some(user) if ok => Authentication::Verified(user),
+        user => Authentication::Refused {
+            account: user.map(|u| u.user_id),
+        },
+    })
 }
 
 /// Remembers that `user_id` signed in from `address` (see `login_addresses`).

@@ -19,7 +19,7 @@ use super::extract::{ClientAddr, Form, Query};
 use super::limits::Refused;
 use super::views::PageCtx;
 use crate::accounts::password::{PasswordError, PasswordHasher};
-use crate::accounts::{self, SignupError, User};
+use crate::accounts::{self, Authentication, SignupError, User};
 use crate::ids::UserId;
 
 impl AuthUser for User {
@@ -68,9 +68,11 @@ impl AuthnBackend for Backend {
     type Error = BackendError;
 
     async fn authenticate(&self, creds: Credentials) -> Result<Option<User>, BackendError> {
-        accounts::authenticate(&self.db, &self.hasher, &creds.email, &creds.password)
-            .await
-            .map_err(|e| BackendError(anyhow::anyhow!(e)))
+        match accounts::authenticate(&self.db, &self.hasher, &creds.email, &creds.password).await {
+            Ok(Authentication::Verified(user)) => Ok(Some(user)),
+            Ok(Authentication::Refused { .. }) => Ok(None),
+            Err(e) => Err(BackendError(anyhow::anyhow!(e))),
+        }
     }
 
     async fn get_user(&self, user_id: &UserId) -> Result<Option<User>, BackendError> {
@@ -359,13 +361,7 @@ pub async fn log_in(
             next: next.clone(),
         })
     };
-    let known = accounts::db::is_known_login_address(
-        &mut *state.db.acquire().await.map_err(anyhow::Error::from)?,
-        &email,
-        client.0,
-    )
-    .await?;
-    if let Err(refused) = state.limits.check_login(&email, client.0, known) {
+    let throttled = |refused: Refused| async move {
         tracing::warn!(client = %client.0, ?refused, "sign-in throttled");
         let message = match refused {
             Refused::AccountFromNewAddresses => {
@@ -374,32 +370,55 @@ pub async fn log_in(
             _ => "Too many sign-in attempts. Wait a minute and try again.",
         };
         let retry = [(header::RETRY_AFTER, refused.retry_after().to_string())];
-        return Ok((
-            StatusCode::TOO_MANY_REQUESTS,
-            retry,
-            page(message.into()).await?,
+        Ok::<_, AppError>(
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                retry,
+                page(message.into()).await?,
+            )
+                .into_response(),
         )
-            .into_response());
+    };
+    let wrong = || async {
+        Ok::<_, AppError>(
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                page("The email or password is not right.".into()).await?,
+            )
+                .into_response(),
+        )
+    };
+    // The address's own limit first: it needs no database.
+    if let Err(r) = state.limits.check_login_address(client.0) {
+        return throttled(r).await;
+    }
+    // What no account can match (an overlong or malformed email, a password longer
+    // than any accepted at sign-up) is refused without a lookup, a hash or a counter.
+    if accounts::parse_email(&email).is_err()
+        || form.password.chars().count() > accounts::MAX_PASSWORD_LEN
+    {
+        tracing::warn!(client = %client.0, account = "unknown", "failed sign-in");
+        return wrong().await;
+    }
+    let known = accounts::db::is_known_login_address(
+        &mut *state.db.acquire().await.map_err(anyhow::Error::from)?,
+        &email,
+        client.0,
+    )
+    .await?;
+    if let Err(r) = state.limits.check_login_account(&email, client.0, known) {
+        return throttled(r).await;
     }
     let user = match accounts::authenticate(&state.db, &state.hasher, &email, &form.password).await
     {
-        Ok(user) => user,
+        Ok(Authentication::Verified(user)) => user,
+        Ok(Authentication::Refused { account }) => {
+            let account = account.map_or_else(|| "unknown".to_owned(), |id| id.to_string());
+            tracing::warn!(client = %client.0, account, "failed sign-in");
+            return wrong().await;
+        }
         Err(PasswordError::Busy) => return Err(AppError::Busy),
         Err(PasswordError::Unexpected(e)) => return Err(AppError::Internal(e)),
-    };
-    let Some(user) = user else {
-        let account = accounts::db::find_by_email(
-            &mut *state.db.acquire().await.map_err(anyhow::Error::from)?,
-            &email,
-        )
-        .await?
-        .map_or_else(|| "unknown".to_owned(), |u| u.user_id.to_string());
-        tracing::warn!(client = %client.0, account, "failed sign-in");
-        return Ok((
-            StatusCode::UNPROCESSABLE_ENTITY,
-            page("The email or password is not right.".into()).await?,
-        )
-            .into_response());
     };
     sign_in(&state, &mut auth, &session, &user, client).await?;
     Ok(Redirect::to(&next).into_response())

@@ -79,6 +79,19 @@ async fn login_cycles_the_session_and_refuses_wrong_passwords(pool: PgPool) {
             .contains("email or password")
     );
 
+    // Overlong values no account can match: the same 422, nothing else happens.
+    let long_email = format!("{}@example.com", "a".repeat(1_000));
+    let long_password = "p".repeat(10_000);
+    for (email, password) in [
+        (long_email.as_str(), PASSWORD),
+        ("ada@example.com", long_password.as_str()),
+    ] {
+        let res = visitor
+            .post_form("/login", &[("email", email), ("password", password)])
+            .await;
+        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    }
+
     let before = session_cookie(&visitor).await;
     let res = visitor
         .post_form(
