@@ -81,6 +81,19 @@ pub async fn lock_by_session(
         .await?)
 }
 
+/// Serialises, until the transaction ends, everything applied for one payment intent:
+/// its top-up's grant and its refunds and disputes. Without it a refund applied while
+/// the grant is uncommitted sees no paid top-up, the grant sees no refund, and the
+/// refund is never reversed (both run under READ COMMITTED, each statement seeing what
+/// was committed when it began, so after this lock each sees the other).
+pub async fn lock_payment(conn: &mut PgConnection, payment_intent_id: &str) -> anyhow::Result<()> {
+    sqlx::query("select pg_advisory_xact_lock(hashtextextended('payment:' || $1, 0))")
+        .bind(payment_intent_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// A paid top-up by id, locked for the transaction.
 pub async fn lock_paid(
     conn: &mut PgConnection,

@@ -265,6 +265,10 @@ pub async fn apply_completed_session(
     if session.mode != "payment" || !session.paid {
         return Ok(Applied::NotApplicable);
     }
+    // Lock order: the payment (see `db::lock_payment`), the top-up row, the balance.
+    if let Some(pi) = &session.payment_intent_id {
+        db::lock_payment(conn, pi).await?;
+    }
     let top_up = match db::lock_by_session(conn, &session.id).await? {
         Some(t) => t,
         None => match recover_from_metadata(conn, session).await? {

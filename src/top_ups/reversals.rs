@@ -43,6 +43,7 @@ pub async fn apply_refund(
         tracing::info!(charge = %charge.id, "refund of a charge without a payment intent ignored");
         return Ok(());
     };
+    db::lock_payment(conn, pi).await?;
     db::record_refund(
         conn,
         pi,
@@ -70,6 +71,7 @@ pub async fn apply_dispute(
         tracing::warn!(dispute = %dispute.id, "dispute without a payment intent or with an unknown status ignored");
         return Ok(());
     };
+    db::lock_payment(conn, pi).await?;
     db::record_dispute(conn, pi, dispute, status).await?;
     match db::paid_by_payment_intent(conn, pi).await? {
         Some(top_up) => {

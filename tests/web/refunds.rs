@@ -273,6 +273,80 @@ async fn a_refund_reported_before_its_top_up_is_applied_with_the_top_up(pool: Pg
     assert_eq!(app.assert_ledger_consistent(ws).await, (100, 250));
 }
 
+#[sqlx::test]
+async fn a_refund_applied_while_its_top_up_is_being_granted_is_not_lost(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let ws = app.sign_up("ada@example.com").await;
+    // Ten top-ups, each granted and fully refunded by two concurrent transactions (two
+    // job workers applying `checkout.session.completed` and `charge.refunded` at once).
+    for i in 0..10 {
+        let (session_id, pi) = (format!("cs_test_race_{i}"), format!("pi_test_race_{i}"));
+        let mut setup = app.db.begin().await.unwrap();
+        billfold::top_ups::db::insert(
+            &mut setup,
+            &billfold::top_ups::db::NewTopUp {
+                workspace_id: ws,
+                session_id: &session_id,
+                credit_pack_code: Some("pack_500"),
+                credits: 500,
+                price: &billfold::money::Money::new(4_000, "eur"),
+                created_by: None,
+            },
+        )
+        .await
+        .unwrap();
+        setup.commit().await.unwrap();
+
+        let session = billfold::stripe::CheckoutSessionInfo {
+            id: session_id.clone(),
+            url: None,
+            mode: "payment".into(),
+            status: Some("complete".into()),
+            paid: true,
+            amount_total: Some(4_000),
+            currency: Some("eur".into()),
+            client_reference_id: Some(ws.to_string()),
+            metadata: Default::default(),
+            subscription_id: None,
+            payment_intent_id: Some(pi.clone()),
+        };
+        let mut grant = app.db.begin().await.unwrap();
+        billfold::top_ups::apply_completed_session(&mut grant, &session, &format!("evt_c{i}"))
+            .await
+            .unwrap();
+        // The refund is applied while the grant is not committed yet...
+        let db = app.db.clone();
+        let refund = tokio::spawn(async move {
+            let mut tx = db.begin().await.unwrap();
+            billfold::top_ups::reversals::apply_refund(
+                &mut tx,
+                &billfold::stripe::payments::ChargeInfo {
+                    id: format!("ch_test_race_{i}"),
+                    payment_intent_id: Some(pi),
+                    amount: 4_000,
+                    amount_refunded: 4_000,
+                    currency: "eur".into(),
+                },
+                &format!("evt_r{i}"),
+            )
+            .await
+            .unwrap();
+            tx.commit().await.unwrap();
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // ...and commits after it.
+        grant.commit().await.unwrap();
+        refund.await.unwrap();
+    }
+    // Every refunded top-up was taken back: only the free allowance is left.
+    assert_eq!(app.assert_ledger_consistent(ws).await, (100, 0));
+    assert_eq!(
+        app.count("select count(*) from ledger_entries where kind = 'refund'")
+            .await,
+        10
+    );
+}
+
 /// The URL of the test database, for the `billfold` binary.
 async fn database_url(pool: &PgPool) -> String {
     let name: String = sqlx::query_scalar("select current_database()")
