@@ -81,7 +81,10 @@ fn raised(mark: Option<i64>, plan_allowance: Option<i64>) -> Option<i64> {
 /// Opens a subscription period when its first or renewal invoice is paid: records the
 /// period with `plan`'s allowance as its mark and resets plan credits to the allowance
 /// (purchased credits and debt untouched), once per invoice. An invoice delivered after
-/// a later period opened changes no credits.
+/// a later period opened changes no credits. One applied after an upgrade of its own
+/// period (delivered late) keeps what the upgrade granted: plan credits become the
+/// allowance plus those grants minus the plan credits used since the period began,
+/// what they would be had the events arrived in order.
 pub async fn open_subscription_period(
     conn: &mut PgConnection,
     workspace_id: WorkspaceId,
@@ -115,24 +118,37 @@ pub async fn open_subscription_period(
     let row = db::subscription_period(conn, subscription_id, period.0, db::Lock::ForUpdate)
         .await?
         .ok_or_else(|| anyhow::anyhow!("allowance period vanished"))?;
+    // Upgrades of this period granted before its opening invoice was applied.
+    let earlier = row.granted_credits;
+    let target = if earlier > 0 {
+        let used = ledger::db::plan_credits_used_since(conn, workspace_id, period.0).await?;
+        (allowance.unwrap_or(0) + earlier - used).max(0)
+    } else {
+        allowance.unwrap_or(0)
+    };
     let reset = ledger::reset_plan_credits(
         conn,
         workspace_id,
-        allowance.unwrap_or(0),
+        target,
         &format!("{} plan: monthly allowance", plan.name),
         invoice_id,
     )
     .await?;
     if reset.is_some() {
-        db::raise(
+        let mark = raised(row.high_water_credits, allowance);
+        // The mark's plan: this one, unless a larger one was paid for already.
+        let mark_plan = if mark != allowance {
+            &row.plan_code
+        } else {
+            &plan.plan_code
+        };
+        db::raise(conn, row.allowance_period_id, mark_plan, mark, 0).await?;
+        db::set_granted(
             conn,
             row.allowance_period_id,
-            &plan.plan_code,
-            raised(row.high_water_credits, allowance),
-            0,
+            allowance.unwrap_or(0) + earlier,
         )
         .await?;
-        db::set_granted(conn, row.allowance_period_id, allowance.unwrap_or(0)).await?;
     }
     Ok(())
 }

@@ -47,6 +47,22 @@ pub async fn create_balance(
     Ok(())
 }
 
+/// Plan credits consumed by usage since `since` (≥ 0).
+pub async fn plan_credits_used_since(
+    conn: &mut PgConnection,
+    workspace_id: WorkspaceId,
+    since: OffsetDateTime,
+) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar(
+        "select coalesce(-sum(plan_delta), 0)::bigint from ledger_entries
+          where workspace_id = $1 and kind = 'usage' and created_at >= $2",
+    )
+    .bind(workspace_id)
+    .bind(since)
+    .fetch_one(conn)
+    .await?)
+}
+
 /// The balance, locked until the transaction ends (serialises changes of one workspace).
 pub async fn lock_balance(
     conn: &mut PgConnection,

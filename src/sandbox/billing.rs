@@ -440,7 +440,14 @@ pub(crate) struct SubscriptionChange {
     pub(crate) cancel_at_period_end: Option<bool>,
     /// Metadata after the update.
     pub(crate) metadata: Option<Map<String, Value>>,
+    /// `payment_behavior=pending_if_incomplete` (Stripe "pending updates"): a price
+    /// change invoiced at once is applied only once that invoice is paid; until then
+    /// it waits in `pending_update` and the subscription keeps its price and status.
+    pub(crate) pending_if_incomplete: bool,
 }
+
+/// Seconds a pending update waits for its invoice to be paid (Stripe: 23 hours).
+const PENDING_UPDATE_LIFETIME: i64 = 23 * 3600;
 
 /// Applies `change` to a locked, stored `subscription`: emits
 /// `customer.subscription.updated` when anything changed and, for a price change
@@ -475,8 +482,26 @@ pub(crate) async fn update_subscription(
             } else {
                 proration_lines(conn, &subscription, &new_terms, at).await?
             };
-            subscription["items"]["data"][0]["plan"] = objects::plan_from_price(&price);
-            subscription["items"]["data"][0]["price"] = price;
+            let charged = lines.iter().map(|l| l.amount).sum::<i64>() > 0;
+            let customer = str_field(&subscription, "customer")?.to_owned();
+            let pending = change.pending_if_incomplete
+                && proration == Proration::AlwaysInvoice
+                && charged
+                && card_fails(conn, &customer).await?;
+            let mut item = subscription["items"]["data"][0].clone();
+            item["plan"] = objects::plan_from_price(&price);
+            item["price"] = price;
+            if pending {
+                subscription["pending_update"] = json!({
+                    "billing_cycle_anchor": null,
+                    "expires_at": now + PENDING_UPDATE_LIFETIME,
+                    "subscription_items": [item],
+                    "trial_end": null,
+                    "trial_from_plan": null,
+                });
+            } else {
+                subscription["items"]["data"][0] = item;
+            }
             match proration {
                 Proration::None => {}
                 Proration::Create => {
@@ -519,7 +544,7 @@ pub(crate) async fn update_subscription(
         )
         .await?;
         let paid = issue_invoice(conn, base_url, invoice, Payment::SavedCard, request).await?;
-        if !paid {
+        if !paid && subscription["pending_update"].is_null() {
             subscription = set_status(conn, subscription, "past_due", request).await?;
         }
     }
@@ -731,13 +756,38 @@ pub(crate) async fn set_test_card(
         return Ok(true);
     }
     let now = db::now(conn).await?;
+    let mut paid = Vec::new();
     for mut invoice in db::lock_open_invoices(conn, customer_id).await? {
         objects::pay_invoice(&mut invoice, now);
-        db::update_object(conn, str_field(&invoice, "id")?, &invoice).await?;
+        let id = str_field(&invoice, "id")?.to_owned();
+        db::update_object(conn, &id, &invoice).await?;
         events::emit(conn, "invoice.paid", &invoice, request.clone()).await?;
         events::emit(conn, "invoice.payment_succeeded", &invoice, request.clone()).await?;
+        paid.push(id);
     }
-    for subscription in db::lock_customer_subscriptions(conn, customer_id).await? {
+    for mut subscription in db::lock_customer_subscriptions(conn, customer_id).await? {
+        // A pending update whose invoice is now paid is applied (unless it expired).
+        let waiting = subscription["pending_update"]["expires_at"]
+            .as_i64()
+            .is_some_and(|expires| expires > now);
+        let its_invoice = subscription["latest_invoice"]
+            .as_str()
+            .is_some_and(|id| paid.iter().any(|p| p == id));
+        if waiting && its_invoice {
+            let before = subscription.clone();
+            subscription["items"]["data"][0] =
+                subscription["pending_update"]["subscription_items"][0].clone();
+            subscription["pending_update"] = Value::Null;
+            db::update_object(conn, str_field(&subscription, "id")?, &subscription).await?;
+            events::emit_updated(
+                conn,
+                "customer.subscription.updated",
+                &before,
+                &subscription,
+                request.clone(),
+            )
+            .await?;
+        }
         if subscription["status"] == json!("past_due") {
             set_status(conn, subscription, "active", request).await?;
         }

@@ -297,6 +297,18 @@ async fn act_on_subscription(
         if !eligible {
             return Ok(back);
         }
+        // Like Stripe's portal configured as billfold's README says: a switch up is
+        // charged at once and applied only if paid; a switch down refunds nothing (it
+        // is not prorated), so credits granted for a plan are never kept while its
+        // money goes back.
+        let down = billing::PriceTerms::read(&price).is_some_and(|new| {
+            billing::item_terms(&subscription).is_ok_and(|old| new.unit_amount < old.unit_amount)
+        });
+        if down {
+            change.proration = Some(Proration::None);
+        } else {
+            change.pending_if_incomplete = true;
+        }
         change.price = Some(price);
     }
     billing::update_subscription(
@@ -312,7 +324,8 @@ async fn act_on_subscription(
     Ok(back)
 }
 
-/// Switches plan now; the portal invoices the prorations at once.
+/// Switches plan now: up is invoiced at once (applied only if paid), down is not
+/// prorated.
 pub(crate) async fn switch_plan(
     State(state): State<SandboxState>,
     Path(id): Path<String>,

@@ -88,7 +88,8 @@ pub(crate) async fn list_subscriptions(
 }
 
 /// `POST /v1/subscriptions/{id}`: `items[0][id]` + `items[0][price]` with
-/// `proration_behavior` and `proration_date`, `cancel_at_period_end`, `metadata`.
+/// `proration_behavior`, `proration_date` and `payment_behavior` (`allow_incomplete`,
+/// `pending_if_incomplete`), `cancel_at_period_end`, `metadata`.
 pub(crate) async fn update_subscription(
     State(state): State<SandboxState>,
     Path(id): Path<String>,
@@ -106,13 +107,9 @@ pub(crate) async fn update_subscription(
             "cancel_at_period_end",
             "metadata",
             "expand",
-        ],
-        &[
-            "cancel_at",
-            "trial_end",
-            "billing_cycle_anchor",
             "payment_behavior",
         ],
+        &["cancel_at", "trial_end", "billing_cycle_anchor"],
     )?;
     form.reject_expand()?;
     let mut tx = state.db.begin().await?;
@@ -207,6 +204,30 @@ async fn read_change(
             )
         })?);
     }
+    let behavior = form.get("payment_behavior");
+    change.pending_if_incomplete = match behavior.string()? {
+        None | Some("allow_incomplete") => false,
+        Some("pending_if_incomplete") => true,
+        Some(other @ ("default_incomplete" | "error_if_incomplete")) => {
+            return Err(ApiError::invalid(
+                None,
+                behavior.name(),
+                format!(
+                    "The billfold Stripe sandbox does not support payment_behavior={other} yet."
+                ),
+            ));
+        }
+        Some(other) => {
+            return Err(ApiError::invalid(
+                None,
+                behavior.name(),
+                format!(
+                    "Invalid payment_behavior: must be one of allow_incomplete, \
+                     default_incomplete, error_if_incomplete, or pending_if_incomplete, not {other}"
+                ),
+            ));
+        }
+    };
     change.proration_date = form.get("proration_date").integer()?;
     change.cancel_at_period_end = form.get("cancel_at_period_end").boolean()?;
     let metadata = form.get("metadata");

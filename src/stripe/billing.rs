@@ -13,7 +13,7 @@ use stripe_billing::invoice::{
 };
 use stripe_billing::subscription::{
     RetrieveSubscription, UpdateSubscription, UpdateSubscriptionItems,
-    UpdateSubscriptionProrationBehavior,
+    UpdateSubscriptionPaymentBehavior, UpdateSubscriptionProrationBehavior,
 };
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData,
@@ -248,12 +248,17 @@ pub struct InvoiceInfo {
     /// When its proration lines start (unix seconds): the moment a mid-period plan
     /// change took effect.
     pub proration_at: Option<i64>,
+    /// The price of its latest charged proration line ("remaining time on …"): the
+    /// price a switch paid for by this invoice moved to, whatever the subscription's
+    /// price is by the time the invoice is applied.
+    pub prorated_price_id: Option<String>,
 }
 
 impl From<stripe_shared::Invoice> for InvoiceInfo {
     fn from(i: stripe_shared::Invoice) -> Self {
         let mut billed_period: Option<(i64, i64)> = None;
         let mut proration_at: Option<i64> = None;
+        let mut prorated: Option<(i64, String)> = None;
         for line in &i.lines.data {
             let proration = line.parent.as_ref().is_some_and(|p| {
                 p.subscription_item_details
@@ -264,6 +269,17 @@ impl From<stripe_shared::Invoice> for InvoiceInfo {
             let (start, end) = (line.period.start, line.period.end);
             if proration {
                 proration_at = Some(proration_at.map_or(start, |at| at.min(start)));
+                let price = line
+                    .pricing
+                    .as_ref()
+                    .and_then(|p| p.price_details.as_ref())
+                    .map(|d| d.price.id().to_string());
+                if let Some(price) = price
+                    && line.amount > 0
+                    && prorated.as_ref().is_none_or(|(at, _)| start >= *at)
+                {
+                    prorated = Some((start, price));
+                }
             } else if billed_period.is_none_or(|(_, e)| end > e) {
                 billed_period = Some((start, end));
             }
@@ -288,6 +304,7 @@ impl From<stripe_shared::Invoice> for InvoiceInfo {
             created: i.created,
             billed_period,
             proration_at,
+            prorated_price_id: prorated.map(|(_, price)| price),
         }
     }
 }
@@ -362,7 +379,9 @@ impl StripeClient {
     }
 
     /// Moves the subscription's item to `price_id` now, invoicing the proration at once
-    /// (Stripe: "upgrade immediately with proration").
+    /// (Stripe: "upgrade immediately with proration"), only if that invoice is paid
+    /// (`payment_behavior=pending_if_incomplete`, Stripe "pending updates"): after a
+    /// declined charge the returned subscription still has its old price.
     pub async fn change_price(
         &self,
         subscription_id: &str,
@@ -377,6 +396,7 @@ impl StripeClient {
             .items(vec![item])
             .proration_behavior(UpdateSubscriptionProrationBehavior::AlwaysInvoice)
             .proration_date(proration_date)
+            .payment_behavior(UpdateSubscriptionPaymentBehavior::PendingIfIncomplete)
             .send(&self.client)
             .await?
             .try_into()

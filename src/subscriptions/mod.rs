@@ -213,9 +213,14 @@ pub async fn apply_invoice(
     if !paid {
         return Ok(());
     }
-    let plan = match &sub.plan_code {
-        Some(code) => catalog::db::plan(conn, code).await?,
-        None => None,
+    // A switch's invoice pays for the price on its proration line: the subscription may
+    // have moved on (another switch, a scheduled downgrade) before it is applied.
+    let plan = match (&invoice.prorated_price_id, &sub.plan_code) {
+        (Some(price), _) if invoice.billing_reason.as_deref() == Some("subscription_update") => {
+            catalog::db::plan_by_price(conn, price).await?
+        }
+        (_, Some(code)) => catalog::db::plan(conn, code).await?,
+        _ => None,
     };
     let Some(plan) = plan else {
         tracing::info!(invoice = %invoice.id, "paid invoice for a price billfold does not sell");

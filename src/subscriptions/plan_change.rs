@@ -40,6 +40,10 @@ pub enum PlanChangeError {
     /// A downgrade the workspace uses too much for.
     #[error("this downgrade is not possible yet")]
     Blocked(Vec<Blocker>),
+    /// The card was declined: Stripe keeps the switch as a pending update that is
+    /// applied only once its invoice is paid; until then nothing changed.
+    #[error("the card was declined")]
+    PaymentDeclined,
     /// Stripe did not answer or refused; nothing changed.
     #[error("the payment provider is unavailable")]
     Provider(#[from] StripeCallError),
@@ -219,6 +223,11 @@ pub fn decide(
     }
     if sub.cancel_at_period_end {
         return PlanOption::Unavailable("Resume the subscription first".into());
+    }
+    // Stripe already bills the scheduled plan's price: a switch now would be prorated
+    // from that price while the workspace still holds the dearer one.
+    if sub.scheduled_plan_code.is_some() {
+        return PlanOption::Unavailable("Take back the scheduled downgrade first".into());
     }
     if target.stripe_price_id.is_none() {
         return PlanOption::Unavailable("Not on sale yet".into());
@@ -492,10 +501,16 @@ pub async fn confirm_upgrade(
     let mut tx = db.begin().await.map_err(anyhow::Error::from)?;
     match answer {
         Ok(updated) => {
-            db::set_plan_change_status(&mut tx, intent, true).await?;
+            // `pending_if_incomplete`: a declined charge leaves the old price in place.
+            let applied = updated.price_id == price_id;
+            db::set_plan_change_status(&mut tx, intent, applied).await?;
             apply_fetched(&mut tx, &updated, fetched_at).await?;
             tx.commit().await.map_err(anyhow::Error::from)?;
-            Ok(Upgraded { target, credits })
+            if applied {
+                Ok(Upgraded { target, credits })
+            } else {
+                Err(PlanChangeError::PaymentDeclined)
+            }
         }
         Err(e) => {
             db::set_plan_change_status(&mut tx, intent, false).await?;
@@ -709,5 +724,37 @@ mod tests {
             decide(&free, &unsold, None, &[], &usage),
             PlanOption::Unavailable(_)
         ));
+    }
+
+    #[test]
+    fn while_a_downgrade_is_scheduled_only_taking_it_back_is_offered() {
+        let starter = plan("starter", 2_900, 500, 3);
+        let pro = plan("pro", 4_900, 2_000, 10);
+        let business = plan("business", 9_900, 10_000, 25);
+        let now = OffsetDateTime::now_utc();
+        let sub = Subscription {
+            stripe_subscription_id: "sub_test".into(),
+            workspace_id: WorkspaceId::new(),
+            stripe_customer_id: "cus_test".into(),
+            stripe_item_id: "si_test".into(),
+            stripe_price_id: "price_starter".into(),
+            status: super::super::SubscriptionStatus::Active,
+            plan_code: Some("starter".into()),
+            current_period_start: now,
+            current_period_end: now + time::Duration::days(30),
+            cancel_at_period_end: false,
+            scheduled_plan_code: Some("starter".into()),
+            scheduled_from_plan_code: Some("pro".into()),
+            fetched_at: now,
+        };
+        let usage = Usage::default();
+        assert_eq!(
+            decide(&pro, &starter, Some(&sub), &[], &usage),
+            PlanOption::Scheduled
+        );
+        assert_eq!(
+            decide(&pro, &business, Some(&sub), &[], &usage),
+            PlanOption::Unavailable("Take back the scheduled downgrade first".into())
+        );
     }
 }

@@ -116,6 +116,16 @@ async fn refused(member: &AccountMember, e: PlanChangeError) -> Result<Response>
             .await;
             Ok(Redirect::to("/billing").into_response())
         }
+        PlanChangeError::PaymentDeclined => {
+            set_flash(
+                &member.session,
+                "Your card was declined, so your plan has not changed. Update your card \
+                 under Manage billing: the upgrade happens as soon as its invoice is paid."
+                    .to_owned(),
+            )
+            .await;
+            Ok(Redirect::to("/billing").into_response())
+        }
         PlanChangeError::NotOffered(message) => {
             set_flash(&member.session, message).await;
             Ok(Redirect::to("/billing").into_response())

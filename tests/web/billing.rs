@@ -699,8 +699,9 @@ async fn upgrade(app: &TestApp, plan: &str) {
     app.settle().await;
 }
 
-/// Switches plan in the (sandbox) customer portal, as a customer could in Stripe's.
-async fn portal_switch(app: &TestApp, plan: &str) {
+/// Switches plan in the (sandbox) customer portal, as a customer could in Stripe's,
+/// and checks the workspace is on `plan` afterwards.
+async fn portal_switch(app: &TestApp, ws: billfold::ids::WorkspaceId, plan: &str) {
     let price: String =
         sqlx::query_scalar("select stripe_price_id from plans where plan_code = $1")
             .bind(plan)
@@ -722,6 +723,7 @@ async fn portal_switch(app: &TestApp, plan: &str) {
         res.status()
     );
     app.settle().await;
+    assert_eq!(app.plan_of(ws).await, plan, "the portal switched to {plan}");
 }
 
 /// Plan credits granted by upgrades.
@@ -747,10 +749,10 @@ async fn switching_down_and_up_again_never_grants_more_than_the_largest_allowanc
 
     // Back to Starter in the portal and up again, three times, both ways.
     for _ in 0..3 {
-        portal_switch(&app, "starter").await;
+        portal_switch(&app, ws, "starter").await;
         upgrade(&app, "pro").await;
-        portal_switch(&app, "starter").await;
-        portal_switch(&app, "pro").await;
+        portal_switch(&app, ws, "starter").await;
+        portal_switch(&app, ws, "pro").await;
     }
     assert_eq!(app.plan_of(ws).await, "pro");
     assert_eq!(
@@ -780,13 +782,25 @@ async fn a_switch_up_in_the_portal_grants_like_one_on_billing(pool: PgPool) {
     on_sale(&app).await;
     let ws = app.sign_up("ada@example.com").await;
     subscribe(&app, ws, "starter", 500).await;
-    portal_switch(&app, "business").await;
+    portal_switch(&app, ws, "business").await;
     assert_eq!(app.plan_of(ws).await, "business");
     let granted = upgrade_credits_granted(&app).await;
     assert!((9_490..=9_500).contains(&granted), "{granted}");
-    // Down to Pro and back up to Business: the mark is Business already.
-    portal_switch(&app, "pro").await;
-    portal_switch(&app, "business").await;
+    // Down to Pro: nothing is refunded (no credit proration), so the credits stay;
+    // back up to Business: the mark is Business already.
+    let before = app.balance(ws).await.plan;
+    portal_switch(&app, ws, "pro").await;
+    assert_eq!(app.balance(ws).await.plan, before);
+    assert_eq!(
+        app.count(
+            "select count(*) from sandbox_objects
+              where object_type = 'invoice' and (data->>'total')::bigint < 0"
+        )
+        .await,
+        0,
+        "a switch down credits no unused time"
+    );
+    portal_switch(&app, ws, "business").await;
     assert_eq!(upgrade_credits_granted(&app).await, granted);
     app.assert_ledger_consistent(ws).await;
 }
@@ -841,4 +855,181 @@ async fn a_plan_not_on_sale_says_so_instead_of_failing_silently(pool: PgPool) {
         text(&html, ".flash")
     );
     assert_eq!(app.count("select count(*) from top_ups").await, 0);
+}
+
+/// Sets the sandbox customer's test card (`declining` or `succeeding`).
+async fn set_card(app: &TestApp, ws: billfold::ids::WorkspaceId, card: &str) {
+    let customer: String =
+        sqlx::query_scalar("select stripe_customer_id from workspaces where workspace_id = $1")
+            .bind(ws)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    let res = app
+        .client
+        .post(app.url(&format!("/sandbox/test/customers/{customer}/card")))
+        .form(&[("card", card)])
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+}
+
+#[sqlx::test]
+async fn a_declined_upgrade_changes_nothing_until_its_invoice_is_paid(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    on_sale(&app).await;
+    let ws = app.sign_up("ada@example.com").await;
+    subscribe(&app, ws, "starter", 500).await;
+    set_card(&app, ws, "declining").await;
+
+    // Stripe keeps the switch pending: no plan, no features, no credits, not past due.
+    upgrade(&app, "pro").await;
+    let (_, html) = app.get_html("/billing").await;
+    assert!(
+        text(&html, ".flash").unwrap().contains("card was declined"),
+        "{:?}",
+        text(&html, ".flash")
+    );
+    assert_eq!(text(&html, "#subscription-status").unwrap(), "Active");
+    assert_eq!(app.plan_of(ws).await, "starter");
+    assert_eq!(upgrade_credits_granted(&app).await, 0);
+    assert_eq!(app.balance(ws).await.plan, 500);
+
+    // Paying the invoice (a working card) applies the switch and its grant, once.
+    set_card(&app, ws, "succeeding").await;
+    crate::helpers::eventually("the paid switch is applied", || async {
+        app.plan_of(ws).await == "pro" && upgrade_credits_granted(&app).await > 0
+    })
+    .await;
+    app.settle().await;
+    let granted = upgrade_credits_granted(&app).await;
+    assert!((1_490..=1_500).contains(&granted), "{granted}");
+    assert_eq!(app.assert_ledger_consistent(ws).await, (500 + granted, 0));
+}
+
+/// The mirrored subscription and the Pro plan, after subscribing to Starter.
+async fn starter_subscription(
+    app: &TestApp,
+    ws: billfold::ids::WorkspaceId,
+) -> (
+    billfold::subscriptions::Subscription,
+    billfold::catalog::Plan,
+) {
+    subscribe(app, ws, "starter", 500).await;
+    app.settle().await;
+    let mut conn = app.db.acquire().await.unwrap();
+    let sub = billfold::subscriptions::db::current(&mut conn, ws)
+        .await
+        .unwrap()
+        .unwrap();
+    let pro = billfold::catalog::db::plan(&mut conn, &"pro".into())
+        .await
+        .unwrap()
+        .unwrap();
+    (sub, pro)
+}
+
+#[sqlx::test]
+async fn a_switchs_invoice_grants_for_the_plan_it_paid_for_whatever_the_subscription_is_now(
+    pool: PgPool,
+) {
+    let app = TestApp::spawn(pool).await;
+    on_sale(&app).await;
+    let ws = app.sign_up("ada@example.com").await;
+    let (sub, pro) = starter_subscription(&app, ws).await;
+    // The Starter → Pro invoice is applied after the subscription moved back to Starter
+    // (a scheduled downgrade, another switch): it paid for Pro, so it grants Pro's
+    // difference, not nothing.
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let invoice = billfold::stripe::billing::InvoiceInfo {
+        id: "in_test_paid_for_pro".into(),
+        customer_id: Some(sub.stripe_customer_id.clone()),
+        subscription_id: Some(sub.stripe_subscription_id.clone()),
+        number: None,
+        status: Some(billfold::subscriptions::InvoiceStatus::Paid),
+        billing_reason: Some("subscription_update".into()),
+        amount_due: 2_000,
+        amount_paid: 2_000,
+        currency: "eur".into(),
+        hosted_invoice_url: None,
+        invoice_pdf: None,
+        period_start: now,
+        period_end: now,
+        created: now,
+        billed_period: None,
+        proration_at: Some(now),
+        prorated_price_id: pro.stripe_price_id.clone(),
+    };
+    let mut tx = app.db.begin().await.unwrap();
+    billfold::subscriptions::apply_invoice(&mut tx, &invoice, true)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let granted = upgrade_credits_granted(&app).await;
+    assert!((1_490..=1_500).contains(&granted), "{granted}");
+    assert_eq!(app.assert_ledger_consistent(ws).await, (500 + granted, 0));
+}
+
+#[sqlx::test]
+async fn a_renewal_applied_after_an_upgrade_of_its_period_keeps_the_upgrade(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    on_sale(&app).await;
+    let ws = app.sign_up("ada@example.com").await;
+    let (sub, pro) = starter_subscription(&app, ws).await;
+    let starter = {
+        let mut conn = app.db.acquire().await.unwrap();
+        billfold::catalog::db::plan(&mut conn, &"starter".into())
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    // The next period: its subscription update was mirrored and an upgrade a day into it
+    // paid and applied, all before its renewal invoice is applied (delivered late).
+    let day = time::Duration::days(1);
+    let next = (sub.current_period_end, sub.current_period_end + day * 30);
+    let mut tx = app.db.begin().await.unwrap();
+    billfold::allowances::ensure_subscription_period(
+        &mut tx,
+        ws,
+        &sub.stripe_subscription_id,
+        next,
+        &starter,
+    )
+    .await
+    .unwrap();
+    let upgrade = billfold::allowances::grant_upgrade(
+        &mut tx,
+        ws,
+        &sub.stripe_subscription_id,
+        next,
+        &pro,
+        (next.0 + day).unix_timestamp(),
+        "in_test_upgrade",
+    )
+    .await
+    .unwrap();
+    assert_eq!(upgrade, 1_450, "1,500 × 29/30");
+    billfold::allowances::open_subscription_period(
+        &mut tx,
+        ws,
+        &sub.stripe_subscription_id,
+        next,
+        &starter,
+        "in_test_late_renewal",
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    // Starter's allowance plus the upgrade (nothing used in the period yet), not 500.
+    assert_eq!(app.assert_ledger_consistent(ws).await, (1_950, 0));
+    let period: (String, Option<i64>, i64) = sqlx::query_as(
+        "select plan_code, high_water_credits, granted_credits from allowance_periods
+          where period_start = $1",
+    )
+    .bind(next.0)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(period, ("pro".to_owned(), Some(2_000), 1_950));
 }
