@@ -44,7 +44,8 @@ pub struct EventEnvelope {
 pub enum EventPayload {
     /// `checkout.session.completed` or `checkout.session.async_payment_succeeded`.
     CheckoutSessionCompleted(CheckoutSessionInfo),
-    /// `checkout.session.expired`.
+    /// `checkout.session.expired`, or `checkout.session.async_payment_failed` (a
+    /// delayed payment method failed): nothing was paid.
     CheckoutSessionExpired(CheckoutSessionInfo),
     /// `customer.subscription.created|updated|deleted`: the subscription id. The state
     /// is fetched from Stripe, so the order of deliveries does not matter.
@@ -65,6 +66,7 @@ pub enum EventPayload {
 pub const HANDLED_EVENT_TYPES: &[&str] = &[
     "checkout.session.completed",
     "checkout.session.async_payment_succeeded",
+    "checkout.session.async_payment_failed",
     "checkout.session.expired",
     "customer.subscription.created",
     "customer.subscription.updated",
@@ -123,7 +125,10 @@ pub fn parse(event_type: &str, payload: &str) -> Result<EventPayload, String> {
         | EventObject::CheckoutSessionAsyncPaymentSucceeded(s) => {
             EventPayload::CheckoutSessionCompleted((*s).into())
         }
-        EventObject::CheckoutSessionExpired(s) => EventPayload::CheckoutSessionExpired((*s).into()),
+        EventObject::CheckoutSessionExpired(s)
+        | EventObject::CheckoutSessionAsyncPaymentFailed(s) => {
+            EventPayload::CheckoutSessionExpired((*s).into())
+        }
         EventObject::CustomerSubscriptionCreated(s)
         | EventObject::CustomerSubscriptionUpdated(s)
         | EventObject::CustomerSubscriptionDeleted(s) => {

@@ -159,12 +159,22 @@ pub async fn open_before(
 ) -> anyhow::Result<Vec<String>> {
     Ok(sqlx::query_scalar(
         "select stripe_checkout_session_id from top_ups
-          where status = 'open' and created_at < $1 order by created_at limit $2",
+          where status = 'open' and created_at < $1 order by updated_at limit $2",
     )
     .bind(before)
     .bind(limit)
     .fetch_all(conn)
     .await?)
+}
+
+/// Puts an open top-up reconciliation left alone (a delayed payment still settling)
+/// behind the others, so a backlog of those never hides newer abandoned ones.
+pub async fn touch(conn: &mut PgConnection, session_id: &str) -> anyhow::Result<()> {
+    sqlx::query("update top_ups set updated_at = now() where stripe_checkout_session_id = $1")
+        .bind(session_id)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// A workspace's top-up by checkout session id (scoped: another workspace's session

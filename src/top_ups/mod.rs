@@ -405,7 +405,10 @@ pub async fn reconcile_open(db: &PgPool, stripe: &StripeClient) -> anyhow::Resul
             db::mark_expired(&mut tx, &session_id).await?;
         } else {
             // Complete but not paid yet (a delayed payment method): its
-            // `async_payment_succeeded` or `_failed` event settles it.
+            // `async_payment_succeeded` or `_failed` event settles it. Looked at
+            // again after every other open top-up.
+            db::touch(&mut tx, &session_id).await?;
+            tx.commit().await?;
             continue;
         }
         tx.commit().await?;
@@ -420,8 +423,8 @@ pub enum RefundError {
     /// No paid top-up with that checkout session or payment intent.
     #[error("no paid top-up has that checkout session or payment intent")]
     NotFound,
-    /// More than what is left to refund, or not positive.
-    #[error("refund from 1 to {left} minor units")]
+    /// More than what is left to refund, not positive, or nothing is left.
+    #[error("{}", if *left > 0 { format!("refund from 1 to {left} minor units") } else { "the payment is refunded in full already".to_owned() })]
     InvalidAmount {
         /// What is left to refund, minor units.
         left: i64,

@@ -284,3 +284,29 @@ async fn a_session_made_outside_billfold_grants_what_was_paid_not_what_its_metad
         "1 EUR buys 10 credits"
     );
 }
+
+#[sqlx::test]
+async fn a_delayed_payment_that_fails_closes_its_top_up_without_credits(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let ws = app.sign_up("ada@example.com").await;
+    let checkout = start_top_up(&app, &[("credit_pack", "pack_500")]).await;
+    let session_id = checkout.rsplit('/').next().unwrap().to_owned();
+    // A bank debit: the session completed unpaid, then the payment failed.
+    let body = completed_event(&app, &checkout, "evt_test_async_failed").await;
+    let mut event: Value = serde_json::from_str(&body).unwrap();
+    event["type"] = json!("checkout.session.async_payment_failed");
+    event["data"]["object"]["payment_status"] = json!("unpaid");
+    let body = event.to_string();
+    let signature = sign(&body, WEBHOOK_SECRET, 0);
+    assert_eq!(deliver(&app, &body, Some(&signature)).await, StatusCode::OK);
+    app.settle().await;
+    let status: String = sqlx::query_scalar(
+        "select status::text from top_ups where stripe_checkout_session_id = $1",
+    )
+    .bind(&session_id)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(status, "expired");
+    assert_eq!(app.assert_ledger_consistent(ws).await, (100, 0));
+}
