@@ -136,8 +136,10 @@ pub async fn lock_workspace_plan(
     .await?)
 }
 
-/// The workspace of a Stripe customer, or the one named in metadata, locked like
-/// [`lock_workspace_plan`]. `None` for a customer billfold does not know.
+/// The workspace of a Stripe customer, or the one named in metadata if it has no
+/// customer yet (never another customer's workspace: metadata is not proof of who
+/// pays), locked like [`lock_workspace_plan`]. `None` for a customer billfold does
+/// not know.
 pub async fn lock_workspace_of_customer(
     conn: &mut PgConnection,
     by_metadata: Option<WorkspaceId>,
@@ -145,8 +147,9 @@ pub async fn lock_workspace_of_customer(
 ) -> anyhow::Result<Option<WorkspaceId>> {
     Ok(sqlx::query_scalar(
         "select workspace_id from workspaces
-          where workspace_id = $1 or stripe_customer_id = $2
-          order by workspace_id = $1 desc limit 1 for no key update",
+          where stripe_customer_id = $2
+             or (workspace_id = $1 and stripe_customer_id is null)
+          order by stripe_customer_id = $2 desc limit 1 for no key update",
     )
     .bind(by_metadata)
     .bind(customer_id)
