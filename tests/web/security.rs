@@ -639,10 +639,31 @@ async fn the_sandbox_controls_answer_only_loopback_or_staff(pool: PgPool) {
     )
     .await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    // With the session's own token (renewed at sign-in; the dashboard carries it), so
+    // only the staff check can refuse.
+    let dashboard = customer
+        .get(app.url("/dashboard"))
+        .header("x-forwarded-for", from)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dashboard.status(), StatusCode::OK);
+    let html = scraper::Html::parse_document(&dashboard.text().await.unwrap());
+    let token = attr(&html, "input[name=csrf_token]", "value").expect("the dashboard's token");
     assert_eq!(
-        advance(&customer, None).await.unwrap().status(),
+        advance(&customer, Some(&token)).await.unwrap().status(),
         StatusCode::FORBIDDEN
     );
+    assert_eq!(offset().await, 0);
+    // The token was good: it signs the customer out.
+    let res = customer
+        .post(app.url("/logout"))
+        .header("x-forwarded-for", from)
+        .form(&[("csrf_token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER, "a valid token");
 
     // Staff may, with the session's CSRF token, which the clock page carries.
     let (staff, token) = visitor_from(&app, from).await;
