@@ -666,25 +666,27 @@ async fn a_faulted_endpoint_waits_or_fails_as_asked_and_others_are_unaffected(po
         &Fault {
             method: Some("get".to_owned()),
             path: "/v1/subscriptions".to_owned(),
-            delay_ms: 400,
+            delay_ms: 3_000,
             count: Some(1),
             ..Fault::default()
         },
     )
     .await
     .unwrap();
+    // A long delay and a bound well below it: a slow machine does not look delayed.
+    let undelayed = Duration::from_millis(1_500);
     let started = Instant::now();
     let other = RetrieveCustomer::new(customer.id.clone())
         .send(&app.stripe)
         .await;
     assert!(other.is_ok());
-    assert!(started.elapsed() < Duration::from_millis(300));
+    assert!(started.elapsed() < undelayed, "another path is not delayed");
     let started = Instant::now();
     assert_eq!(retrieve().await.unwrap().id.as_str(), subscription);
-    assert!(started.elapsed() >= Duration::from_millis(400));
+    assert!(started.elapsed() >= Duration::from_millis(3_000));
     let started = Instant::now();
     retrieve().await.unwrap();
-    assert!(started.elapsed() < Duration::from_millis(300), "used up");
+    assert!(started.elapsed() < undelayed, "used up");
 
     let fault = sandbox::set_fault(
         &pool,
@@ -765,7 +767,7 @@ async fn a_delayed_request_holds_no_database_connection(pool: PgPool) {
         &pool,
         &Fault {
             path: "/v1/subscriptions".to_owned(),
-            delay_ms: 1500,
+            delay_ms: 6_000,
             ..Fault::default()
         },
     )
@@ -777,13 +779,19 @@ async fn a_delayed_request_holds_no_database_connection(pool: PgPool) {
             tokio::spawn(async move { RetrieveSubscription::new("sub_x").send(&stripe).await })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Once the delayed requests wait, a request needing a connection would wait for
+    // them (5 s more) if they held one; the bound leaves a slow machine room.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let started = Instant::now();
     RetrieveCustomer::new(customer.id.clone())
         .send(&app.stripe)
         .await
         .unwrap();
-    assert!(started.elapsed() < Duration::from_millis(700));
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "waited {took:?} for a connection"
+    );
     for request in delayed {
         let (_, status) = stripe_error(request.await.unwrap().unwrap_err());
         assert_eq!(status, 404);
