@@ -858,30 +858,52 @@ async fn the_fault_routes_refuse_bad_faults_and_clear_them(pool: PgPool) {
     assert!(sandbox::list_faults(&app.pool).await.unwrap().is_empty());
 }
 
+/// Waits until the app's endpoint received more than `count` deliveries, failing after
+/// `within` (from `since`): the webhook worker's fallback poll comes only every 5 s.
+async fn delivered_promptly(app: &SandboxApp, count: usize, since: Instant, what: &str) {
+    let within = Duration::from_millis(3_500);
+    while app.deliveries().len() <= count {
+        assert!(
+            since.elapsed() < within,
+            "{what}: no delivery within {within:?}, so the worker only polls"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[sqlx::test]
 async fn events_emitted_by_another_process_are_delivered_at_once(pool: PgPool) {
     let app = SandboxApp::spawn(pool.clone()).await;
     let paid = app.pay_credit_pack().await;
+    app.subscription().await;
     let before = app.delivered_events().await.len();
 
     // another process: its own pool, and no way to wake this app's worker but NOTIFY
     let other = PgPool::connect_with((*pool.connect_options()).clone())
         .await
         .unwrap();
+    // The worker last delivered just now, so its next poll is about 5 s away: a
+    // delivery within 3.5 s came through the notification.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
     sandbox::open_dispute(&other, &paid.session).await.unwrap();
-    loop {
-        if app.deliveries().len() > before {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "no delivery within 2 s: the worker only polls"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    sandbox::advance(&other, &app.config, 1).await.unwrap();
+    delivered_promptly(&app, before, started, "a dispute opened elsewhere").await;
+    let disputed = app.delivered_events().await.len();
+    assert_eq!(disputed, before + 1);
+
+    // The clock moved elsewhere past the subscription's renewal: its invoice events.
+    sandbox::advance(&other, &app.config, 32).await.unwrap();
+    let advanced = Instant::now();
     other.close().await;
-    assert_eq!(app.delivered_events().await.len(), before + 1);
+    delivered_promptly(&app, disputed, advanced, "a renewal elsewhere").await;
+    let renewal = app.event_types().await.split_off(disputed);
+    assert!(
+        renewal.iter().any(|t| t == "invoice.paid"),
+        "the renewal's events: {renewal:?}"
+    );
+    assert_eq!(
+        app.delivered_events().await.len(),
+        disputed + renewal.len(),
+        "each delivered once"
+    );
 }
