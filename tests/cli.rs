@@ -158,6 +158,33 @@ async fn seed_demo_creates_the_demo_logins_once_with_a_consistent_ledger(pool: P
     assert_eq!(usage, 14, "two weeks of demo usage for the chart");
 }
 
+#[sqlx::test]
+async fn seed_demo_refuses_outside_sandbox_mode_with_one_clear_line(pool: PgPool) {
+    let url = url_of(&pool).await;
+    let live = command(&url, &["seed-demo"])
+        .env_remove("STRIPE_SANDBOX")
+        .env("STRIPE_SECRET_KEY", "sk_live_x")
+        .env("STRIPE_WEBHOOK_SECRET", "whsec_x")
+        .output()
+        .unwrap();
+    let unconfigured = command(&url, &["seed-demo"])
+        .env_remove("STRIPE_SANDBOX")
+        .output()
+        .unwrap();
+    for out in [live, unconfigured] {
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("STRIPE_SANDBOX=true"), "{stderr}");
+        assert!(out.stdout.is_empty(), "no logins printed");
+    }
+    let users: i64 = sqlx::query_scalar("select count(*) from users")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(users, 0, "no demo users beside a real Stripe key");
+}
+
 #[cfg(feature = "sandbox")]
 #[sqlx::test]
 async fn stripe_sync_runs_against_the_in_process_sandbox_and_is_idempotent(pool: PgPool) {
