@@ -29,7 +29,7 @@ enum Command {
     Worker,
     /// Apply database migrations and exit.
     Migrate,
-    /// Create the demo catalog and demo users (if missing) and exit.
+    /// Create the demo catalog and demo users (if missing) and exit; sandbox mode only.
     SeedDemo,
     /// Create a user with their own workspace on the free plan.
     CreateUser {
@@ -159,6 +159,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             finish(owner, pg).await
         }
         Command::SeedDemo => {
+            // The demo users' passwords are published (one user is staff): as in
+            // `serve`, only in sandbox mode, never beside a real Stripe key.
+            anyhow::ensure!(
+                config.stripe_sandbox() && cfg!(feature = "sandbox"),
+                "seed-demo creates users with published passwords, so it runs only in sandbox mode: set STRIPE_SANDBOX=true and unset STRIPE_SECRET_KEY"
+            );
             let (owner, pg) = startup::connect(&config).await?;
             let db = startup::prepare(&config, &owner, pg.as_ref()).await?;
             let created = demo::seed(&db, &startup::hasher(&config)).await?;

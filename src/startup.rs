@@ -177,7 +177,9 @@ impl Application {
     /// Serves and runs background jobs until `shutdown` completes; calls `on_ready`
     /// once billfold is ready (in sandbox mode: once the catalog is on sale, so a
     /// customer's first "Subscribe" reaches Checkout). Then finishes in-flight requests
-    /// and jobs, and stops the embedded PostgreSQL if this process started it.
+    /// and jobs, and stops the embedded PostgreSQL if this process started it. Logs
+    /// "listening" once it listens; `shutdown` should be listening by then (as
+    /// [`shutdown_signal`]'s is from its call), so a stop from then on is a clean one.
     pub async fn run_until<F>(
         self,
         shutdown: F,
@@ -201,6 +203,11 @@ impl Application {
             )
             .spawn(stop_rx.clone())
         });
+        let address = self
+            .listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         let mut server_stop = stop_rx.clone();
         let server = tokio::spawn(
             axum::serve(
@@ -217,6 +224,7 @@ impl Application {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
+        tracing::info!(%address, "listening");
         if self.config.stripe_sandbox() {
             put_catalog_on_sale(&self.db, &self.stripe, stop_rx.clone()).await;
         } else if let Ok(mut conn) = self.db.acquire().await
@@ -333,9 +341,10 @@ pub async fn run_worker(config: Config) -> anyhow::Result<()> {
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let concurrency = config.job_workers.max(1);
+    let shutdown = shutdown_signal();
     let handle = job_runner(&db, &stripe, &config, concurrency).spawn(stop_rx);
     tracing::info!(concurrency, "worker running");
-    shutdown_signal().await;
+    shutdown.await;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
     db.close().await;
@@ -515,25 +524,29 @@ fn webhook_secret(config: &Config) -> anyhow::Result<SecretString> {
     })
 }
 
-/// Completes on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for ctrl-c");
-            std::future::pending::<()>().await;
+/// Completes on SIGINT or SIGTERM. The handlers are installed when this is called,
+/// not when the future is first polled: from then on a SIGTERM is a clean stop, not
+/// the default action (the process killed).
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let listen = |kind: SignalKind, name: &'static str| {
+        let installed = signal(kind);
+        async move {
+            match installed {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for {name}");
+                    std::future::pending::<()>().await;
+                }
+            }
         }
     };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! { () = ctrl_c => {}, () = terminate => {} }
-    tracing::info!("shutting down");
+    let interrupt = listen(SignalKind::interrupt(), "SIGINT");
+    let terminate = listen(SignalKind::terminate(), "SIGTERM");
+    async move {
+        tokio::select! { () = interrupt => {}, () = terminate => {} }
+        tracing::info!("shutting down");
+    }
 }

@@ -229,29 +229,57 @@ impl SandboxApp {
             .await
     }
 
+    /// Ids and types of every event, in the order they were emitted: by the wall-clock
+    /// time of their insert (`clock_timestamp()`, microseconds, so two events of one
+    /// transaction differ too), then by their delivery row's identity, which follows
+    /// insertion. Neither the event's `created` (whole seconds of the sandbox clock,
+    /// which tests move) nor the order of arrival (deliveries go out in parallel) says
+    /// this.
+    async fn emitted(&self) -> Vec<(String, String)> {
+        sqlx::query_as(
+            "select e.event_id, e.event_type
+             from sandbox_events e join sandbox_webhook_deliveries d using (event_id)
+             order by e.created_at, d.delivery_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .unwrap()
+    }
+
     /// Event types in the order they were emitted.
     pub async fn event_types(&self) -> Vec<String> {
-        sqlx::query_scalar("select event_type from sandbox_events order by created_at, event_id")
-            .fetch_all(&self.pool)
+        self.emitted()
             .await
-            .unwrap()
+            .into_iter()
+            .map(|(_, event_type)| event_type)
+            .collect()
     }
 
     /// Waits until every event is delivered and returns them, each verified and parsed
     /// with `Webhook::construct_event`, in the order they were emitted.
     pub async fn delivered_events(&self) -> Vec<stripe_webhook::Event> {
-        let expected = self.event_types().await.len();
-        let deliveries = self.endpoint().at_least(expected).await;
-        assert_eq!(deliveries.len(), expected, "every event is delivered once");
-        let mut events: Vec<_> = deliveries
+        let emitted = self.emitted().await;
+        let deliveries = self.endpoint().at_least(emitted.len()).await;
+        assert_eq!(
+            deliveries.len(),
+            emitted.len(),
+            "every event is delivered once"
+        );
+        let mut by_id: std::collections::HashMap<String, stripe_webhook::Event> = deliveries
             .iter()
             .map(|delivery| {
-                let created = delivery.json()["created"].as_i64().unwrap();
-                (created, delivery.event())
+                let event = delivery.event();
+                (event.id.to_string(), event)
             })
             .collect();
-        events.sort_by_key(|(created, _)| *created);
-        events.into_iter().map(|(_, event)| event).collect()
+        emitted
+            .iter()
+            .map(|(id, _)| {
+                by_id
+                    .remove(id)
+                    .unwrap_or_else(|| panic!("event {id} was not delivered"))
+            })
+            .collect()
     }
 
     /// Pays a checkout session on its hosted page.

@@ -188,15 +188,15 @@ impl Browser {
     /// Screenshots the page at 1280 and 375 px wide (`{name}.png`, `{name}-375.png`)
     /// and checks it with axe-core (WCAG 2.1 A and AA): no violation allowed.
     async fn screenshot(&self, name: &str) {
-        let _ = self
-            .driver
+        self.driver
             .screenshot(&self.shots.join(format!("{name}.png")))
-            .await;
+            .await
+            .unwrap();
         self.driver.set_window_rect(0, 0, 375, 812).await.unwrap();
-        let _ = self
-            .driver
+        self.driver
             .screenshot(&self.shots.join(format!("{name}-375.png")))
-            .await;
+            .await
+            .unwrap();
         self.driver.set_window_rect(0, 0, 1280, 1000).await.unwrap();
         self.assert_accessible(name).await;
     }

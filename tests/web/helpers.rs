@@ -288,16 +288,15 @@ impl TestApp {
         billfold::ledger::db::balance(&mut conn, ws).await.unwrap()
     }
 
-    /// Waits (up to 10 s) until every queued job is done: webhook events applied.
+    /// Waits (up to 10 s) until every sandbox event is delivered and every webhook job
+    /// is done: webhook events applied.
     pub async fn settle(&self) {
+        // One statement, so one snapshot: a delivery is marked succeeded only after
+        // billfold committed its job, so no job can slip in between the two counts.
+        const OPEN: &str = "select (select count(*) from sandbox_webhook_deliveries where status = 'pending')
+                                  + (select count(*) from jobs where kind = 'stripe_event' and status in ('queued', 'running'))";
         for _ in 0..400 {
-            let open = self
-                .count("select count(*) from jobs where kind = 'stripe_event' and status in ('queued', 'running')")
-                .await;
-            let undelivered = self
-                .count("select count(*) from sandbox_webhook_deliveries where status = 'pending'")
-                .await;
-            if open == 0 && undelivered == 0 {
+            if self.count(OPEN).await == 0 {
                 return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;

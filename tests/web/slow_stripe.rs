@@ -136,7 +136,8 @@ async fn stripe_answering_in_eight_seconds_stalls_neither_webhooks_nor_metering(
     for done in webhooks.await.unwrap() {
         let (status, took) = done.unwrap();
         assert_eq!(status, StatusCode::OK);
-        assert!(took < Duration::from_secs(2), "a delivery waited {took:?}");
+        // Half the Stripe delay: a delivery waiting on Stripe takes all of it.
+        assert!(took < Duration::from_secs(4), "a delivery waited {took:?}");
     }
     assert!(
         statuses.iter().all(|s| *s == StatusCode::OK),
@@ -147,9 +148,13 @@ async fn stripe_answering_in_eight_seconds_stalls_neither_webhooks_nor_metering(
         p99(&baseline),
         p99(&slow)
     );
+    // Metering waiting on Stripe (say, for a connection the jobs hold) would take
+    // seconds; the bound leaves a loaded machine plenty of room below that, and stays
+    // at most half the Stripe delay.
+    let bound = (p99(&baseline) * 5).clamp(Duration::from_secs(2), Duration::from_secs(4));
     assert!(
-        p99(&slow) < Duration::from_millis(1_500).max(p99(&baseline) * 3),
-        "consume p99 {:?} with Stripe slow vs {:?} before",
+        p99(&slow) < bound,
+        "consume p99 {:?} with Stripe slow vs {:?} before (bound {bound:?})",
         p99(&slow),
         p99(&baseline)
     );
@@ -222,7 +227,7 @@ async fn a_failed_or_slow_stripe_call_leaves_a_plan_change_undone_or_done(pool: 
     // Slow but successful: the upgrade happens, and billfold answers meanwhile.
     fault(
         &app,
-        json!({"method": "POST", "path": "/v1/subscriptions", "delay_ms": 3_000, "count": 1}),
+        json!({"method": "POST", "path": "/v1/subscriptions", "delay_ms": 6_000, "count": 1}),
     )
     .await;
     let started = Instant::now();
@@ -236,11 +241,12 @@ async fn a_failed_or_slow_stripe_call_leaves_a_plan_change_undone_or_done(pool: 
     };
     let (upgraded, (probe_status, probe_took)) = tokio::join!(upgrade, probe);
     assert_eq!(probe_status, StatusCode::OK);
+    // A page waiting on the upgrade would take the 5.5 s left of the delay.
     assert!(
-        probe_took < Duration::from_secs(1),
+        probe_took < Duration::from_secs(3),
         "a page took {probe_took:?} during the upgrade"
     );
-    assert!(started.elapsed() >= Duration::from_secs(3));
+    assert!(started.elapsed() >= Duration::from_secs(6));
     assert_eq!(location(&upgraded), "/billing");
     app.settle().await;
     assert_eq!(app.plan_of(ws).await, "pro");
