@@ -431,8 +431,7 @@ impl EmbeddedPostgres {
                 }
             }
         };
-        // Runtime queries: they run against the maintenance database, which the
-        // offline query data in `.sqlx/` does not describe.
+        // Against the maintenance database: does billfold's database exist yet?
         let exists: bool =
             sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
                 .bind(DATABASE)
