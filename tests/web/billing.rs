@@ -1033,3 +1033,40 @@ async fn a_renewal_applied_after_an_upgrade_of_its_period_keeps_the_upgrade(pool
     .unwrap();
     assert_eq!(period, ("pro".to_owned(), Some(2_000), 1_950));
 }
+
+#[sqlx::test]
+async fn an_upgrades_invoice_delivered_twenty_times_at_once_grants_once(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    on_sale(&app).await;
+    let ws = app.sign_up("ada@example.com").await;
+    subscribe(&app, ws, "starter", 500).await;
+    upgrade(&app, "pro").await;
+    let granted = upgrade_credits_granted(&app).await;
+    assert!(granted > 0);
+
+    // Every event of the upgrade again, concurrently, half under new ids.
+    let events: Vec<serde_json::Value> = sqlx::query_scalar(
+        "select payload from stripe_events
+          where event_type in ('invoice.paid', 'invoice.payment_succeeded',
+                               'customer.subscription.updated')
+            and (payload->'data'->'object'->>'billing_reason' = 'subscription_update'
+                 or event_type = 'customer.subscription.updated')",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert!(events.len() >= 2, "{}", events.len());
+    let deliveries = (0..20).map(|i| {
+        let mut event = events[i % events.len()].clone();
+        if i % 2 == 1 {
+            event["id"] = serde_json::json!(format!("evt_upgrade_again_{i}"));
+        }
+        app.deliver_signed(event.to_string())
+    });
+    for status in futures_util::future::join_all(deliveries).await {
+        assert_eq!(status, StatusCode::OK);
+    }
+    app.settle().await;
+    assert_eq!(upgrade_credits_granted(&app).await, granted);
+    assert_eq!(app.assert_ledger_consistent(ws).await, (500 + granted, 0));
+}

@@ -149,3 +149,64 @@ async fn abandoned_top_ups_are_expired_and_a_paid_one_whose_webhook_was_lost_is_
     app.settle().await;
     assert_eq!(app.assert_ledger_consistent(ws).await, (100, 500));
 }
+
+#[sqlx::test]
+async fn free_resets_racing_each_other_and_usage_reset_each_workspace_once(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let mut workspaces = Vec::new();
+    for i in 0..5 {
+        let visitor = app.visitor();
+        let ws = visitor.sign_up(&format!("user{i}@example.com")).await;
+        let key = visitor.create_api_key("Backend").await;
+        signed_up_ago(&app, ws, "1 month 1 day").await;
+        workspaces.push((ws, key));
+    }
+    app.lift_rate_limits().await;
+    // Eight resets at once (as several worker processes would), while every workspace
+    // consumes.
+    let resets = (0..8).map(|_| {
+        let db = app.app_db.clone();
+        tokio::spawn(async move { billfold::allowances::run_free_resets(&db).await.unwrap() })
+    });
+    let calls = workspaces.iter().flat_map(|(_, key)| {
+        (0..10).map(|_| {
+            let (app, key) = (app.visitor(), key.clone());
+            tokio::spawn(async move {
+                app.consume(&key, json!({"feature": "manager.process", "quantity": 5}))
+                    .await
+                    .0
+            })
+        })
+    });
+    let calls: Vec<_> = calls.collect();
+    let reset: usize = futures_util::future::join_all(resets)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .sum();
+    let statuses = crate::helpers::statuses_of(calls).await;
+    // (The app's own periodic run may take some of them.)
+    assert!(
+        reset <= 5,
+        "each workspace reset at most once in all: {reset}"
+    );
+    for (ws, _) in &workspaces {
+        assert_eq!(
+            sqlx::query_scalar::<_, i64>(
+                "select count(*) from ledger_entries where workspace_id = $1 and kind = 'plan_allowance'"
+            )
+            .bind(ws)
+            .fetch_one(&app.db)
+            .await
+            .unwrap(),
+            2,
+            "the sign-up month and this one"
+        );
+        let (plan, _) = app.assert_ledger_consistent(*ws).await;
+        assert!((0..=100).contains(&plan), "{plan}");
+    }
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+}

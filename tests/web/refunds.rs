@@ -428,3 +428,81 @@ async fn the_sandbox_commands_refund_and_dispute_a_top_up(pool: PgPool) {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no paid top-up"));
     app.assert_ledger_consistent(ws).await;
 }
+
+#[sqlx::test]
+async fn a_refund_landing_while_fifty_calls_consume_leaves_nothing_negative_or_doubled(
+    pool: PgPool,
+) {
+    let app = TestApp::spawn(pool).await;
+    let (ws, key) = customer(&app).await;
+    let session = buy(&app, ws, &[("credit_pack", "pack_500")], 600).await;
+    // 50 calls of 20 credits race the refund of the whole 500-credit top-up.
+    let calls = (0..50).map(|_| {
+        let app = app.visitor();
+        let key = key.clone();
+        tokio::spawn(async move { spend(&app, &key, 20).await.0 })
+    });
+    let refunding = refund(&app, &session, None);
+    let (statuses, ()) = tokio::join!(crate::helpers::statuses_of(calls), refunding);
+    app.settle().await;
+    let used = 20 * crate::helpers::how_many(&statuses, StatusCode::OK) as i64;
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::OK || *s == StatusCode::PAYMENT_REQUIRED),
+        "{statuses:?}"
+    );
+    // Every credit is accounted for: 100 plan + 500 bought − 500 taken back − used.
+    let (plan, purchased) = app.assert_ledger_consistent(ws).await;
+    let balance = app.balance(ws).await;
+    assert_eq!(purchased, 0, "the refunded top-up's credits are gone");
+    assert_eq!(plan - balance.debt, 100 - used);
+    assert_eq!(
+        app.count("select count(*) from ledger_entries where kind = 'refund'")
+            .await,
+        1
+    );
+}
+
+#[sqlx::test]
+async fn dispute_events_delivered_twenty_times_at_once_in_any_order_settle_once(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let (ws, _) = customer(&app).await;
+    let session = buy(&app, ws, &[("credit_pack", "pack_1000")], 1_100).await;
+    let dispute = control(&app, "disputes", json!({"payment": session})).await;
+    let id = dispute["id"].as_str().unwrap();
+    control(
+        &app,
+        &format!("disputes/{id}/close"),
+        json!({"outcome": "won"}),
+    )
+    .await;
+    app.settle().await;
+    assert_eq!(app.assert_ledger_consistent(ws).await, (100, 1_000));
+
+    let events: Vec<Value> = sqlx::query_scalar(
+        "select payload from stripe_events where event_type like 'charge.dispute.%'",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert!(events.len() >= 2);
+    let deliveries = (0..20).map(|i| {
+        let mut event = events[i % events.len()].clone();
+        if i % 2 == 1 {
+            event["id"] = json!(format!("evt_dispute_again_{i}"));
+        }
+        app.deliver_signed(event.to_string())
+    });
+    for status in futures_util::future::join_all(deliveries).await {
+        assert_eq!(status, StatusCode::OK);
+    }
+    app.settle().await;
+    assert_eq!(app.assert_ledger_consistent(ws).await, (100, 1_000));
+    assert_eq!(
+        app.count("select count(*) from ledger_entries where kind in ('dispute', 'dispute_won')")
+            .await,
+        2,
+        "taken once, restored once"
+    );
+}
