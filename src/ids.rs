@@ -74,6 +74,23 @@ uuid_id!(
     PlanChangeId
 );
 
+uuid_id!(
+    /// `resellers.reseller_id`: a partner who brings customers and earns commissions.
+    ResellerId
+);
+uuid_id!(
+    /// `commissions.commission_id`: a commission on one payment, or a reversal of one.
+    CommissionId
+);
+uuid_id!(
+    /// `payouts.payout_id`: approved commissions of one reseller and currency, paid together.
+    PayoutId
+);
+uuid_id!(
+    /// `reseller_api_keys.reseller_api_key_id`.
+    ResellerApiKeyId
+);
+
 /// A plan's stable code (`plans.plan_code`): `free`, `starter`, `pro`, ...
 #[derive(
     Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, sqlx::Type, Serialize, Deserialize,

@@ -6,7 +6,7 @@
 //! `DESIGN.md`'s vocabulary for the words used here.
 //!
 //! Dependency direction: `web` → domain modules (`accounts`, `catalog`, `ledger`,
-//! `allowances`, `api_keys`, `top_ups`, `subscriptions`, `stripe_events`) → their
+//! `allowances`, `api_keys`, `top_ups`, `subscriptions`, `resellers`, `stripe_events`) → their
 //! `db` submodules → PostgreSQL; `jobs` runs domain work in the background. Domain
 //! functions that write take `&mut PgConnection` (the caller owns the transaction);
 //! workflows that call Stripe take the pool and open short transactions around the
@@ -27,6 +27,7 @@ pub mod ids;
 pub mod jobs;
 pub mod ledger;
 pub mod money;
+pub mod resellers;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod secrets;

@@ -73,6 +73,21 @@ pub fn format_credits(n: i64) -> String {
     format!("{sign}{}", group_thousands(n.unsigned_abs()))
 }
 
+/// The share of `whole` that `part` of `total` stands for, rounded up:
+/// `ceil(whole × min(part, total) / total)`; 0 when `total` or `part` is not positive.
+/// What a refund of `part` of a payment of `total` takes back of something worth
+/// `whole` (credits, a commission): rounded against the one who is refunded or paid
+/// less, so a refund in full takes back exactly `whole` and a partial one never
+/// leaves more than the unrefunded share.
+pub fn share_ceil(whole: i64, total: i64, part: i64) -> i64 {
+    if total <= 0 || part <= 0 || whole <= 0 {
+        return 0;
+    }
+    let part = i128::from(part.min(total));
+    let (whole, total) = (i128::from(whole), i128::from(total));
+    i64::try_from((whole * part + total - 1) / total).unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -252,6 +252,11 @@ pub struct InvoiceInfo {
     /// price a switch paid for by this invoice moved to, whatever the subscription's
     /// price is by the time the invoice is applied.
     pub prorated_price_id: Option<String>,
+    /// Tax included in it, minor units (`total − total_excluding_tax`; 0 without tax):
+    /// what a commission is not earned on.
+    pub tax: i64,
+    /// When it was paid (`status_transitions.paid_at`, unix seconds).
+    pub paid_at: Option<i64>,
 }
 
 impl From<stripe_shared::Invoice> for InvoiceInfo {
@@ -296,6 +301,10 @@ impl From<stripe_shared::Invoice> for InvoiceInfo {
             billing_reason: i.billing_reason.map(|r| r.as_str().to_owned()),
             amount_due: i.amount_due,
             amount_paid: i.amount_paid,
+            tax: i
+                .total_excluding_tax
+                .map_or(0, |excluding| (i.total - excluding).max(0)),
+            paid_at: i.status_transitions.paid_at,
             currency: i.currency.to_string(),
             hosted_invoice_url: i.hosted_invoice_url,
             invoice_pdf: i.invoice_pdf,

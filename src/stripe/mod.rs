@@ -120,6 +120,8 @@ pub struct CheckoutSessionInfo {
     /// The payment intent of a paid payment-mode session (`pi_...`): what refunds and
     /// disputes name.
     pub payment_intent_id: Option<String>,
+    /// Tax in `amount_total`, minor units (`total_details.amount_tax`; 0 without).
+    pub amount_tax: i64,
 }
 
 impl From<stripe_shared::CheckoutSession> for CheckoutSessionInfo {
@@ -139,6 +141,7 @@ impl From<stripe_shared::CheckoutSession> for CheckoutSessionInfo {
             metadata: s.metadata.unwrap_or_default(),
             subscription_id: s.subscription.map(|sub| sub.id().to_string()),
             payment_intent_id: s.payment_intent.map(|pi| pi.id().to_string()),
+            amount_tax: s.total_details.map_or(0, |t| t.amount_tax),
         }
     }
 }

@@ -19,6 +19,7 @@ use time::OffsetDateTime;
 
 use crate::catalog;
 use crate::ids::{PlanChangeId, PlanCode, WorkspaceId};
+use crate::resellers::commissions;
 use crate::stripe::billing::{InvoiceInfo, SubscriptionInfo};
 pub use crate::stripe::billing::{InvoiceStatus, SubscriptionStatus};
 use crate::{accounts, allowances};
@@ -213,6 +214,21 @@ pub async fn apply_invoice(
     if !paid {
         return Ok(());
     }
+    let paid_at = invoice.paid_at.unwrap_or(invoice.created);
+    commissions::record_payment(
+        conn,
+        &commissions::Payment {
+            source: commissions::Source::Invoice,
+            source_id: &invoice.id,
+            payment_intent_id: None,
+            workspace_id: sub.workspace_id,
+            amount_paid: invoice.amount_paid,
+            tax: invoice.tax,
+            currency: &invoice.currency,
+            paid_at: ts(paid_at),
+        },
+    )
+    .await?;
     // A switch's invoice pays for the price on its proration line: the subscription may
     // have moved on (another switch, a scheduled downgrade) before it is applied.
     let plan = match (&invoice.prorated_price_id, &sub.plan_code) {

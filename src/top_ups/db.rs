@@ -58,14 +58,15 @@ pub struct LockedTopUp {
     pub credits: i64,
     /// Paid, minor units.
     pub amount_minor: i64,
+    /// ISO 4217, lowercase.
+    pub currency: String,
     /// The payment (once paid).
     pub stripe_payment_intent_id: Option<String>,
     /// Credits the ledger has taken back so far.
     pub credits_reversed: i64,
 }
 
-const LOCKED_COLUMNS: &str =
-    "top_up_id, workspace_id, credits, amount_minor, stripe_payment_intent_id, credits_reversed";
+const LOCKED_COLUMNS: &str = "top_up_id, workspace_id, credits, amount_minor, currency, stripe_payment_intent_id, credits_reversed";
 
 /// The top-up of a checkout session, locked for the transaction.
 pub async fn lock_by_session(
@@ -299,4 +300,17 @@ pub async fn set_credits_reversed(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// When Stripe created event `event_id` (its `created`, Stripe's clock: the sandbox
+/// clock in sandbox mode); the database's clock for an event not stored (a
+/// reconciliation, a test).
+pub async fn event_time(conn: &mut PgConnection, event_id: &str) -> anyhow::Result<OffsetDateTime> {
+    Ok(sqlx::query_scalar(
+        "select coalesce((select to_timestamp((payload->>'created')::double precision)
+                            from stripe_events where stripe_event_id = $1), now())",
+    )
+    .bind(event_id)
+    .fetch_one(conn)
+    .await?)
 }

@@ -24,6 +24,7 @@ use crate::catalog::{self, custom_top_up};
 use crate::ids::{TopUpId, UserId, WorkspaceId};
 use crate::ledger::{self, LedgerEntryKind};
 use crate::money::Money;
+use crate::resellers::commissions;
 use crate::stripe::{CheckoutSessionInfo, PaymentCheckout, StripeCallError, StripeClient};
 
 /// The job kind that expires abandoned sessions (and grants paid ones whose webhook
@@ -289,8 +290,24 @@ pub async fn apply_completed_session(
     )
     .await?;
     db::mark_paid(conn, top_up.top_up_id, session.payment_intent_id.as_deref()).await?;
-    if session.payment_intent_id.is_some() {
+    let paid_at = db::event_time(conn, event_id).await?;
+    commissions::record_payment(
+        conn,
+        &commissions::Payment {
+            source: commissions::Source::TopUp,
+            source_id: &session.id,
+            payment_intent_id: session.payment_intent_id.as_deref(),
+            workspace_id: top_up.workspace_id,
+            amount_paid: top_up.amount_minor,
+            tax: session.amount_tax,
+            currency: &top_up.currency,
+            paid_at,
+        },
+    )
+    .await?;
+    if let Some(pi) = &session.payment_intent_id {
         reversals::settle(conn, top_up.top_up_id, event_id, None).await?;
+        reversals::follow_commission(conn, pi, event_id, paid_at).await?;
     }
     Ok(match granted {
         Some(_) => Applied::Granted {

@@ -52,6 +52,8 @@ pub async fn apply_refund(
         &charge.currency,
     )
     .await?;
+    let at = db::event_time(conn, event_id).await?;
+    follow_commission(conn, pi, event_id, at).await?;
     match db::paid_by_payment_intent(conn, pi).await? {
         Some(top_up) => {
             settle(conn, top_up, event_id, Some(Cause::Refund)).await?;
@@ -73,6 +75,8 @@ pub async fn apply_dispute(
     };
     db::lock_payment(conn, pi).await?;
     db::record_dispute(conn, pi, dispute, status).await?;
+    let at = db::event_time(conn, event_id).await?;
+    follow_commission(conn, pi, event_id, at).await?;
     match db::paid_by_payment_intent(conn, pi).await? {
         Some(top_up) => {
             settle(conn, top_up, event_id, Some(Cause::Dispute)).await?;
@@ -84,15 +88,25 @@ pub async fn apply_dispute(
     Ok(())
 }
 
+/// Moves the reseller commission earned on payment `pi` (if any) to follow its
+/// recorded refunds and disputes, the way [`settle`] moves credits
+/// ([`crate::resellers::commissions::follow_withdrawal`]). The caller holds the
+/// payment's lock.
+pub async fn follow_commission(
+    conn: &mut PgConnection,
+    pi: &str,
+    reference: &str,
+    at: time::OffsetDateTime,
+) -> anyhow::Result<i64> {
+    let (refunded, disputed) = db::withdrawn(conn, pi).await?;
+    crate::resellers::commissions::follow_withdrawal(conn, pi, refunded + disputed, reference, at)
+        .await
+}
+
 /// The credits to have taken back of a top-up of `credits` paid `paid`, when `withdrawn`
 /// of the payment has left the business: `ceil(credits × min(withdrawn, paid) / paid)`.
 pub fn reversal_target(credits: i64, paid: i64, withdrawn: i64) -> i64 {
-    if paid <= 0 || withdrawn <= 0 {
-        return 0;
-    }
-    let share = i128::from(withdrawn.min(paid));
-    let (credits, paid) = (i128::from(credits), i128::from(paid));
-    i64::try_from((credits * share + paid - 1) / paid).unwrap_or(0)
+    crate::money::share_ceil(credits, paid, withdrawn)
 }
 
 /// Moves a paid top-up's reversed credits to the target its recorded refunds and

@@ -143,7 +143,12 @@ async fn members_see_billing_read_only(pool: PgPool) {
 }
 
 /// Subscribes the signed-in workspace to `plan` through Checkout and waits for it.
-async fn subscribe(app: &TestApp, ws: billfold::ids::WorkspaceId, plan: &str, allowance: i64) {
+pub(crate) async fn subscribe(
+    app: &TestApp,
+    ws: billfold::ids::WorkspaceId,
+    plan: &str,
+    allowance: i64,
+) {
     let key = uuid::Uuid::new_v4().to_string();
     let res = app
         .post_form(
@@ -165,7 +170,7 @@ async fn wait_for_plan_credits(app: &TestApp, ws: billfold::ids::WorkspaceId, pl
     panic!("plan credits never reached {plan_credits}");
 }
 
-async fn advance_days(app: &TestApp, days: i64) {
+pub(crate) async fn advance_days(app: &TestApp, days: i64) {
     let res = app
         .client
         .post(app.url("/sandbox/clock/advance"))
@@ -960,6 +965,8 @@ async fn a_switchs_invoice_grants_for_the_plan_it_paid_for_whatever_the_subscrip
         billed_period: None,
         proration_at: Some(now),
         prorated_price_id: pro.stripe_price_id.clone(),
+        tax: 0,
+        paid_at: Some(now),
     };
     let mut tx = app.db.begin().await.unwrap();
     billfold::subscriptions::apply_invoice(&mut tx, &invoice, true)

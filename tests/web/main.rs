@@ -13,6 +13,7 @@ mod browser;
 mod catalog;
 mod jobs;
 mod refunds;
+mod resellers;
 mod security;
 mod slow_stripe;
 mod statement;

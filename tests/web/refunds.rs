@@ -19,7 +19,12 @@ fn stripe(app: &TestApp) -> StripeClient {
 
 /// Buys `fields` (a pack or an amount) and waits for the credits; returns the
 /// checkout session id.
-async fn buy(app: &TestApp, ws: WorkspaceId, fields: &[(&str, &str)], total_after: i64) -> String {
+pub(crate) async fn buy(
+    app: &TestApp,
+    ws: WorkspaceId,
+    fields: &[(&str, &str)],
+    total_after: i64,
+) -> String {
     let checkout = start_top_up(app, fields).await;
     pay(app, &checkout).await;
     wait_for_balance(app, ws, total_after).await;
@@ -141,7 +146,7 @@ async fn partial_refunds_take_back_their_share_once_however_often_stripe_reports
     assert!(err.to_string().contains("from 1 to 2000"), "{err}");
 }
 
-async fn control(app: &TestApp, path: &str, body: Value) -> Value {
+pub(crate) async fn control(app: &TestApp, path: &str, body: Value) -> Value {
     let res = app
         .client
         .post(app.url(&format!("/sandbox/{path}")))
@@ -265,6 +270,7 @@ async fn a_refund_reported_before_its_top_up_is_applied_with_the_top_up(pool: Pg
         metadata: Default::default(),
         subscription_id: None,
         payment_intent_id: Some("pi_test_reordered".into()),
+        amount_tax: 0,
     };
     billfold::top_ups::apply_completed_session(&mut tx, &session, "evt_completed_later")
         .await
@@ -309,6 +315,7 @@ async fn a_refund_applied_while_its_top_up_is_being_granted_is_not_lost(pool: Pg
             metadata: Default::default(),
             subscription_id: None,
             payment_intent_id: Some(pi.clone()),
+            amount_tax: 0,
         };
         let mut grant = app.db.begin().await.unwrap();
         billfold::top_ups::apply_completed_session(&mut grant, &session, &format!("evt_c{i}"))
