@@ -31,6 +31,24 @@ pub async fn now(conn: &mut PgConnection) -> anyhow::Result<OffsetDateTime> {
         .await?)
 }
 
+/// Stripe's clock: what commission hold periods and payout months count in. With real
+/// Stripe, the database's clock; in sandbox mode (`sandbox = true`), the sandbox clock
+/// (`billfold sandbox advance` moves it), so a hold period can pass in a demo or a
+/// test as it would over weeks.
+pub async fn stripe_now(conn: &mut PgConnection, sandbox: bool) -> anyhow::Result<OffsetDateTime> {
+    if sandbox {
+        let at: Option<OffsetDateTime> = sqlx::query_scalar(
+            "select clock_timestamp() + make_interval(secs => offset_seconds) from sandbox_clocks",
+        )
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(at) = at {
+            return Ok(at);
+        }
+    }
+    now(conn).await
+}
+
 /// Whether the database answers (`select 1`).
 pub async fn ping(db: &PgPool) -> anyhow::Result<()> {
     sqlx::query("select 1").execute(db).await?;

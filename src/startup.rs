@@ -20,6 +20,7 @@ use crate::accounts::password::PasswordHasher;
 use crate::config::{Config, StripeMode};
 use crate::embedded_pg::EmbeddedPostgres;
 use crate::jobs::{Runner, RunnerSettings};
+use crate::resellers::commissions;
 use crate::stripe::StripeClient;
 use crate::web::{self, AppState};
 use crate::{allowances, database, stripe_events, top_ups};
@@ -284,7 +285,10 @@ async fn put_catalog_on_sale(db: &PgPool, stripe: &StripeClient, mut stop: watch
 }
 
 /// The background jobs of this process: the webhook inbox, the free plan's monthly
-/// allowance, reconciliation of abandoned top-ups, and housekeeping.
+/// allowance, reconciliation of abandoned top-ups, commission approval (every
+/// minute) and payout drafting (every 5 minutes; one payout per reseller, currency and
+/// month),
+/// and housekeeping.
 pub fn job_runner(
     db: &PgPool,
     stripe: &StripeClient,
@@ -300,6 +304,8 @@ pub fn job_runner(
     let d2 = db.clone();
     let (d3, s3) = (db.clone(), stripe.clone());
     let d4 = db.clone();
+    let (d5, d6) = (db.clone(), db.clone());
+    let sandbox = config.stripe_sandbox();
     Runner::new(db.clone(), settings)
         .handle(
             stripe_events::APPLY_JOB,
@@ -321,7 +327,29 @@ pub fn job_runner(
             let db = d4.clone();
             async move { crate::jobs::purge(&db).await }
         })
+        .handle(commissions::APPROVE_JOB, 5, move |_| {
+            let db = d5.clone();
+            async move {
+                let mut tx = db.begin().await?;
+                let now = crate::database::stripe_now(&mut tx, sandbox).await?;
+                commissions::approve_due(&mut tx, now).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+        })
+        .handle(commissions::PAYOUT_JOB, 5, move |_| {
+            let db = d6.clone();
+            async move {
+                let mut tx = db.begin().await?;
+                let now = crate::database::stripe_now(&mut tx, sandbox).await?;
+                commissions::draft_payouts(&mut tx, now).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+        })
         .every(allowances::FREE_RESET_JOB, Duration::from_secs(600))
+        .every(commissions::APPROVE_JOB, Duration::from_secs(60))
+        .every(commissions::PAYOUT_JOB, Duration::from_secs(300))
         .every(top_ups::RECONCILE_JOB, Duration::from_secs(3600))
         .every(crate::jobs::PURGE_JOB, Duration::from_secs(86_400))
 }

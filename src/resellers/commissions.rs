@@ -27,9 +27,10 @@ use super::commission_amount;
 use crate::ids::{CommissionId, PayoutId, ResellerId, WorkspaceId};
 use crate::money::share_ceil;
 
-/// The approval job (every 10 minutes).
+/// The approval job (every minute).
 pub const APPROVE_JOB: &str = "commissions.approve";
-/// The payout job (hourly; drafts at most one payout per reseller, currency and month).
+/// The payout job (every 5 minutes; drafts at most one payout per reseller, currency
+/// and month).
 pub const PAYOUT_JOB: &str = "payouts.draft";
 
 /// What a commission is earned on (Postgres enum `commission_source`).
