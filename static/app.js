@@ -16,3 +16,19 @@ document.addEventListener("DOMContentLoaded", function () {
     setTimeout(function () { toast.hidden = true; }, 6000);
   });
 });
+
+// Copy buttons (`data-copy="<input id>"`): shown only when the Clipboard API exists;
+// without it the field stays selectable.
+document.addEventListener("DOMContentLoaded", function () {
+  document.querySelectorAll("button[data-copy]").forEach(function (button) {
+    var field = document.getElementById(button.getAttribute("data-copy"));
+    if (!field || !navigator.clipboard) return;
+    button.hidden = false;
+    button.addEventListener("click", function () {
+      navigator.clipboard.writeText(field.value).then(function () {
+        button.textContent = "Copied";
+        setTimeout(function () { button.textContent = "Copy"; }, 2000);
+      }, function () { field.select(); });
+    });
+  });
+});

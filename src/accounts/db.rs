@@ -94,10 +94,16 @@ pub async fn primary_workspace(
     Ok(sqlx::query_as::<_, WorkspaceMembership>(
         "select w.workspace_id, w.name as workspace_name, m.role, p.plan_code, p.name as plan_name,
                 exists (select 1 from subscriptions s
-                         where s.workspace_id = w.workspace_id and s.status = $2) as past_due
+                         where s.workspace_id = w.workspace_id and s.status = $2) as past_due,
+                r.reseller_id as brand_reseller_id, coalesce(r.display_name, r.name) as brand_name,
+                r.accent_color as brand_accent, l.sha256 as brand_logo,
+                w.share_email_with_reseller as shares_email,
+                exists (select 1 from reseller_members rm where rm.user_id = $1) as is_reseller
            from memberships m
            join workspaces w using (workspace_id)
            join plans p on p.plan_code = w.plan_code
+           left join resellers r on r.reseller_id = w.reseller_id and r.status <> 'closed'
+           left join reseller_logos l on l.reseller_id = r.reseller_id
           where m.user_id = $1
           order by m.created_at, w.workspace_id
           limit 1",

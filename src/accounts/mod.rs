@@ -72,6 +72,31 @@ pub struct WorkspaceMembership {
     pub plan_name: String,
     /// A subscription payment failed and is not settled yet (Stripe `past_due`).
     pub past_due: bool,
+    /// The reseller the workspace came through (not a closed one): its id, display
+    /// name, accent colour and logo hash, for the portal's branding.
+    pub brand_reseller_id: Option<crate::ids::ResellerId>,
+    /// See `brand_reseller_id`.
+    pub brand_name: Option<String>,
+    /// See `brand_reseller_id`.
+    pub brand_accent: Option<String>,
+    /// See `brand_reseller_id`.
+    pub brand_logo: Option<String>,
+    /// Whether the workspace shares its owner's email with that reseller.
+    pub shares_email: bool,
+    /// Whether the user works for a reseller (the nav shows its dashboard).
+    pub is_reseller: bool,
+}
+
+impl WorkspaceMembership {
+    /// The branding of the reseller the workspace came through, if any.
+    pub fn branding(&self) -> Option<crate::resellers::Branding> {
+        Some(crate::resellers::Branding {
+            reseller_id: self.brand_reseller_id?,
+            name: self.brand_name.clone()?,
+            accent_color: self.brand_accent.clone(),
+            logo_sha256: self.brand_logo.clone(),
+        })
+    }
 }
 
 /// Why a sign-up was refused. Field errors are for the form; `Unexpected` is a 500.
@@ -151,6 +176,20 @@ pub async fn sign_up(
     password: &str,
     is_staff: bool,
 ) -> Result<User, SignupError> {
+    sign_up_referred(db, hasher, email, password, is_staff, None).await
+}
+
+/// [`sign_up`], attributing the new workspace to `referral`'s reseller in the same
+/// transaction when that reseller is active (a sign-up through a referral link or on
+/// a reseller's host name).
+pub async fn sign_up_referred(
+    db: &PgPool,
+    hasher: &PasswordHasher,
+    email: &str,
+    password: &str,
+    is_staff: bool,
+    referral: Option<(crate::ids::ResellerId, crate::resellers::AttributionChannel)>,
+) -> Result<User, SignupError> {
     let email = parse_email(email)?;
     check_password(password)?;
     let password_hash = hasher.hash(password).await?;
@@ -167,6 +206,9 @@ pub async fn sign_up(
     db::insert_membership(&mut tx, workspace_id, user.user_id, Role::Owner).await?;
     ledger::db::create_balance(&mut tx, workspace_id).await?;
     allowances::start_free(&mut tx, workspace_id, &free).await?;
+    if let Some((reseller_id, via)) = referral {
+        crate::resellers::attribute(&mut tx, workspace_id, reseller_id, via).await?;
+    }
     tx.commit().await.map_err(anyhow::Error::from)?;
     tracing::info!(user_id = %user.user_id, %workspace_id, "signed up");
     Ok(user)

@@ -16,24 +16,72 @@ pub fn usage_svg(
     title: &str,
     size: (u32, u32),
 ) -> Result<String, ChartError> {
+    bars_svg(
+        days,
+        |d| format!("{} {}", d.day(), month_abbrev(d.month())),
+        crate::money::format_credits,
+        title,
+        size,
+    )
+}
+
+/// A bar chart of money per day or per month (`monthly`: bars labelled "Nov 2026"),
+/// amounts in minor units of `currency`, y axis labelled in whole units ("€1,200").
+/// Negative values (a month of refunds) draw no bar.
+pub fn money_svg(
+    points: &[(Date, i64)],
+    monthly: bool,
+    currency: &str,
+    title: &str,
+    size: (u32, u32),
+) -> Result<String, ChartError> {
+    let currency = currency.to_owned();
+    bars_svg(
+        points,
+        |d| {
+            if monthly {
+                format!("{} {}", month_abbrev(d.month()), d.year())
+            } else {
+                format!("{} {}", d.day(), month_abbrev(d.month()))
+            }
+        },
+        move |v| {
+            let whole = crate::money::Money::new(v, &currency).to_string();
+            whole
+                .strip_suffix(".00")
+                .map_or_else(|| whole.clone(), str::to_owned)
+        },
+        title,
+        size,
+    )
+}
+
+/// One bar per point, labelled by `x_label`, the y axis by `y_label`.
+fn bars_svg(
+    points: &[(Date, i64)],
+    x_label: impl Fn(&Date) -> String,
+    y_label: impl Fn(i64) -> String,
+    title: &str,
+    size: (u32, u32),
+) -> Result<String, ChartError> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
         let err = |e: &dyn std::fmt::Display| ChartError(e.to_string());
         root.fill(&WHITE).map_err(|e| err(&e))?;
-        let max = days.iter().map(|(_, v)| *v).max().unwrap_or(0).max(1);
+        let max = points.iter().map(|(_, v)| *v).max().unwrap_or(0).max(1);
         let y_top = max + max / 10 + 1;
-        let n = days.len().max(1) as u32;
+        let n = points.len().max(1) as u32;
         let mut chart = ChartBuilder::on(&root)
             .margin(12)
             .x_label_area_size(28)
-            .y_label_area_size(48)
+            .y_label_area_size(56)
             .build_cartesian_2d((0u32..n).into_segmented(), 0i64..y_top)
             .map_err(|e| err(&e))?;
         let label = |i: &SegmentValue<u32>| match i {
-            SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => days
+            SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => points
                 .get(*i as usize)
-                .map(|(d, _)| format!("{} {}", d.day(), &month_abbrev(d.month())))
+                .map(|(d, _)| x_label(d))
                 .unwrap_or_default(),
             SegmentValue::Last => String::new(),
         };
@@ -46,24 +94,26 @@ pub fn usage_svg(
             .x_labels(8)
             .x_label_formatter(&label)
             .y_labels(5)
-            .y_label_formatter(&|v| crate::money::format_credits(*v))
+            .y_label_formatter(&|v| y_label(*v))
             .label_style(("sans-serif", 12).into_font().color(&RGBColor(90, 98, 112)))
             .draw()
             .map_err(|e| err(&e))?;
         let bar = RGBColor(79, 70, 229);
         chart
-            .draw_series(days.iter().enumerate().map(|(i, (_, v))| {
-                let i = i as u32;
-                let mut r = Rectangle::new(
-                    [
-                        (SegmentValue::Exact(i), 0),
-                        (SegmentValue::Exact(i + 1), *v),
-                    ],
-                    bar.filled(),
-                );
-                r.set_margin(0, 0, 2, 2);
-                r
-            }))
+            .draw_series(points.iter().enumerate().filter(|(_, (_, v))| *v > 0).map(
+                |(i, (_, v))| {
+                    let i = i as u32;
+                    let mut r = Rectangle::new(
+                        [
+                            (SegmentValue::Exact(i), 0),
+                            (SegmentValue::Exact(i + 1), *v),
+                        ],
+                        bar.filled(),
+                    );
+                    r.set_margin(0, 0, 2, 2);
+                    r
+                },
+            ))
             .map_err(|e| err(&e))?;
         root.present().map_err(|e| err(&e))?;
     }
@@ -120,6 +170,20 @@ mod tests {
         assert!(svg.contains("21 Nov"));
         // Two non-empty bars in the bar colour.
         assert!(svg.matches("fill=\"#4F46E5\"").count() >= 2, "bars missing");
+    }
+
+    #[test]
+    fn money_charts_label_months_and_whole_amounts() {
+        let months = [
+            (date!(2026 - 10 - 01), 120_000),
+            (date!(2026 - 11 - 01), 45_050),
+        ];
+        let svg = money_svg(&months, true, "eur", "Revenue per month", (640, 240)).unwrap();
+        assert!(
+            svg.contains("Oct 2026") && svg.contains("Nov 2026"),
+            "{svg:.400}"
+        );
+        assert!(svg.contains('€'), "y axis in euros");
     }
 
     #[test]

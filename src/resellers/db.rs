@@ -96,9 +96,9 @@ pub struct Figures {
 }
 
 impl Figures {
-    /// An amount of this currency.
-    pub fn money(&self, minor: i64) -> Money {
-        Money::new(minor, &self.currency)
+    /// An amount of this currency (askama hands fields over by reference).
+    pub fn money(&self, minor: impl std::borrow::Borrow<i64>) -> Money {
+        Money::new(*minor.borrow(), &self.currency)
     }
 }
 
@@ -384,6 +384,11 @@ impl CommissionRow {
     /// The amount as money.
     pub fn amount(&self) -> Money {
         Money::new(self.amount_minor, &self.currency)
+    }
+
+    /// The rate for people (`"20 %"`).
+    pub fn rate_label(&self) -> String {
+        super::rate_label(self.rate_bps)
     }
 
     /// The payment (or withdrawn share) as money.

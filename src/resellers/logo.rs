@@ -1,6 +1,6 @@
 //! Reseller logos: validated uploads stored in Postgres (`reseller_logos`).
 //!
-//! - PNG: at most 256 KiB and 1024 × 1024 px, checked from its signature and `IHDR`
+//! - PNG: at most 192 KiB and 1024 × 1024 px, checked from its signature and `IHDR`
 //!   chunk (the PNG specification, ISO/IEC 15948 §5.2 and §11.2.2).
 //! - SVG: at most 64 KiB, refused (not cleaned) when it holds anything that could run
 //!   or load: `<script>`, event handler attributes (`on…=`), `javascript:` or `data:`
@@ -14,8 +14,9 @@ use sqlx::PgConnection;
 
 use crate::ids::ResellerId;
 
-/// Largest PNG logo, bytes.
-pub const MAX_PNG_BYTES: usize = 256 * 1024;
+/// Largest PNG logo, bytes (the upload, with its form, must fit the router's 256 KiB
+/// body limit).
+pub const MAX_PNG_BYTES: usize = 192 * 1024;
 /// Largest SVG logo, bytes.
 pub const MAX_SVG_BYTES: usize = 64 * 1024;
 /// Largest PNG width or height, px.
@@ -205,7 +206,7 @@ mod tests {
         assert_eq!(validate(PNG_SIGNATURE.to_vec()), Err(LogoError::BadPng));
         let mut big = png(10, 10);
         big.resize(MAX_PNG_BYTES + 1, 0);
-        assert_eq!(validate(big), Err(LogoError::TooLarge(256)));
+        assert_eq!(validate(big), Err(LogoError::TooLarge(192)));
         assert_eq!(
             validate(b"GIF89a....".to_vec()),
             Err(LogoError::UnsupportedType)

@@ -104,6 +104,12 @@ impl Reseller {
         rate_label(self.commission_rate_bps)
     }
 
+    /// The least a payout in `currency` is drafted for (the per-currency overrides of
+    /// `reseller_payout_minimums` aside).
+    pub fn minimum_payout(&self, currency: &str) -> crate::money::Money {
+        crate::money::Money::new(self.minimum_payout_minor, currency)
+    }
+
     /// The name customers see.
     pub fn shown_name(&self) -> &str {
         self.display_name.as_deref().unwrap_or(&self.name)
@@ -364,6 +370,11 @@ pub enum BrandingError {
     /// Not `#rrggbb`.
     #[error("the accent colour must be a hex colour such as #4f46e5")]
     AccentColor,
+    /// Too light for white text on it.
+    #[error(
+        "white text on this colour is hard to read (contrast {0:.1}:1); choose a darker one (at least 4.5:1)"
+    )]
+    AccentContrast(f64),
     /// Not a host name.
     #[error("the host name must be a host such as partner.example.com (no scheme, no path)")]
     HostName,
@@ -403,6 +414,12 @@ pub async fn update_branding(
     if !accent.is_empty() && !is_hex_colour {
         return Err(BrandingError::AccentColor);
     }
+    if is_hex_colour {
+        let ratio = contrast_with_white(&accent);
+        if ratio < 4.5 {
+            return Err(BrandingError::AccentContrast(ratio));
+        }
+    }
     let host = form
         .host_name
         .trim()
@@ -429,6 +446,22 @@ pub async fn update_branding(
         }
         Err(e) => Err(BrandingError::Unexpected(e.into())),
     }
+}
+
+/// The contrast ratio of white on `#rrggbb` (WCAG 2.1 "contrast ratio" and "relative
+/// luminance"): buttons and links take the accent colour with white text, and AA asks
+/// 4.5:1 for text.
+fn contrast_with_white(hex: &str) -> f64 {
+    let channel = |i: usize| {
+        let c = f64::from(u8::from_str_radix(&hex[i..i + 2], 16).unwrap_or(0)) / 255.0;
+        if c <= 0.04045 {
+            c / 12.92
+        } else {
+            ((c + 0.055) / 1.055).powf(2.4)
+        }
+    };
+    let l = 0.2126 * channel(1) + 0.7152 * channel(3) + 0.0722 * channel(5);
+    1.05 / (l + 0.05)
 }
 
 /// A DNS host name: labels of `a-z0-9-` (not starting or ending with `-`), at least
@@ -619,6 +652,14 @@ mod tests {
         assert_eq!(rate_label(2_000), "20 %");
         assert_eq!(rate_label(1_250), "12.5 %");
         assert_eq!(rate_label(1_234), "12.34 %");
+    }
+
+    #[test]
+    fn accent_colours_must_carry_white_text() {
+        assert!(contrast_with_white("#0f766e") >= 4.5);
+        assert!(contrast_with_white("#4f46e5") >= 4.5);
+        assert!(contrast_with_white("#facc15") < 4.5);
+        assert!((contrast_with_white("#000000") - 21.0).abs() < 0.01);
     }
 
     #[test]

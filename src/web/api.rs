@@ -29,7 +29,7 @@ use crate::ledger::{
     RateLimitState,
 };
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
@@ -269,7 +269,7 @@ async fn consume(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<R
     Ok(with_headers(res, rate))
 }
 
-fn is_pool_timeout(e: &anyhow::Error) -> bool {
+pub(super) fn is_pool_timeout(e: &anyhow::Error) -> bool {
     matches!(
         e.downcast_ref::<sqlx::Error>(),
         Some(sqlx::Error::PoolTimedOut)

@@ -6,7 +6,7 @@
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_login::{AuthUser, AuthnBackend};
 use serde::Deserialize;
@@ -17,10 +17,12 @@ use super::AppState;
 use super::error::{AppError, Result};
 use super::extract::{ClientAddr, Form, Query};
 use super::limits::Refused;
+use super::referral::HostBranding;
 use super::views::PageCtx;
 use crate::accounts::password::{PasswordError, PasswordHasher};
 use crate::accounts::{self, Authentication, SignupError, User};
 use crate::ids::UserId;
+use crate::resellers::AttributionChannel;
 
 impl AuthUser for User {
     type Id = UserId;
@@ -164,10 +166,11 @@ struct LoginPage {
     next: String,
 }
 
-async fn public_page(session: &Session, sandbox: bool) -> Result<PageCtx> {
+async fn public_page(session: &Session, sandbox: bool, branding: &HostBranding) -> Result<PageCtx> {
     Ok(PageCtx {
         csrf_token: super::csrf::token(session).await?,
         sandbox,
+        branding: branding.0.clone(),
         flash: super::views::take_flash(session).await,
         ..PageCtx::default()
     })
@@ -178,13 +181,14 @@ pub async fn signup_form(
     State(state): State<AppState>,
     auth: AuthSession,
     session: Session,
+    host: HostBranding,
     Query(q): Query<NextQuery>,
 ) -> Result<Response> {
     if auth.user.is_some() {
         return Ok(Redirect::to("/dashboard").into_response());
     }
     Ok(SignupPage {
-        page: public_page(&session, state.config.stripe_sandbox()).await?,
+        page: public_page(&session, state.config.stripe_sandbox(), &host).await?,
         email: String::new(),
         email_error: None,
         password_error: None,
@@ -239,12 +243,14 @@ pub async fn sign_up(
     mut auth: AuthSession,
     session: Session,
     client: ClientAddr,
+    host: HostBranding,
+    headers: HeaderMap,
     Form(form): Form<SignupForm>,
 ) -> Result<Response> {
     let next = safe_next(form.next.as_deref());
     let page = |email_error: Option<String>, password_error: Option<String>| async {
         Ok::<_, AppError>(SignupPage {
-            page: public_page(&session, state.config.stripe_sandbox()).await?,
+            page: public_page(&session, state.config.stripe_sandbox(), &host).await?,
             email: form
                 .email
                 .trim()
@@ -291,8 +297,16 @@ pub async fn sign_up(
         )
             .into_response());
     }
-    let user = match accounts::sign_up(&state.db, &state.hasher, &form.email, &form.password, false)
-        .await
+    let referral = referral_of(&state, &host, &headers).await?;
+    let user = match accounts::sign_up_referred(
+        &state.db,
+        &state.hasher,
+        &form.email,
+        &form.password,
+        false,
+        referral,
+    )
+    .await
     {
         Ok(user) => user,
         Err(SignupError::Unexpected(e)) => return Err(AppError::Internal(e)),
@@ -305,7 +319,31 @@ pub async fn sign_up(
         "Welcome to billfold! Your free plan's 100 credits are ready.",
     )
     .await;
-    Ok(Redirect::to(&next).into_response())
+    let mut res = Redirect::to(&next).into_response();
+    if referral.is_some() {
+        let (name, value) = super::referral::clear_cookie();
+        res.headers_mut().insert(name, value);
+    }
+    Ok(res)
+}
+
+/// Who a sign-up is attributed to: the reseller owning the host name it was sent to,
+/// else the one whose referral link set the cookie (if still active).
+async fn referral_of(
+    state: &AppState,
+    host: &HostBranding,
+    headers: &HeaderMap,
+) -> Result<Option<(crate::ids::ResellerId, AttributionChannel)>> {
+    if let Some(b) = &host.0 {
+        return Ok(Some((b.reseller_id, AttributionChannel::Host)));
+    }
+    let Some(code) = super::referral::referral_code(headers) else {
+        return Ok(None);
+    };
+    let mut conn = state.db.acquire().await.map_err(anyhow::Error::from)?;
+    Ok(crate::resellers::active_by_code(&mut conn, &code)
+        .await?
+        .map(|id| (id, AttributionChannel::ReferralLink)))
 }
 
 /// `GET /login`.
@@ -313,13 +351,14 @@ pub async fn login_form(
     State(state): State<AppState>,
     auth: AuthSession,
     session: Session,
+    host: HostBranding,
     Query(q): Query<NextQuery>,
 ) -> Result<Response> {
     if auth.user.is_some() {
         return Ok(Redirect::to(&safe_next(q.next.as_deref())).into_response());
     }
     Ok(LoginPage {
-        page: public_page(&session, state.config.stripe_sandbox()).await?,
+        page: public_page(&session, state.config.stripe_sandbox(), &host).await?,
         email: String::new(),
         error: None,
         next: safe_next(q.next.as_deref()),
@@ -344,13 +383,14 @@ pub async fn log_in(
     mut auth: AuthSession,
     session: Session,
     client: ClientAddr,
+    host: HostBranding,
     Form(form): Form<LoginForm>,
 ) -> Result<Response> {
     let next = safe_next(form.next.as_deref());
     let email = form.email.trim().to_lowercase();
     let page = |error: String| async {
         Ok::<_, AppError>(LoginPage {
-            page: public_page(&session, state.config.stripe_sandbox()).await?,
+            page: public_page(&session, state.config.stripe_sandbox(), &host).await?,
             email: form
                 .email
                 .trim()
@@ -421,6 +461,20 @@ pub async fn log_in(
         Err(PasswordError::Unexpected(e)) => return Err(AppError::Internal(e)),
     };
     sign_in(&state, &mut auth, &session, &user, client).await?;
+    // A reseller's home is its dashboard, unless the form was sent somewhere else.
+    if form
+        .next
+        .as_deref()
+        .is_none_or(|n| n.is_empty() || n == "/dashboard")
+        && crate::resellers::member_of(
+            &mut *state.db.acquire().await.map_err(anyhow::Error::from)?,
+            user.user_id,
+        )
+        .await?
+        .is_some()
+    {
+        return Ok(Redirect::to("/reseller").into_response());
+    }
     Ok(Redirect::to(&next).into_response())
 }
 

@@ -103,8 +103,8 @@ pub async fn verify_csrf(
 }
 
 /// Checks an unsafe request: not cross-site, and carrying the session's token in the
-/// `X-CSRF-Token` header or the `csrf_token` field of a form body (the body is read
-/// and put back). The request back, or the refusal to answer with.
+/// `X-CSRF-Token` header or the `csrf_token` field of a form body, urlencoded or
+/// multipart (the body is read and put back). The request back, or the refusal to answer with.
 pub async fn check(session: &Session, base_url: &str, req: Request) -> Result<Request, Response> {
     if is_cross_site(req.headers(), base_url) {
         tracing::warn!("cross-site request refused");
@@ -126,12 +126,16 @@ pub async fn check(session: &Session, base_url: &str, req: Request) -> Result<Re
             Err(forbidden())
         };
     }
-    let is_form = req
+    let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
-    if !is_form {
+        .unwrap_or_default()
+        .to_owned();
+    if content_type.starts_with("multipart/form-data") {
+        return check_multipart(req, &content_type, &expected).await;
+    }
+    if !content_type.starts_with("application/x-www-form-urlencoded") {
         return Err(forbidden());
     }
     let (parts, body) = req.into_parts();
@@ -151,6 +155,45 @@ pub async fn check(session: &Session, base_url: &str, req: Request) -> Result<Re
         _ => Err(forbidden()),
     }
 }
+
+/// A file upload (`multipart/form-data`): the `csrf_token` part must come before any
+/// file (the forms put it first), so the check reads only up to it; the body (at most
+/// the router's 256 KiB limit) is buffered and put back for the handler.
+async fn check_multipart(
+    req: Request,
+    content_type: &str,
+    expected: &str,
+) -> Result<Request, Response> {
+    let Ok(boundary) = multer::parse_boundary(content_type) else {
+        return Err(forbidden());
+    };
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = to_bytes(body, MAX_UPLOAD_BYTES).await else {
+        return Err(StatusCode::PAYLOAD_TOO_LARGE.into_response());
+    };
+    let stream = futures_util::stream::once({
+        let bytes = bytes.clone();
+        async move { Ok::<_, std::convert::Infallible>(bytes) }
+    });
+    let mut multipart = multer::Multipart::new(stream, boundary);
+    let mut sent = None;
+    while let Ok(Some(field)) = multipart.next_field().await {
+        if field.name() == Some(FORM_FIELD) {
+            sent = field.text().await.ok();
+            break;
+        }
+        if field.file_name().is_some() {
+            break;
+        }
+    }
+    match sent {
+        Some(sent) if matches(&sent, expected) => Ok(Request::from_parts(parts, Body::from(bytes))),
+        _ => Err(forbidden()),
+    }
+}
+
+/// Largest upload buffered for the check (the router refuses bigger bodies anyway).
+const MAX_UPLOAD_BYTES: usize = 256 * 1024;
 
 /// Whether `sent` is the session's token (constant-time).
 pub fn matches(sent: &str, expected: &str) -> bool {

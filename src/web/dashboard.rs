@@ -40,6 +40,10 @@ struct DashboardPage {
     usage_days: Vec<UsageDay>,
     usage_total: i64,
     entries: Vec<LedgerEntry>,
+    /// The workspace shows its owner's email to the reseller it came through.
+    shares_email: bool,
+    /// The user may change that (owner or admin).
+    can_manage: bool,
 }
 
 /// Days shown on the usage chart.
@@ -83,6 +87,8 @@ pub async fn show_dashboard(
         usage_days,
         usage_total,
         entries,
+        shares_email: member.workspace.shares_email,
+        can_manage: member.workspace.role.can_manage(),
     }
     .into_response())
 }

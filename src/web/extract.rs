@@ -51,6 +51,8 @@ impl AccountMember {
             sandbox: self.sandbox,
             flash: None,
             past_due: self.workspace.past_due,
+            branding: self.workspace.branding(),
+            reseller: self.workspace.is_reseller,
         }
     }
 

@@ -18,6 +18,9 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod limits;
+pub mod referral;
+pub mod reseller;
+pub mod reseller_api;
 pub mod sandbox_guard;
 pub mod settings;
 pub mod top_up;
@@ -163,6 +166,37 @@ pub fn router(
             "/settings/api-keys/{api_key_id}/revoke",
             post(settings::revoke_api_key),
         )
+        .route(
+            "/settings/reseller-sharing",
+            post(reseller::set_email_sharing),
+        )
+        .route("/reseller", get(reseller::show_overview))
+        .route("/reseller/customers", get(reseller::list_customers))
+        .route(
+            "/reseller/customers/{workspace_id}",
+            get(reseller::show_customer),
+        )
+        .route("/reseller/commissions", get(reseller::list_commissions))
+        .route("/reseller/payouts", get(reseller::list_payouts))
+        .route("/reseller/payouts/{payout_id}", get(reseller::show_payout))
+        .route(
+            "/reseller/payouts/{payout_id}/csv",
+            get(reseller::download_payout),
+        )
+        .route(
+            "/reseller/settings",
+            get(reseller::show_settings).post(reseller::save_branding),
+        )
+        .route("/reseller/settings/logo", post(reseller::upload_logo))
+        .route(
+            "/reseller/settings/logo/remove",
+            post(reseller::remove_logo),
+        )
+        .route("/reseller/api-keys", post(reseller::create_api_key))
+        .route(
+            "/reseller/api-keys/{key_id}/revoke",
+            post(reseller::revoke_api_key),
+        )
         .layer(middleware::from_fn_with_state(
             state.clone(),
             csrf::verify_csrf,
@@ -180,6 +214,26 @@ pub fn router(
     let machine_routes = Router::new()
         .route("/api/v1/usage", post(api::record_usage))
         .route("/api/v1/balance", get(api::show_balance))
+        .route(
+            "/api/v1/reseller/customers",
+            get(reseller_api::list_customers),
+        )
+        .route(
+            "/api/v1/reseller/customers/{id}",
+            get(reseller_api::show_customer),
+        )
+        .route(
+            "/api/v1/reseller/commissions",
+            get(reseller_api::list_commissions),
+        )
+        .route("/api/v1/reseller/payouts", get(reseller_api::list_payouts))
+        .route(
+            "/api/v1/reseller/payouts/{id}",
+            get(reseller_api::show_payout),
+        )
+        .route("/r/{code}", get(referral::follow_referral_link))
+        .route("/brand/{reseller_id}/logo", get(referral::serve_logo))
+        .route("/brand/{reseller_id}/theme.css", get(referral::serve_theme))
         .route("/webhooks/stripe", post(webhooks::receive_stripe_event))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz));

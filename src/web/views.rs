@@ -20,6 +20,11 @@ pub struct PageCtx {
     pub flash: Option<String>,
     /// Show the failed-payment banner (with a button to the customer portal).
     pub past_due: bool,
+    /// The reseller whose branding the page shows ("with …", logo, accent colour):
+    /// the workspace's, or on public pages the one serving the request's host.
+    pub branding: Option<crate::resellers::Branding>,
+    /// The user works for a reseller: the nav links its dashboard.
+    pub reseller: bool,
 }
 
 const FLASH_KEY: &str = "web.flash";

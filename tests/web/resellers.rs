@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 
 use crate::billing::subscribe;
-use crate::helpers::{TestApp, text};
+use crate::helpers::{TestApp, location, select, text};
 use crate::refunds::{buy, control, refund};
 
 /// A reseller at 20 % with a 30-day hold and a €50 minimum.
@@ -341,6 +341,530 @@ async fn a_payout_waits_for_its_minimum(pool: PgPool) {
     .await
     .unwrap();
     assert_eq!(run_jobs_at(&app, 31).await.len(), 1);
-    let _ = text;
-    let _ = ResellerRole::Owner;
+}
+
+/// A reseller whose owner is signed in on the returned client.
+async fn reseller_with_owner(app: &TestApp, code: &str) -> (TestApp, ResellerId) {
+    let id = reseller(app, code).await;
+    let owner = app.visitor();
+    let email = format!("owner@{code}.test");
+    owner.sign_up(&email).await;
+    let user: billfold::ids::UserId =
+        sqlx::query_scalar("select user_id from users where email = $1")
+            .bind(&email)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    let mut conn = app.db.acquire().await.unwrap();
+    resellers::add_member(&mut conn, id, user, ResellerRole::Owner)
+        .await
+        .unwrap();
+    (owner, id)
+}
+
+#[sqlx::test]
+async fn a_referral_link_counts_the_click_and_attributes_the_sign_up(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let (owner, partner) = reseller_with_owner(&app, "acme").await;
+    let visitor = app.visitor();
+    let res = visitor.get("/r/ACME").await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&res), "/signup");
+    let cookie = res
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(cookie.starts_with("billfold_ref=acme;"), "{cookie}");
+    assert!(
+        cookie.contains("Max-Age=2592000") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+
+    let ws = visitor.sign_up("grace@example.com").await;
+    let (reseller_id, via): (Option<ResellerId>, Option<String>) = sqlx::query_as(
+        "select reseller_id, attributed_via::text from workspaces where workspace_id = $1",
+    )
+    .bind(ws)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(reseller_id, Some(partner));
+    assert_eq!(via.as_deref(), Some("referral_link"));
+
+    // The customer sees who brought them; the reseller sees the click and the sign-up.
+    let (_, html) = visitor.get_html("/dashboard").await;
+    assert_eq!(
+        text(&html, "#partner-brand strong").as_deref(),
+        Some("Partner acme")
+    );
+    let (status, html) = owner.get_html("/reseller").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(text(&html, "#clicks-all").as_deref(), Some("1"));
+    assert_eq!(text(&html, "#signups-all").as_deref(), Some("1"));
+    let (_, html) = owner.get_html("/reseller/customers").await;
+    let rows = select(&html, "#customers tbody tr");
+    assert_eq!(rows.len(), 1);
+    let row = rows[0].text().collect::<String>();
+    assert!(row.contains("g***@example.com"), "email masked: {row}");
+    assert!(!row.contains("grace@"), "{row}");
+}
+
+#[sqlx::test]
+async fn unknown_or_closed_codes_land_on_sign_up_without_attribution(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let closed = reseller(&app, "gone").await;
+    sqlx::query("update resellers set status = 'closed' where reseller_id = $1")
+        .bind(closed)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    for path in ["/r/nobody", "/r/gone", "/r/%00%FF", "/r/a"] {
+        let visitor = app.visitor();
+        let res = visitor.get(path).await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "{path}");
+        assert!(res.headers().get("set-cookie").is_none(), "{path}");
+    }
+    // A reseller closed after the click attributes nothing.
+    let closing = reseller(&app, "closing").await;
+    let visitor = app.visitor();
+    assert_eq!(
+        visitor.get("/r/closing").await.status(),
+        StatusCode::SEE_OTHER
+    );
+    sqlx::query("update resellers set status = 'closed' where reseller_id = $1")
+        .bind(closing)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    visitor.sign_up("ada@example.com").await;
+    assert_eq!(
+        app.count("select count(*) from workspaces where reseller_id is not null")
+            .await,
+        0
+    );
+    assert_eq!(app.count("select count(*) from referral_clicks").await, 1);
+}
+
+#[sqlx::test]
+async fn a_sign_up_on_a_resellers_host_name_is_branded_and_attributed(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let partner = reseller(&app, "acme").await;
+    sqlx::query(
+        "update resellers set host_name = 'billing.acme.example', display_name = 'Acme Cloud',
+                accent_color = '#0f766e' where reseller_id = $1",
+    )
+    .bind(partner)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let visitor = app.visitor();
+    let res = visitor
+        .client
+        .get(visitor.url("/signup"))
+        .header("host", "billing.acme.example")
+        .send()
+        .await
+        .unwrap();
+    let html = scraper::Html::parse_document(&res.text().await.unwrap());
+    assert_eq!(
+        text(&html, "#partner-brand strong").as_deref(),
+        Some("Acme Cloud")
+    );
+    let theme = crate::helpers::attr(&html, "link[href^='/brand/']", "href").unwrap();
+    let css = visitor.get(&theme).await.text().await.unwrap();
+    assert!(css.contains("--brand: #0f766e"), "{css}");
+
+    let token = crate::helpers::attr(&html, "input[name=csrf_token]", "value").unwrap();
+    let res = visitor
+        .client
+        .post(visitor.url("/signup"))
+        .header("host", "billing.acme.example")
+        .form(&[
+            ("email", "ada@example.com"),
+            ("password", crate::helpers::PASSWORD),
+            ("csrf_token", token.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let via: Option<String> = sqlx::query_scalar(
+        "select attributed_via::text from workspaces w join memberships using (workspace_id)
+           join users u using (user_id) where u.email = 'ada@example.com'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(via.as_deref(), Some("host"));
+}
+
+#[sqlx::test]
+async fn the_reseller_pages_are_for_reseller_users_only(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let res = app.visitor().get("/reseller").await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert!(location(&res).starts_with("/login?next="));
+    app.sign_up("ada@example.com").await;
+    for path in [
+        "/reseller",
+        "/reseller/customers",
+        "/reseller/payouts",
+        "/reseller/settings",
+    ] {
+        assert_eq!(
+            app.get(path).await.status(),
+            StatusCode::FORBIDDEN,
+            "{path}"
+        );
+    }
+    let res = app.post_form("/reseller/api-keys", &[("name", "x")]).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+}
+
+/// Everything reseller B has, for A to try.
+struct Owned {
+    customer: WorkspaceId,
+    payout: billfold::ids::PayoutId,
+    key_id: String,
+}
+
+async fn customer_with_payout(app: &TestApp, partner: ResellerId, email: &str) -> Owned {
+    let customer = app.visitor();
+    let ws = customer.sign_up(email).await;
+    attribute(app, ws, partner).await;
+    for i in 1..=4 {
+        buy(
+            &customer,
+            ws,
+            &[("credit_pack", "pack_1000")],
+            100 + i * 1_000,
+        )
+        .await;
+    }
+    run_jobs_at(app, 31).await;
+    let payout = sqlx::query_scalar("select payout_id from payouts where reseller_id = $1")
+        .bind(partner)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    let key_id = sqlx::query_scalar::<_, uuid::Uuid>(
+        "insert into reseller_api_keys (reseller_id, name, key_prefix, key_hash)
+         values ($1, 'k', 'bfr_x', $2) returning reseller_api_key_id",
+    )
+    .bind(partner)
+    .bind(uuid::Uuid::new_v4().as_bytes().to_vec())
+    .fetch_one(&app.db)
+    .await
+    .unwrap()
+    .to_string();
+    Owned {
+        customer: ws,
+        payout,
+        key_id,
+    }
+}
+
+async fn reseller_key(owner: &TestApp) -> String {
+    let res = owner
+        .post_form("/reseller/api-keys", &[("name", "CRM sync")])
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let html = scraper::Html::parse_document(&res.text().await.unwrap());
+    text(&html, "#new-key-value").expect("key shown once")
+}
+
+async fn api(app: &TestApp, key: &str, path: &str) -> (StatusCode, Value) {
+    let res = app
+        .client
+        .get(app.url(path))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    (res.status(), res.json().await.unwrap())
+}
+
+#[sqlx::test]
+async fn every_reseller_route_answers_404_for_another_resellers_ids(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let (a_owner, a) = reseller_with_owner(&app, "alpha").await;
+    let (_b_owner, b) = reseller_with_owner(&app, "bravo").await;
+    let mine = customer_with_payout(&app, a, "mine@example.com").await;
+    let theirs = customer_with_payout(&app, b, "theirs@example.com").await;
+
+    // Pages and the CSV: mine answer, B's are 404.
+    for (path, ok) in [
+        (format!("/reseller/customers/{}", mine.customer), true),
+        (format!("/reseller/payouts/{}", mine.payout), true),
+        (format!("/reseller/payouts/{}/csv", mine.payout), true),
+        (format!("/reseller/customers/{}", theirs.customer), false),
+        (format!("/reseller/payouts/{}", theirs.payout), false),
+        (format!("/reseller/payouts/{}/csv", theirs.payout), false),
+        ("/reseller/customers/not-a-uuid".to_owned(), false),
+    ] {
+        let status = a_owner.get(&path).await.status();
+        let expected = if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::NOT_FOUND
+        };
+        assert_eq!(status, expected, "{path}");
+    }
+    let res = a_owner
+        .post_form(&format!("/reseller/api-keys/{}/revoke", theirs.key_id), &[])
+        .await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.count("select count(*) from reseller_api_keys where revoked_at is not null")
+            .await,
+        0
+    );
+    // Lists hold only A's.
+    for path in [
+        "/reseller/customers",
+        "/reseller/commissions",
+        "/reseller/payouts",
+        "/reseller",
+    ] {
+        let body = a_owner.get(path).await.text().await.unwrap();
+        assert!(!body.contains(&theirs.customer.to_string()), "{path}");
+        assert!(!body.contains(&theirs.payout.to_string()), "{path}");
+        assert!(!body.contains("t***@example.com"), "{path}");
+    }
+
+    // The API, with A's key.
+    let key = reseller_key(&a_owner).await;
+    for (path, ok) in [
+        (
+            format!("/api/v1/reseller/customers/{}", mine.customer),
+            true,
+        ),
+        (format!("/api/v1/reseller/payouts/{}", mine.payout), true),
+        (
+            format!("/api/v1/reseller/customers/{}", theirs.customer),
+            false,
+        ),
+        (format!("/api/v1/reseller/payouts/{}", theirs.payout), false),
+    ] {
+        let (status, body) = api(&app, &key, &path).await;
+        if ok {
+            assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        } else {
+            assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+            assert_eq!(body["error"]["code"], "not_found");
+        }
+    }
+    for path in [
+        "/api/v1/reseller/customers".to_owned(),
+        "/api/v1/reseller/commissions".to_owned(),
+        "/api/v1/reseller/payouts".to_owned(),
+        format!("/api/v1/reseller/commissions?customer={}", theirs.customer),
+    ] {
+        let (status, body) = api(&app, &key, &path).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            !body.to_string().contains("t***@example.com"),
+            "{path}: {body}"
+        );
+        assert!(
+            !body.to_string().contains(&theirs.customer.to_string()),
+            "{path}"
+        );
+    }
+}
+
+#[sqlx::test]
+async fn the_reseller_api_pages_with_cursors_and_refuses_bad_input_and_keys(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let (owner, partner) = reseller_with_owner(&app, "acme").await;
+    for i in 0..5 {
+        let ws = app.visitor().sign_up(&format!("c{i}@example.com")).await;
+        attribute(&app, ws, partner).await;
+    }
+    let key = reseller_key(&owner).await;
+    let mut seen = Vec::new();
+    let mut path = "/api/v1/reseller/customers?limit=2".to_owned();
+    loop {
+        let (status, body) = api(&app, &key, &path).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let data = body["data"].as_array().unwrap();
+        assert!(data.len() <= 2);
+        seen.extend(data.iter().map(|c| c["id"].as_str().unwrap().to_owned()));
+        match body["next_cursor"].as_str() {
+            Some(next) => path = format!("/api/v1/reseller/customers?limit=2&after={next}"),
+            None => break,
+        }
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 5, "every customer once");
+
+    for bad in [
+        "/api/v1/reseller/customers?limit=0",
+        "/api/v1/reseller/customers?after=garbage",
+        "/api/v1/reseller/commissions?status=void",
+        "/api/v1/reseller/commissions?month=2026-13",
+        "/api/v1/reseller/commissions?customer=x",
+        "/api/v1/reseller/payouts?unknown=1",
+    ] {
+        let (status, body) = api(&app, &key, bad).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_request", "{bad}");
+    }
+    // A metering key, a revoked key and no key are all 401.
+    app.sign_up("backend@example.com").await;
+    let metering = app.create_api_key("Backend").await;
+    for key in [metering.as_str(), "bfr_0000", ""] {
+        let (status, body) = api(&app, key, "/api/v1/reseller/customers").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{key}");
+        assert_eq!(body["error"]["code"], "invalid_api_key");
+    }
+}
+
+#[sqlx::test]
+async fn branding_is_validated_and_shown_to_referred_customers(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let (owner, partner) = reseller_with_owner(&app, "acme").await;
+    for (fields, message) in [
+        (vec![("accent_color", "#facc15")], "contrast"),
+        (vec![("accent_color", "red")], "hex colour"),
+        (vec![("host_name", "https://x.example/")], "host name"),
+        (vec![("display_name", &*"x".repeat(61))], "display name"),
+    ] {
+        let res = owner.post_form("/reseller/settings", &fields).await;
+        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let body = res.text().await.unwrap();
+        assert!(body.contains(message), "{message}");
+    }
+    assert_eq!(
+        app.count(
+            "select count(*) from resellers where accent_color is not null or host_name is not null"
+        )
+        .await,
+        0,
+        "nothing saved"
+    );
+    let res = owner
+        .post_form(
+            "/reseller/settings",
+            &[("display_name", "Acme Cloud"), ("accent_color", "#0F766E")],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+
+    // A logo: an SVG with a script is refused, a PNG is stored and served.
+    let upload = |name: &'static str, bytes: Vec<u8>| {
+        let owner = &owner;
+        async move {
+            let token = owner.csrf().await;
+            let form = reqwest::multipart::Form::new()
+                .text("csrf_token", token)
+                .part(
+                    "logo",
+                    reqwest::multipart::Part::bytes(bytes).file_name(name),
+                );
+            owner
+                .client
+                .post(owner.url("/reseller/settings/logo"))
+                .multipart(form)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let res = upload("x.svg", b"<svg onload=\"alert(1)\"></svg>".to_vec()).await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR\0\0\0\x40\0\0\0\x40".to_vec();
+    png.extend_from_slice(&[8, 6, 0, 0, 0, 0, 0, 0, 0]);
+    let res = upload("logo.png", png.clone()).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::SEE_OTHER,
+        "{}",
+        res.text().await.unwrap()
+    );
+    // Without the CSRF token the upload is refused.
+    let form = reqwest::multipart::Form::new().part(
+        "logo",
+        reqwest::multipart::Part::bytes(png.clone()).file_name("l.png"),
+    );
+    let res = owner
+        .client
+        .post(owner.url("/reseller/settings/logo"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+
+    let customer = app.visitor();
+    let ws = customer.sign_up("ada@example.com").await;
+    attribute(&app, ws, partner).await;
+    let (_, html) = customer.get_html("/dashboard").await;
+    assert_eq!(
+        text(&html, "#partner-brand strong").as_deref(),
+        Some("Acme Cloud")
+    );
+    let logo = crate::helpers::attr(&html, "#partner-brand img", "src").unwrap();
+    let res = customer.get(&logo).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["content-type"], "image/png");
+    assert!(
+        res.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("sandbox")
+    );
+    assert_eq!(res.bytes().await.unwrap().to_vec(), png);
+
+    // The customer chooses to share their email; the reseller then sees it.
+    let res = customer
+        .post_form("/settings/reseller-sharing", &[("share", "1")])
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let (_, html) = owner.get_html("/reseller/customers").await;
+    assert!(
+        text(&html, "#customers")
+            .unwrap()
+            .contains("ada@example.com")
+    );
+}
+
+#[sqlx::test]
+async fn a_payout_csv_lists_every_line_and_neutralises_formulas(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let (owner, partner) = reseller_with_owner(&app, "acme").await;
+    let owned = customer_with_payout(&app, partner, "ada@example.com").await;
+    sqlx::query(
+        "update workspaces set name = '=HYPERLINK(\"http://evil\")' where workspace_id = $1",
+    )
+    .bind(owned.customer)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let res = owner
+        .get(&format!("/reseller/payouts/{}/csv", owned.payout))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(
+        res.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment")
+    );
+    let body = res.text().await.unwrap();
+    let lines: Vec<&str> = body.lines().collect();
+    assert!(lines[0].starts_with("commission_id,kind,customer,source,source_id,earned_at"));
+    assert_eq!(
+        lines.len(),
+        1 + 4 + 1,
+        "header, four commissions, total: {body}"
+    );
+    assert!(lines[1].contains("'=HYPERLINK"), "{}", lines[1]);
+    assert!(
+        lines.last().unwrap().starts_with("total,") && lines.last().unwrap().contains(",5600,eur,")
+    );
 }
