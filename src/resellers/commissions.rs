@@ -44,6 +44,16 @@ pub enum Source {
     Invoice,
 }
 
+impl Source {
+    /// `top_up` or `invoice`, as the database, the CSV and the API write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TopUp => "top_up",
+            Self::Invoice => "invoice",
+        }
+    }
+}
+
 /// A commission's place in its lifecycle (Postgres enum `commission_status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type, serde::Serialize, serde::Deserialize)]
 #[sqlx(type_name = "commission_status", rename_all = "snake_case")]
@@ -86,6 +96,16 @@ pub enum CommissionKind {
     Commission,
     /// Follows a refund or dispute of the payment.
     Reversal,
+}
+
+impl CommissionKind {
+    /// `commission` or `reversal`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Commission => "commission",
+            Self::Reversal => "reversal",
+        }
+    }
 }
 
 /// A payment being applied, as the commission needs it.

@@ -598,9 +598,9 @@ pub fn payout_csv(payout: &PayoutRow, lines: &[CommissionRow]) -> anyhow::Result
     for c in lines {
         w.write_record([
             c.commission_id.to_string(),
-            format!("{:?}", c.kind).to_lowercase(),
+            c.kind.as_str().to_owned(),
             csv_text(&c.workspace_name),
-            format!("{:?}", c.source).to_lowercase(),
+            c.source.as_str().to_owned(),
             c.source_id.clone(),
             rfc(&c.earned_at)?,
             rfc(&c.approve_after)?,

@@ -473,3 +473,228 @@ async fn a_customer_subscribes_cancels_in_the_portal_and_is_back_on_free_after_t
     .await
     .expect("browser flow timed out");
 }
+
+#[sqlx::test]
+async fn a_referred_customer_pays_and_the_reseller_follows_commissions_to_a_paid_payout(
+    pool: PgPool,
+) {
+    tokio::time::timeout(Duration::from_secs(180), async {
+        let app = TestApp::spawn(pool).await;
+        let key = secrecy::SecretString::from(billfold::sandbox::SANDBOX_SECRET_KEY);
+        let stripe =
+            billfold::stripe::StripeClient::new(&key, Some(&format!("{}/sandbox/", app.base)))
+                .unwrap();
+        billfold::catalog::sync::sync(&app.db, &stripe)
+            .await
+            .unwrap();
+        let (_owner, partner) = crate::resellers::reseller_with_owner(&app, "acme").await;
+        // Small payouts, so this flow's few euros are paid out.
+        sqlx::query(
+            "update resellers set minimum_payout_minor = 100, display_name = 'Acme Partners',
+                    accent_color = '#0f766e' where reseller_id = $1",
+        )
+        .bind(partner)
+        .execute(&app.db)
+        .await
+        .unwrap();
+        let b = Browser::start().await;
+
+        // A visitor follows the referral link, lands on sign-up and signs up.
+        b.driver.goto(format!("{}/r/acme", app.base)).await.unwrap();
+        b.wait_for("form[action='/signup']").await;
+        b.sign_up(&app.base, "grace@example.com").await;
+        assert!(b.text_of("#partner-brand").await.contains("Acme Partners"));
+        let ws = app.workspace_of("grace@example.com").await;
+
+        // Buys a credit pack...
+        b.driver
+            .goto(format!("{}/billing/top-up", app.base))
+            .await
+            .unwrap();
+        b.wait_for("button[data-pack='pack_500']")
+            .await
+            .click()
+            .await
+            .unwrap();
+        b.wait_for("form[action$='/pay'] button[type=submit]")
+            .await
+            .click()
+            .await
+            .unwrap();
+        b.wait_for_text("#top-up-status h1", "Credits added").await;
+        // ...and a plan.
+        let billing = format!("{}/billing", app.base);
+        b.driver.goto(&billing).await.unwrap();
+        b.wait_for("[data-plan=pro] button")
+            .await
+            .click()
+            .await
+            .unwrap();
+        b.wait_for("form[action$='/pay'] button[type=submit]")
+            .await
+            .click()
+            .await
+            .unwrap();
+        b.wait_for("#current-plan").await;
+        b.reload_until(&billing, "#invoices", "€49.00").await;
+        b.driver
+            .goto(format!("{}/dashboard", app.base))
+            .await
+            .unwrap();
+        b.wait_for("#partner-sharing").await;
+        b.screenshot("dashboard-referred").await;
+
+        // The reseller signs in and lands on its dashboard: the click, the sign-up, two
+        // pending commissions (20 % of €40.00 and of €49.00) and today's revenue.
+        b.wait_for("form[action='/logout'] button")
+            .await
+            .click()
+            .await
+            .unwrap();
+        b.wait_for("#email").await.send_keys("owner@acme.test").await.unwrap();
+        b.wait_for("#password").await.send_keys(PASSWORD).await.unwrap();
+        b.wait_for("form[action='/login'] button[type=submit]")
+            .await
+            .click()
+            .await
+            .unwrap();
+        b.wait_for("#referral-link").await;
+        assert_eq!(b.text_of("#clicks-all").await, "1");
+        assert_eq!(b.text_of("#signups-all").await, "1");
+        assert_eq!(b.text_of("#paying-all").await, "1");
+        assert_eq!(b.text_of("#pending-eur").await, "€17.80");
+        assert_eq!(b.text_of("#approved-eur").await, "€0.00");
+        let link = b
+            .wait_for("#referral-link")
+            .await
+            .attr("value")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(link.ends_with("/r/acme"), "{link}");
+        b.screenshot("reseller-overview").await;
+        // The chart's range switch (htmx swaps the chart only).
+        b.wait_for("a[href='/reseller?range=12m']")
+            .await
+            .click()
+            .await
+            .unwrap();
+        b.wait_for_text("#revenue-chart figcaption", "last 12 months")
+            .await;
+        let title = b.wait_for("#revenue-chart svg title").await;
+        assert!(title.inner_html().await.unwrap().contains("per month"));
+        b.driver
+            .goto(format!("{}/reseller/commissions?status=pending", app.base))
+            .await
+            .unwrap();
+        b.wait_for("#commissions").await;
+        assert_eq!(
+            b.driver
+                .find_all(By::Css("#commissions tbody tr"))
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+        b.screenshot("reseller-commissions").await;
+        b.driver
+            .goto(format!("{}/reseller/customers", app.base))
+            .await
+            .unwrap();
+        assert!(b.text_of("#customers").await.contains("g***@example.com"));
+        b.screenshot("reseller-customers").await;
+        b.driver
+            .goto(format!("{}/reseller/settings", app.base))
+            .await
+            .unwrap();
+        b.wait_for("#brand-preview").await;
+        b.screenshot("reseller-settings").await;
+
+        // The sandbox clock passes the hold period: approved, then a payout is drafted.
+        crate::billing::advance_days(&app, 31).await;
+        app.settle().await;
+        let run_jobs = || async {
+            let mut tx = app.app_db.begin().await.unwrap();
+            let now = billfold::database::stripe_now(&mut tx, true).await.unwrap();
+            billfold::resellers::commissions::approve_due(&mut tx, now)
+                .await
+                .unwrap();
+            let drafted = billfold::resellers::commissions::draft_payouts(&mut tx, now)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            drafted
+        };
+        let first = run_jobs().await;
+        assert_eq!(first.len(), 1);
+        let payout_url = format!("{}/reseller/payouts/{}", app.base, first[0]);
+        b.driver.goto(&payout_url).await.unwrap();
+        assert_eq!(b.text_of("#payout-status").await, "On its way");
+        assert_eq!(b.text_of("h1").await, "Payout of €17.80");
+        // The CSV, as the browser downloads it.
+        let csv: String = b
+            .driver
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 fetch(document.querySelector('a[href$=\"/csv\"]').href).then(r => r.text()).then(done);",
+                Vec::new(),
+            )
+            .await
+            .unwrap()
+            .convert()
+            .unwrap();
+        assert_eq!(csv.lines().count(), 4, "header, two lines, total: {csv}");
+        assert!(csv.lines().last().unwrap().contains(",1780,eur,"), "{csv}");
+
+        // Marked paid (what `billfold payouts mark-paid` does): the reseller sees it.
+        {
+            let mut conn = app.app_db.acquire().await.unwrap();
+            billfold::resellers::commissions::mark_paid(&mut conn, first[0], "SEPA-2026-12")
+                .await
+                .unwrap();
+        }
+        b.driver.goto(&payout_url).await.unwrap();
+        assert!(b.text_of("#payout-status").await.starts_with("Paid"));
+        b.screenshot("reseller-payout-paid").await;
+
+        // The pack is refunded in the sandbox: a reversal appears, approved at once, and
+        // the next payout is smaller by it.
+        let session: String = sqlx::query_scalar(
+            "select stripe_checkout_session_id from top_ups where workspace_id = $1",
+        )
+        .bind(ws)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+        crate::refunds::refund(&app, &session, None).await;
+        let commissions = format!("{}/reseller/commissions", app.base);
+        b.reload_until(&commissions, "#commissions", "Refund of a top-up")
+            .await;
+        assert!(b.text_of("#commissions").await.contains("-€8.00"));
+        crate::billing::advance_days(&app, 31).await;
+        app.settle().await;
+        let second = run_jobs().await;
+        assert_eq!(second.len(), 1);
+        b.driver
+            .goto(format!("{}/reseller/payouts/{}", app.base, second[0]))
+            .await
+            .unwrap();
+        // The first renewal (€9.80) less the clawback (€8.00).
+        assert_eq!(b.text_of("h1").await, "Payout of €1.80");
+        assert!(b.text_of("#payout-lines").await.contains("-€8.00"));
+        b.screenshot("reseller-payout-clawback").await;
+        b.driver
+            .goto(format!("{}/reseller/payouts", app.base))
+            .await
+            .unwrap();
+        b.wait_for("#payouts").await;
+        b.screenshot("reseller-payouts").await;
+        b.driver.goto(format!("{}/reseller", app.base)).await.unwrap();
+        b.wait_for("#referral-link").await;
+        assert_eq!(b.text_of("#paid-eur").await, "€17.80");
+        b.screenshot("reseller-overview-later").await;
+        b.driver.clone().quit().await.unwrap();
+    })
+    .await
+    .expect("browser flow timed out");
+}

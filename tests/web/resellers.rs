@@ -344,7 +344,7 @@ async fn a_payout_waits_for_its_minimum(pool: PgPool) {
 }
 
 /// A reseller whose owner is signed in on the returned client.
-async fn reseller_with_owner(app: &TestApp, code: &str) -> (TestApp, ResellerId) {
+pub(crate) async fn reseller_with_owner(app: &TestApp, code: &str) -> (TestApp, ResellerId) {
     let id = reseller(app, code).await;
     let owner = app.visitor();
     let email = format!("owner@{code}.test");
