@@ -163,6 +163,94 @@ async fn seed_demo_creates_the_demo_logins_once_with_a_consistent_ledger(pool: P
 }
 
 #[sqlx::test]
+async fn seed_demo_gives_the_demo_reseller_a_living_dashboard(pool: PgPool) {
+    use billfold::resellers::commissions::CommissionStatus;
+    let url = url_of(&pool).await;
+    let out = billfold(&url, &["seed-demo"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut conn = pool.acquire().await.unwrap();
+    let user = billfold::accounts::db::find_by_email(&mut conn, "reseller@billfold.test")
+        .await
+        .unwrap()
+        .unwrap();
+    let member = billfold::resellers::member_of(&mut conn, user.user_id)
+        .await
+        .unwrap()
+        .expect("the demo reseller user belongs to a reseller");
+    assert_eq!(member.role, billfold::resellers::ResellerRole::Owner);
+    assert_eq!(member.reseller.referral_code, "acme");
+    let reseller = member.reseller.reseller_id;
+
+    let funnel = billfold::resellers::db::funnel(&mut conn, reseller, None)
+        .await
+        .unwrap();
+    assert!(funnel.signups >= 6, "{funnel:?}");
+    assert!(funnel.clicks > funnel.signups, "{funnel:?}");
+    let months: i64 = sqlx::query_scalar(
+        "select count(distinct date_trunc('month', attributed_at)) from workspaces
+          where reseller_id = $1",
+    )
+    .bind(reseller)
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    assert!(months >= 3, "attributed over months, not all today");
+
+    let states: Vec<CommissionStatus> = sqlx::query_scalar(
+        "select distinct status from commissions where reseller_id = $1 and kind = 'commission'",
+    )
+    .bind(reseller)
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    for state in [
+        CommissionStatus::Pending,
+        CommissionStatus::Approved,
+        CommissionStatus::Paid,
+    ] {
+        assert!(
+            states.contains(&state),
+            "no {state:?} commission: {states:?}"
+        );
+    }
+    let payouts = billfold::resellers::db::payouts(&mut conn, reseller, None, 10)
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(payouts.len(), 1, "{payouts:?}");
+    assert!(payouts[0].is_paid() && payouts[0].reference.is_some());
+    let clawbacks: i64 = sqlx::query_scalar(
+        "select count(*) from commissions
+          where reseller_id = $1 and kind = 'reversal' and amount_minor < 0
+            and status = 'approved' and payout_id is null",
+    )
+    .bind(reseller)
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    assert!(
+        clawbacks >= 1,
+        "a refund's reversal waits for the next payout"
+    );
+
+    let workspaces: Vec<billfold::ids::WorkspaceId> =
+        sqlx::query_scalar("select workspace_id from workspaces")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+    for ws in workspaces {
+        let check = billfold::ledger::db::check_balance(&mut conn, ws)
+            .await
+            .unwrap();
+        assert!(check.is_ok(), "{check:?}");
+    }
+}
+
+#[sqlx::test]
 async fn seed_demo_refuses_outside_sandbox_mode_with_one_clear_line(pool: PgPool) {
     let url = url_of(&pool).await;
     let live = command(&url, &["seed-demo"])
