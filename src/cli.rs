@@ -1,5 +1,6 @@
 //! The command line: `billfold [serve]`, `worker`, `migrate`, `seed-demo`,
-//! `create-user`, `api-key create`, `stripe sync`, `sandbox advance|refund|dispute`,
+//! `create-user`, `api-key create`, `resellers create`,
+//! `payouts list|draft|mark-paid|csv`, `stripe sync`, `sandbox advance|refund|dispute`,
 //! `db url`. Configuration comes from the environment (see [`crate::config`]); flags
 //! only say what to do.
 
@@ -8,6 +9,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, StripeMode};
+use crate::ids::PayoutId;
+use crate::resellers::{
+    self,
+    commissions::{self, MarkedPaid},
+};
 use crate::startup::{self, Application};
 use crate::{accounts, api_keys, demo, telemetry};
 
@@ -48,6 +54,16 @@ enum Command {
         #[command(subcommand)]
         command: ApiKeyCommand,
     },
+    /// Manage resellers (issue 7).
+    Resellers {
+        #[command(subcommand)]
+        command: ResellersCommand,
+    },
+    /// Reseller payouts: list, draft, record the bank transfer, export for accounting.
+    Payouts {
+        #[command(subcommand)]
+        command: PayoutsCommand,
+    },
     /// Stripe helpers.
     Stripe {
         #[command(subcommand)]
@@ -76,6 +92,55 @@ enum ApiKeyCommand {
         /// A name to recognise the key by.
         #[arg(long)]
         name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ResellersCommand {
+    /// Create a reseller; prints its referral link's path (`/r/{code}`).
+    Create {
+        /// Its name (1 to 100 characters).
+        #[arg(long)]
+        name: String,
+        /// Its referral code: 3 to 32 of a-z, 0-9 and -.
+        #[arg(long)]
+        code: String,
+        /// Commission rate in basis points (2000 = 20 %), 0 to 10000.
+        #[arg(long)]
+        rate_bps: i32,
+        /// Days between a payment and its commission's approval (the refund window).
+        #[arg(long, default_value_t = 30)]
+        hold_days: i32,
+        /// Make this existing user the reseller's owner.
+        #[arg(long)]
+        owner_email: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PayoutsCommand {
+    /// List payouts, newest first, one per line (tab-separated): id, reseller code,
+    /// currency, amount, status, created, reference.
+    List {
+        /// Only this reseller's (its referral code).
+        #[arg(long)]
+        reseller: Option<String>,
+    },
+    /// Approve commissions past their hold period and draft the payouts due, now, on
+    /// Stripe's clock (the sandbox clock in sandbox mode), as the background jobs do.
+    Draft,
+    /// Record that a payout was transferred (idempotent: a paid payout stays as it was).
+    MarkPaid {
+        /// The payout's id.
+        payout_id: String,
+        /// The bank transfer's reference (1 to 200 characters).
+        #[arg(long)]
+        reference: String,
+    },
+    /// Write a payout's lines as CSV to stdout (for the accountant).
+    Csv {
+        /// The payout's id.
+        payout_id: String,
     },
 }
 
@@ -221,6 +286,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             finish(owner, pg).await
         }
+        Command::Resellers { command } => resellers_command(config, command).await,
+        Command::Payouts { command } => payouts_command(config, command).await,
         #[cfg(feature = "sandbox")]
         Command::Sandbox { command } => sandbox_command(config, command).await,
         Command::Stripe {
@@ -320,6 +387,224 @@ async fn sandbox_command(config: Config, command: SandboxCommand) -> anyhow::Res
     db.close().await;
     finish(owner, pg).await?;
     result
+}
+
+async fn resellers_command(config: Config, command: ResellersCommand) -> anyhow::Result<()> {
+    let (owner, pg) = startup::connect(&config).await?;
+    let db = startup::prepare(&config, &owner, pg.as_ref()).await?;
+    let result = match command {
+        ResellersCommand::Create {
+            name,
+            code,
+            rate_bps,
+            hold_days,
+            owner_email,
+        } => {
+            create_reseller(
+                &db,
+                &name,
+                &code,
+                rate_bps,
+                hold_days,
+                owner_email.as_deref(),
+            )
+            .await
+        }
+    };
+    db.close().await;
+    finish(owner, pg).await?;
+    result
+}
+
+/// `billfold resellers create`: the reseller and, with `owner_email`, its owner, in one
+/// transaction (an error leaves nothing behind).
+async fn create_reseller(
+    db: &sqlx::PgPool,
+    name: &str,
+    code: &str,
+    rate_bps: i32,
+    hold_days: i32,
+    owner_email: Option<&str>,
+) -> anyhow::Result<()> {
+    let name = name.trim();
+    anyhow::ensure!(
+        (1..=100).contains(&name.chars().count()) && !name.chars().any(char::is_control),
+        "--name must be 1 to 100 characters"
+    );
+    let code = resellers::parse_referral_code(code).ok_or_else(|| {
+        anyhow::anyhow!("--code must be 3 to 32 of a-z, 0-9 and -, starting with a letter or digit")
+    })?;
+    anyhow::ensure!(
+        (0..=10_000).contains(&rate_bps),
+        "--rate-bps must be from 0 to 10000 (2000 = 20 %)"
+    );
+    anyhow::ensure!(
+        (0..=365).contains(&hold_days),
+        "--hold-days must be from 0 to 365"
+    );
+    let mut tx = db.begin().await?;
+    let owner = match owner_email {
+        Some(email) => {
+            let user = accounts::db::find_by_email(&mut tx, &email.trim().to_lowercase())
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no user with email {email}"))?;
+            if let Some(m) = resellers::member_of(&mut tx, user.user_id).await? {
+                anyhow::bail!(
+                    "{email} already belongs to reseller {} (a user belongs to at most one)",
+                    m.reseller.referral_code
+                );
+            }
+            Some(user)
+        }
+        None => None,
+    };
+    let reseller_id = resellers::create(
+        &mut tx,
+        &resellers::NewReseller {
+            name,
+            referral_code: &code,
+            commission_rate_bps: rate_bps,
+            hold_days,
+        },
+    )
+    .await
+    .map_err(|e| match e.downcast_ref::<sqlx::Error>() {
+        // `referral_code` is the only unique column set here.
+        Some(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+            anyhow::anyhow!("a reseller with code {code} exists already")
+        }
+        _ => e,
+    })?;
+    if let Some(user) = &owner {
+        resellers::add_member(
+            &mut tx,
+            reseller_id,
+            user.user_id,
+            resellers::ResellerRole::Owner,
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    println!("/r/{code}");
+    eprintln!(
+        "created reseller {name:?} ({}, {}-day hold){}",
+        resellers::rate_label(rate_bps),
+        hold_days,
+        owner
+            .map(|u| format!(", owned by {}", u.email))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
+async fn payouts_command(config: Config, command: PayoutsCommand) -> anyhow::Result<()> {
+    let (owner, pg) = startup::connect(&config).await?;
+    let db = startup::prepare(&config, &owner, pg.as_ref()).await?;
+    let result = match command {
+        PayoutsCommand::List { reseller } => list_payouts(&db, reseller.as_deref()).await,
+        PayoutsCommand::Draft => startup::draft_payouts_now(&config, &db).await.map(|run| {
+            println!(
+                "{} commission(s) approved as of {}",
+                run.approved,
+                rfc3339(run.now)
+            );
+            if run.drafted.is_empty() {
+                println!("no payout due");
+            }
+            for p in &run.drafted {
+                println!("drafted {}", payout_line(p));
+            }
+        }),
+        PayoutsCommand::MarkPaid {
+            payout_id,
+            reference,
+        } => mark_payout_paid(&db, &payout_id, &reference).await,
+        PayoutsCommand::Csv { payout_id } => payout_csv(&db, &payout_id).await,
+    };
+    db.close().await;
+    finish(owner, pg).await?;
+    result
+}
+
+fn parse_payout_id(raw: &str) -> anyhow::Result<PayoutId> {
+    raw.trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{raw:?} is not a payout id (a UUID)"))
+}
+
+fn rfc3339(at: time::OffsetDateTime) -> String {
+    at.to_offset(time::UtcOffset::UTC)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| at.to_string())
+}
+
+/// One payout, tab-separated: id, reseller code, currency, amount, status, created,
+/// reference (`-` until paid).
+fn payout_line(p: &resellers::db::BackOfficePayout) -> String {
+    let row = &p.payout;
+    format!(
+        "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+        row.payout_id,
+        p.referral_code,
+        row.currency,
+        row.amount(),
+        row.status,
+        rfc3339(row.created_at),
+        row.reference.as_deref().unwrap_or("-")
+    )
+}
+
+async fn list_payouts(db: &sqlx::PgPool, reseller: Option<&str>) -> anyhow::Result<()> {
+    let mut conn = db.acquire().await?;
+    let reseller_id = match reseller {
+        Some(code) => Some(
+            resellers::db::reseller_by_code(&mut conn, code.trim())
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no reseller with code {code}"))?,
+        ),
+        None => None,
+    };
+    let payouts = resellers::db::back_office_payouts(&mut conn, reseller_id).await?;
+    if payouts.is_empty() {
+        eprintln!("no payouts");
+    }
+    for p in &payouts {
+        println!("{}", payout_line(p));
+    }
+    Ok(())
+}
+
+async fn mark_payout_paid(db: &sqlx::PgPool, raw_id: &str, reference: &str) -> anyhow::Result<()> {
+    let payout_id = parse_payout_id(raw_id)?;
+    let mut tx = db.begin().await?;
+    let marked = commissions::mark_paid(&mut tx, payout_id, reference).await?;
+    tx.commit().await?;
+    match marked {
+        MarkedPaid::Paid => println!("marked paid"),
+        MarkedPaid::AlreadyPaid { reference } => {
+            println!("already paid with reference {reference}")
+        }
+    }
+    Ok(())
+}
+
+async fn payout_csv(db: &sqlx::PgPool, raw_id: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let payout_id = parse_payout_id(raw_id)?;
+    let mut tx = db.begin().await?;
+    let reseller_id = resellers::db::payout_reseller(&mut tx, payout_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no payout {payout_id}"))?;
+    let payout = resellers::db::payout(&mut tx, reseller_id, payout_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no payout {payout_id}"))?;
+    let lines = resellers::db::payout_lines(&mut tx, reseller_id, payout_id).await?;
+    tx.commit().await?;
+    let csv = resellers::db::payout_csv(&payout, &lines)?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&csv)?;
+    out.flush()?;
+    Ok(())
 }
 
 /// Closes the pool and stops an embedded server this command started.

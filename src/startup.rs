@@ -354,6 +354,35 @@ pub fn job_runner(
         .every(crate::jobs::PURGE_JOB, Duration::from_secs(86_400))
 }
 
+/// What `billfold payouts draft` did.
+#[derive(Debug, Clone)]
+pub struct PayoutRun {
+    /// Stripe's clock when it ran.
+    pub now: time::OffsetDateTime,
+    /// Commissions (and reversals) approved now.
+    pub approved: u64,
+    /// Payouts drafted now.
+    pub drafted: Vec<crate::resellers::db::BackOfficePayout>,
+}
+
+/// `billfold payouts draft`: the approval and payout jobs run once, now, in one
+/// transaction, on Stripe's clock as the jobs are (the sandbox clock in sandbox mode).
+/// Drafts at most one payout per reseller, currency and month, as the job does.
+pub async fn draft_payouts_now(config: &Config, db: &PgPool) -> anyhow::Result<PayoutRun> {
+    let mut tx = db.begin().await?;
+    let now = database::stripe_now(&mut tx, config.stripe_sandbox()).await?;
+    let approved = commissions::approve_due(&mut tx, now).await?;
+    let ids = commissions::draft_payouts(&mut tx, now).await?;
+    let mut drafted = crate::resellers::db::back_office_payouts(&mut tx, None).await?;
+    drafted.retain(|p| ids.contains(&p.payout.payout_id));
+    tx.commit().await?;
+    Ok(PayoutRun {
+        now,
+        approved,
+        drafted,
+    })
+}
+
 /// `billfold worker`: the background jobs alone, no HTTP, until SIGINT/SIGTERM.
 pub async fn run_worker(config: Config) -> anyhow::Result<()> {
     let (owner, embedded) = connect(&config).await?;

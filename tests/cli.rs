@@ -139,7 +139,11 @@ async fn seed_demo_creates_the_demo_logins_once_with_a_consistent_ledger(pool: P
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert_eq!(users, 3);
+    assert_eq!(
+        users,
+        3 + 8,
+        "the demo logins and the demo reseller's customers"
+    );
     let workspaces: Vec<billfold::ids::WorkspaceId> =
         sqlx::query_scalar("select workspace_id from workspaces")
             .fetch_all(&pool)
@@ -156,6 +160,94 @@ async fn seed_demo_creates_the_demo_logins_once_with_a_consistent_ledger(pool: P
         .await
         .unwrap();
     assert_eq!(usage, 14, "two weeks of demo usage for the chart");
+}
+
+#[sqlx::test]
+async fn seed_demo_gives_the_demo_reseller_a_living_dashboard(pool: PgPool) {
+    use billfold::resellers::commissions::CommissionStatus;
+    let url = url_of(&pool).await;
+    let out = billfold(&url, &["seed-demo"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut conn = pool.acquire().await.unwrap();
+    let user = billfold::accounts::db::find_by_email(&mut conn, "reseller@billfold.test")
+        .await
+        .unwrap()
+        .unwrap();
+    let member = billfold::resellers::member_of(&mut conn, user.user_id)
+        .await
+        .unwrap()
+        .expect("the demo reseller user belongs to a reseller");
+    assert_eq!(member.role, billfold::resellers::ResellerRole::Owner);
+    assert_eq!(member.reseller.referral_code, "acme");
+    let reseller = member.reseller.reseller_id;
+
+    let funnel = billfold::resellers::db::funnel(&mut conn, reseller, None)
+        .await
+        .unwrap();
+    assert!(funnel.signups >= 6, "{funnel:?}");
+    assert!(funnel.clicks > funnel.signups, "{funnel:?}");
+    let months: i64 = sqlx::query_scalar(
+        "select count(distinct date_trunc('month', attributed_at)) from workspaces
+          where reseller_id = $1",
+    )
+    .bind(reseller)
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    assert!(months >= 3, "attributed over months, not all today");
+
+    let states: Vec<CommissionStatus> = sqlx::query_scalar(
+        "select distinct status from commissions where reseller_id = $1 and kind = 'commission'",
+    )
+    .bind(reseller)
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    for state in [
+        CommissionStatus::Pending,
+        CommissionStatus::Approved,
+        CommissionStatus::Paid,
+    ] {
+        assert!(
+            states.contains(&state),
+            "no {state:?} commission: {states:?}"
+        );
+    }
+    let payouts = billfold::resellers::db::payouts(&mut conn, reseller, None, 10)
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(payouts.len(), 1, "{payouts:?}");
+    assert!(payouts[0].is_paid() && payouts[0].reference.is_some());
+    let clawbacks: i64 = sqlx::query_scalar(
+        "select count(*) from commissions
+          where reseller_id = $1 and kind = 'reversal' and amount_minor < 0
+            and status = 'approved' and payout_id is null",
+    )
+    .bind(reseller)
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    assert!(
+        clawbacks >= 1,
+        "a refund's reversal waits for the next payout"
+    );
+
+    let workspaces: Vec<billfold::ids::WorkspaceId> =
+        sqlx::query_scalar("select workspace_id from workspaces")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+    for ws in workspaces {
+        let check = billfold::ledger::db::check_balance(&mut conn, ws)
+            .await
+            .unwrap();
+        assert!(check.is_ok(), "{check:?}");
+    }
 }
 
 #[sqlx::test]
@@ -579,4 +671,255 @@ async fn stopping_the_server_while_it_starts_is_quiet(pool: PgPool) {
     assert!(status.success(), "{status:?}\n\nlogs:\n{logs}");
     assert!(logs.contains("shutting down"), "{logs}");
     assert_quiet(&logs, "stopped while starting");
+}
+
+/// Asserts a command succeeded; returns its stdout.
+fn succeeded(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Asserts a command failed with exit code 1 and one line on stderr; returns the line.
+fn failed_with_one_line(out: &std::process::Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    stderr
+}
+
+#[sqlx::test]
+async fn resellers_create_makes_a_reseller_owned_by_an_existing_user(pool: PgPool) {
+    let url = url_of(&pool).await;
+    succeeded(&billfold(
+        &url,
+        &[
+            "create-user",
+            "--email",
+            "owner@example.com",
+            "--password",
+            "a long enough password",
+        ],
+    ));
+
+    let out = billfold(
+        &url,
+        &[
+            "resellers",
+            "create",
+            "--name",
+            "Acme Partners",
+            "--code",
+            "acme",
+            "--rate-bps",
+            "2000",
+            "--hold-days",
+            "14",
+            "--owner-email",
+            "Owner@Example.com",
+        ],
+    );
+    assert_eq!(succeeded(&out).trim(), "/r/acme");
+    let (rate, hold, role): (i32, i32, String) = sqlx::query_as(
+        "select r.commission_rate_bps, r.hold_days, m.role::text
+           from resellers r join reseller_members m using (reseller_id)
+           join users u using (user_id)
+          where r.referral_code = 'acme' and u.email = 'owner@example.com'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((rate, hold, role.as_str()), (2000, 14, "owner"));
+
+    let create = |code: &'static str, owner: &'static str| {
+        let mut args = vec![
+            "resellers",
+            "create",
+            "--name",
+            "Other",
+            "--code",
+            code,
+            "--rate-bps",
+            "1000",
+        ];
+        if !owner.is_empty() {
+            args.extend(["--owner-email", owner]);
+        }
+        billfold(&url, &args)
+    };
+    assert_eq!(
+        failed_with_one_line(&create("other", "nobody@example.com")),
+        "error: no user with email nobody@example.com"
+    );
+    assert_eq!(
+        failed_with_one_line(&create("acme", "")),
+        "error: a reseller with code acme exists already"
+    );
+    assert!(failed_with_one_line(&create("a/b", "")).contains("--code"));
+    assert!(
+        failed_with_one_line(&create("other", "owner@example.com"))
+            .contains("already belongs to reseller acme")
+    );
+    let resellers: i64 = sqlx::query_scalar("select count(*) from resellers")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(resellers, 1, "a refused creation leaves nothing behind");
+}
+
+/// A reseller `acme` (20 %) whose one customer paid €400 forty days ago: €80 of
+/// commission past its 30-day hold, not approved yet.
+async fn reseller_with_a_commission_due(pool: &PgPool, url: &str) {
+    succeeded(&billfold(
+        url,
+        &[
+            "create-user",
+            "--email",
+            "ada@example.com",
+            "--password",
+            "a long enough password",
+        ],
+    ));
+    succeeded(&billfold(
+        url,
+        &[
+            "resellers",
+            "create",
+            "--name",
+            "Acme Partners",
+            "--code",
+            "acme",
+            "--rate-bps",
+            "2000",
+        ],
+    ));
+    let (ws, reseller): (billfold::ids::WorkspaceId, billfold::ids::ResellerId) =
+        sqlx::query_as("select w.workspace_id, r.reseller_id from workspaces w, resellers r")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    assert!(
+        billfold::resellers::attribute(
+            &mut tx,
+            ws,
+            reseller,
+            billfold::resellers::AttributionChannel::Admin
+        )
+        .await
+        .unwrap()
+    );
+    let earned = billfold::resellers::commissions::record_payment(
+        &mut tx,
+        &billfold::resellers::commissions::Payment {
+            source: billfold::resellers::commissions::Source::Invoice,
+            source_id: "in_cli_1",
+            payment_intent_id: None,
+            workspace_id: ws,
+            amount_paid: 40_000,
+            tax: 0,
+            currency: "eur",
+            paid_at: time::OffsetDateTime::now_utc() - time::Duration::days(40),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(earned.is_some());
+    tx.commit().await.unwrap();
+}
+
+#[sqlx::test]
+async fn payouts_draft_then_mark_paid_is_idempotent_and_an_unknown_payout_is_one_line(
+    pool: PgPool,
+) {
+    let url = url_of(&pool).await;
+    reseller_with_a_commission_due(&pool, &url).await;
+
+    let drafted = succeeded(&billfold(&url, &["payouts", "draft"]));
+    assert!(
+        drafted.starts_with("1 commission(s) approved as of "),
+        "{drafted}"
+    );
+    let line = drafted
+        .lines()
+        .find_map(|l| l.strip_prefix("drafted "))
+        .expect(&drafted)
+        .to_owned();
+    let fields: Vec<&str> = line.split('\t').collect();
+    assert_eq!(fields[1..5], ["acme", "eur", "€80.00", "draft"], "{line}");
+    assert_eq!(fields[6], "-", "no reference before it is paid");
+    let id = fields[0].to_owned();
+    let again = succeeded(&billfold(&url, &["payouts", "draft"]));
+    assert!(again.contains("no payout due"), "{again}");
+
+    let listed = succeeded(&billfold(&url, &["payouts", "list", "--reseller", "acme"]));
+    assert_eq!(listed.trim(), line);
+    assert_eq!(
+        failed_with_one_line(&billfold(&url, &["payouts", "list", "--reseller", "nope"])),
+        "error: no reseller with code nope"
+    );
+
+    let mark = |id: &str, reference: &str| {
+        billfold(
+            &url,
+            &["payouts", "mark-paid", id, "--reference", reference],
+        )
+    };
+    assert!(failed_with_one_line(&mark(&id, " ")).contains("reference"));
+    assert_eq!(succeeded(&mark(&id, "SEPA-2026-12")).trim(), "marked paid");
+    assert_eq!(
+        succeeded(&mark(&id, "SEPA-OTHER")).trim(),
+        "already paid with reference SEPA-2026-12"
+    );
+    let (status, reference): (String, String) =
+        sqlx::query_as("select status::text, reference from payouts")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (status.as_str(), reference.as_str()),
+        ("paid", "SEPA-2026-12")
+    );
+    let unpaid: i64 = sqlx::query_scalar("select count(*) from commissions where status <> 'paid'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(unpaid, 0, "its commissions are paid with it");
+
+    let unknown = uuid::Uuid::new_v4().to_string();
+    assert_eq!(
+        failed_with_one_line(&mark(&unknown, "SEPA-1")),
+        format!("error: no payout {unknown}")
+    );
+    assert!(failed_with_one_line(&mark("not-an-id", "SEPA-1")).contains("not a payout id"));
+}
+
+#[sqlx::test]
+async fn payouts_csv_writes_the_payout_with_its_header_and_total(pool: PgPool) {
+    let url = url_of(&pool).await;
+    reseller_with_a_commission_due(&pool, &url).await;
+    succeeded(&billfold(&url, &["payouts", "draft"]));
+    let id: billfold::ids::PayoutId = sqlx::query_scalar("select payout_id from payouts")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+
+    let csv = succeeded(&billfold(&url, &["payouts", "csv", &id.to_string()]));
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "commission_id,kind,customer,source,source_id,earned_at,approved_after,payment_net_minor,rate_bps,amount_minor,currency,payout_id,payout_reference"
+    );
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(lines[1].contains(",in_cli_1,"), "{csv}");
+    assert_eq!(lines[2], format!("total,,,,,,,,,8000,eur,{id},"));
+
+    let unknown = uuid::Uuid::new_v4().to_string();
+    assert_eq!(
+        failed_with_one_line(&billfold(&url, &["payouts", "csv", &unknown])),
+        format!("error: no payout {unknown}")
+    );
 }

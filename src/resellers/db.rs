@@ -629,3 +629,61 @@ pub fn payout_csv(payout: &PayoutRow, lines: &[CommissionRow]) -> anyhow::Result
     ])?;
     Ok(w.into_inner()?)
 }
+
+/// The reseller whose referral code is `code`, whatever its status (the back office
+/// still pays a paused or closed one): `None` when there is none.
+pub async fn reseller_by_code(
+    conn: &mut PgConnection,
+    code: &str,
+) -> anyhow::Result<Option<ResellerId>> {
+    Ok(
+        sqlx::query_scalar("select reseller_id from resellers where referral_code = $1")
+            .bind(code)
+            .fetch_optional(conn)
+            .await?,
+    )
+}
+
+/// The reseller a payout belongs to, to scope the other queries by (`None`: no such
+/// payout). For the back office only (`billfold payouts csv`): a reseller's own pages
+/// resolve the reseller from the session and never ask this.
+pub async fn payout_reseller(
+    conn: &mut PgConnection,
+    payout_id: PayoutId,
+) -> anyhow::Result<Option<ResellerId>> {
+    Ok(
+        sqlx::query_scalar("select reseller_id from payouts where payout_id = $1")
+            .bind(payout_id)
+            .fetch_optional(conn)
+            .await?,
+    )
+}
+
+/// A payout as the back office lists it: with its reseller's referral code.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct BackOfficePayout {
+    /// The reseller's `{code}` of `/r/{code}`.
+    pub referral_code: String,
+    /// The payout.
+    #[sqlx(flatten)]
+    pub payout: PayoutRow,
+}
+
+/// Every payout of every reseller, or of one (`reseller`), newest first. For the back
+/// office only (`billfold payouts list`): it crosses resellers, unlike [`payouts`].
+pub async fn back_office_payouts(
+    conn: &mut PgConnection,
+    reseller: Option<ResellerId>,
+) -> anyhow::Result<Vec<BackOfficePayout>> {
+    Ok(sqlx::query_as::<_, BackOfficePayout>(
+        "select r.referral_code, p.payout_id, p.currency, p.amount_minor, p.status::text as status,
+                p.reference, p.created_at, p.paid_at,
+                (select count(*) from commissions c where c.payout_id = p.payout_id) as lines
+           from payouts p join resellers r using (reseller_id)
+          where $1::uuid is null or p.reseller_id = $1
+          order by p.created_at desc, p.payout_id desc",
+    )
+    .bind(reseller)
+    .fetch_all(conn)
+    .await?)
+}
