@@ -189,7 +189,7 @@ pub async fn record_payment(
     .fetch_optional(conn)
     .await?;
     if let Some(id) = id {
-        tracing::info!(commission = %id, reseller = %r.reseller_id, amount, rate_bps = r.rate_bps, "commission earned");
+        tracing::debug!(commission = %id, reseller = %r.reseller_id, amount, rate_bps = r.rate_bps, "commission earned");
     }
     Ok(id)
 }

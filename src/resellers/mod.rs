@@ -482,8 +482,9 @@ fn is_host_name(host: &str) -> bool {
 /// A reseller API key as listed (never the key itself).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ResellerApiKey {
-    /// Primary key.
-    pub reseller_api_key_id: ResellerApiKeyId,
+    /// Primary key (`reseller_api_key_id`; named as workspace keys' is, so one
+    /// template lists both).
+    pub api_key_id: ResellerApiKeyId,
     /// Name given at creation.
     pub name: String,
     /// First characters of the key.
@@ -535,7 +536,7 @@ pub async fn create_api_key(
     let key = sqlx::query_as::<_, ResellerApiKey>(
         "insert into reseller_api_keys (reseller_id, name, key_prefix, key_hash, created_by)
          values ($1, $2, $3, $4, $5)
-         returning reseller_api_key_id, name, key_prefix, created_at, last_used_at, revoked_at",
+         returning reseller_api_key_id as api_key_id, name, key_prefix, created_at, last_used_at, revoked_at",
     )
     .bind(reseller_id)
     .bind(name)
@@ -554,7 +555,8 @@ pub async fn api_keys(
     reseller_id: ResellerId,
 ) -> anyhow::Result<Vec<ResellerApiKey>> {
     Ok(sqlx::query_as::<_, ResellerApiKey>(
-        "select reseller_api_key_id, name, key_prefix, created_at, last_used_at, revoked_at
+        "select reseller_api_key_id as api_key_id, name, key_prefix, created_at, last_used_at,
+                revoked_at
            from reseller_api_keys where reseller_id = $1 order by created_at desc",
     )
     .bind(reseller_id)

@@ -868,3 +868,54 @@ async fn a_payout_csv_lists_every_line_and_neutralises_formulas(pool: PgPool) {
         lines.last().unwrap().starts_with("total,") && lines.last().unwrap().contains(",5600,eur,")
     );
 }
+
+#[sqlx::test]
+async fn a_reseller_member_signs_in_to_the_dashboard_and_reads_but_cannot_change_it(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let partner = reseller(&app, "acme").await;
+    let member = app.visitor();
+    member.sign_up("member@acme.test").await;
+    let user: billfold::ids::UserId =
+        sqlx::query_scalar("select user_id from users where email = 'member@acme.test'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    let mut conn = app.db.acquire().await.unwrap();
+    resellers::add_member(&mut conn, partner, user, ResellerRole::Member)
+        .await
+        .unwrap();
+    drop(conn);
+
+    // Signing in (without a `next`) lands on the reseller dashboard.
+    let fresh = app.visitor();
+    let res = fresh
+        .post_form(
+            "/login",
+            &[
+                ("email", "member@acme.test"),
+                ("password", crate::helpers::PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&res), "/reseller");
+
+    let (status, html) = member.get_html("/reseller/settings").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(select(&html, "form[action='/reseller/settings']").is_empty());
+    assert!(select(&html, "form[action='/reseller/api-keys']").is_empty());
+    for (path, fields) in [
+        ("/reseller/settings", vec![("display_name", "Mine now")]),
+        ("/reseller/api-keys", vec![("name", "sneaky")]),
+        ("/reseller/settings/logo/remove", vec![]),
+    ] {
+        let res = member.post_form(path, &fields).await;
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{path}");
+    }
+    assert_eq!(
+        app.count("select count(*) from resellers where display_name is not null")
+            .await
+            + app.count("select count(*) from reseller_api_keys").await,
+        0
+    );
+}
