@@ -18,6 +18,7 @@ pub fn usage_svg(
 ) -> Result<String, ChartError> {
     bars_svg(
         days,
+        &[],
         |d| format!("{} {}", d.day(), month_abbrev(d.month())),
         crate::money::format_credits,
         title,
@@ -27,9 +28,11 @@ pub fn usage_svg(
 
 /// A bar chart of money per day or per month (`monthly`: bars labelled "Nov 2026"),
 /// amounts in minor units of `currency`, y axis labelled in whole units ("€1,200").
-/// Negative values (a month of refunds) draw no bar.
+/// `overlay` (same length, each at most its bar) is drawn inside each bar in a darker
+/// shade: commission inside revenue. Negative values (a month of refunds) draw no bar.
 pub fn money_svg(
     points: &[(Date, i64)],
+    overlay: &[i64],
     monthly: bool,
     currency: &str,
     title: &str,
@@ -38,6 +41,7 @@ pub fn money_svg(
     let currency = currency.to_owned();
     bars_svg(
         points,
+        overlay,
         |d| {
             if monthly {
                 format!("{} {}", month_abbrev(d.month()), d.year())
@@ -56,9 +60,66 @@ pub fn money_svg(
     )
 }
 
+/// A referral funnel: one horizontal bar per step (`(label, count)`, labels are ours),
+/// with its count and its share of the first step.
+pub fn funnel_svg(
+    steps: &[(&str, i64)],
+    title: &str,
+    size: (u32, u32),
+) -> Result<String, ChartError> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        let err = |e: &dyn std::fmt::Display| ChartError(e.to_string());
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let first = steps.first().map_or(0, |(_, n)| *n).max(1);
+        let (w, h) = (f64::from(size.0), f64::from(size.1));
+        let row = h / steps.len().max(1) as f64;
+        let label_w = 170.0;
+        let style = ("sans-serif", 14).into_font().color(&RGBColor(27, 31, 42));
+        let shades = [
+            RGBColor(199, 210, 254),
+            RGBColor(129, 140, 248),
+            RGBColor(79, 70, 229),
+        ];
+        for (i, (label, n)) in steps.iter().enumerate() {
+            let y = (i as f64 * row) as i32;
+            let bar_h = (row * 0.6) as i32;
+            let top = y + ((row - f64::from(bar_h)) / 2.0) as i32;
+            let share = (*n).max(0) as f64 / first as f64;
+            let bar_w = ((w - label_w - 150.0) * share.min(1.0)).max(2.0) as i32;
+            root.draw(&Text::new(
+                (*label).to_owned(),
+                (8, top + bar_h / 2 - 8),
+                style.clone(),
+            ))
+            .map_err(|e| err(&e))?;
+            root.draw(&Rectangle::new(
+                [(label_w as i32, top), (label_w as i32 + bar_w, top + bar_h)],
+                shades[i.min(shades.len() - 1)].filled(),
+            ))
+            .map_err(|e| err(&e))?;
+            let pct = if i == 0 {
+                String::new()
+            } else {
+                format!(" ({:.0} %)", share * 100.0)
+            };
+            root.draw(&Text::new(
+                format!("{}{pct}", crate::money::format_credits(*n)),
+                (label_w as i32 + bar_w + 8, top + bar_h / 2 - 8),
+                style.clone(),
+            ))
+            .map_err(|e| err(&e))?;
+        }
+        root.present().map_err(|e| err(&e))?;
+    }
+    Ok(with_title(svg, title))
+}
+
 /// One bar per point, labelled by `x_label`, the y axis by `y_label`.
 fn bars_svg(
     points: &[(Date, i64)],
+    overlay: &[i64],
     x_label: impl Fn(&Date) -> String,
     y_label: impl Fn(i64) -> String,
     title: &str,
@@ -115,14 +176,40 @@ fn bars_svg(
                 },
             ))
             .map_err(|e| err(&e))?;
+        let dark = RGBColor(49, 46, 129);
+        chart
+            .draw_series(
+                overlay
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, v)| **v > 0)
+                    .map(|(i, v)| {
+                        let i = i as u32;
+                        let mut r = Rectangle::new(
+                            [
+                                (SegmentValue::Exact(i), 0),
+                                (SegmentValue::Exact(i + 1), *v),
+                            ],
+                            dark.filled(),
+                        );
+                        r.set_margin(0, 0, 2, 2);
+                        r
+                    }),
+            )
+            .map_err(|e| err(&e))?;
         root.present().map_err(|e| err(&e))?;
     }
-    // plotters writes no <title>; add one so the chart has an accessible name.
+    Ok(with_title(svg, title))
+}
+
+/// plotters writes no `<title>`: adds one (escaped) and `role="img"`, so the chart has
+/// an accessible name.
+fn with_title(svg: String, title: &str) -> String {
     let escaped = title
         .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;");
-    Ok(match svg.find('>') {
+    match svg.find('>') {
         Some(end) => {
             let (open, rest) = svg.split_at(end + 1);
             format!(
@@ -131,7 +218,7 @@ fn bars_svg(
             )
         }
         None => svg,
-    })
+    }
 }
 
 fn month_abbrev(m: time::Month) -> &'static str {
@@ -178,12 +265,33 @@ mod tests {
             (date!(2026 - 10 - 01), 120_000),
             (date!(2026 - 11 - 01), 45_050),
         ];
-        let svg = money_svg(&months, true, "eur", "Revenue per month", (640, 240)).unwrap();
+        let svg = money_svg(
+            &months,
+            &[24_000, 9_010],
+            true,
+            "eur",
+            "Revenue per month",
+            (640, 240),
+        )
+        .unwrap();
+        assert!(svg.contains("fill=\"#312E81\""), "commission drawn inside");
         assert!(
             svg.contains("Oct 2026") && svg.contains("Nov 2026"),
             "{svg:.400}"
         );
         assert!(svg.contains('€'), "y axis in euros");
+    }
+
+    #[test]
+    fn a_funnel_draws_each_step_with_its_share() {
+        let svg = funnel_svg(
+            &[("Link followed", 80), ("Signed up", 20), ("Paid", 5)],
+            "Referral funnel",
+            (640, 150),
+        )
+        .unwrap();
+        assert!(svg.contains("<title>Referral funnel</title>"));
+        assert!(svg.contains("Signed up") && svg.contains("20 (25 %)") && svg.contains("5 (6 %)"));
     }
 
     #[test]

@@ -179,14 +179,15 @@ async fn revenue_chart(
         })
         .collect();
     let bars: Vec<(Date, i64)> = points.iter().map(|p| (p.day, p.revenue)).collect();
+    let overlay: Vec<i64> = points.iter().map(|p| p.commission).collect();
     let title = format!(
-        "Revenue of referred customers per {}, {}",
+        "Revenue of referred customers and your commission per {}, {}",
         if monthly { "month" } else { "day" },
         range.label()
     );
     let cur = currency.to_owned();
     let svg = spawn_blocking_with_tracing(move || {
-        charts::money_svg(&bars, monthly, &cur, &title, (720, 240))
+        charts::money_svg(&bars, &overlay, monthly, &cur, &title, (720, 240))
     })
     .await
     .map_err(anyhow::Error::from)?
@@ -208,6 +209,7 @@ struct OverviewPage {
     chart: RevenueChart,
     funnel_30d: Funnel,
     funnel_all: Funnel,
+    funnel_svg: String,
     referral_link: String,
     recent: Vec<CommissionRow>,
     draft_payouts: Vec<PayoutRow>,
@@ -259,6 +261,17 @@ pub async fn show_overview(
     let recent = rdb::commissions(&mut conn, id, &CommissionFilter::default(), None, 6)
         .await?
         .items;
+    let steps = [
+        ("Link followed", funnel_all.clicks),
+        ("Signed up", funnel_all.signups),
+        ("Paid at least once", funnel_all.paying),
+    ];
+    let funnel_svg = spawn_blocking_with_tracing(move || {
+        charts::funnel_svg(&steps, "Referral funnel, all time", (720, 150))
+    })
+    .await
+    .map_err(anyhow::Error::from)?
+    .map_err(anyhow::Error::from)?;
     let draft_payouts = rdb::payouts(&mut conn, id, None, 12)
         .await?
         .items
@@ -273,6 +286,7 @@ pub async fn show_overview(
         chart,
         funnel_30d,
         funnel_all,
+        funnel_svg,
         recent,
         draft_payouts,
     }

@@ -559,9 +559,13 @@ async fn a_referred_customer_pays_and_the_reseller_follows_commissions_to_a_paid
             .await
             .unwrap();
         b.wait_for("#referral-link").await;
-        assert_eq!(b.text_of("#clicks-all").await, "1");
-        assert_eq!(b.text_of("#signups-all").await, "1");
-        assert_eq!(b.text_of("#paying-all").await, "1");
+        // The funnel's table sits in a closed <details>: read its cells' content.
+        for cell in ["#clicks-all", "#signups-all", "#paying-all"] {
+            let el = b.wait_for(cell).await;
+            assert_eq!(el.inner_html().await.unwrap(), "1", "{cell}");
+        }
+        let funnel = b.wait_for("#funnel-chart svg").await.inner_html().await.unwrap();
+        assert!(funnel.contains("Signed up"), "{funnel:.300}");
         assert_eq!(b.text_of("#pending-eur").await, "€17.80");
         assert_eq!(b.text_of("#approved-eur").await, "€0.00");
         let link = b
@@ -693,6 +697,89 @@ async fn a_referred_customer_pays_and_the_reseller_follows_commissions_to_a_paid
         b.wait_for("#referral-link").await;
         assert_eq!(b.text_of("#paid-eur").await, "€17.80");
         b.screenshot("reseller-overview-later").await;
+        b.driver.clone().quit().await.unwrap();
+    })
+    .await
+    .expect("browser flow timed out");
+}
+
+#[sqlx::test]
+async fn the_demo_resellers_first_look_is_a_living_dashboard(pool: PgPool) {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let app = TestApp::spawn(pool).await;
+        let hasher =
+            billfold::accounts::password::PasswordHasher::new(2, std::time::Duration::from_secs(5));
+        assert!(billfold::demo::seed(&app.app_db, &hasher).await.unwrap());
+        let b = Browser::start().await;
+        b.driver.goto(format!("{}/login", app.base)).await.unwrap();
+        b.wait_for("#email")
+            .await
+            .send_keys("reseller@billfold.test")
+            .await
+            .unwrap();
+        b.wait_for("#password")
+            .await
+            .send_keys("billfold-demo")
+            .await
+            .unwrap();
+        b.wait_for("form[action='/login'] button[type=submit]")
+            .await
+            .click()
+            .await
+            .unwrap();
+        // Sign-in lands on the reseller dashboard, with figures in every state.
+        b.wait_for("#referral-link").await;
+        for figure in ["#pending-eur", "#approved-eur", "#paid-eur"] {
+            let shown = b.text_of(figure).await;
+            assert!(
+                shown.starts_with('€') && shown != "€0.00",
+                "{figure}: {shown}"
+            );
+        }
+        let chart = b
+            .wait_for("#revenue-chart svg")
+            .await
+            .inner_html()
+            .await
+            .unwrap();
+        assert!(chart.matches("<rect").count() > 5, "bars on the chart");
+        b.screenshot("demo-reseller-overview").await;
+        b.driver
+            .goto(format!("{}/reseller?range=12m", app.base))
+            .await
+            .unwrap();
+        b.wait_for("#revenue-chart").await;
+        b.screenshot("demo-reseller-12-months").await;
+        // The charts themselves (below the fold of the page screenshots).
+        for (css, name) in [
+            ("#revenue-chart", "demo-reseller-chart"),
+            ("#funnel-chart", "demo-reseller-funnel"),
+        ] {
+            let el = b.wait_for(css).await;
+            el.scroll_into_view().await.unwrap();
+            el.screenshot(&b.shots.join(format!("{name}.png")))
+                .await
+                .unwrap();
+        }
+        for (path, table, name) in [
+            (
+                "/reseller/customers",
+                "#customers",
+                "demo-reseller-customers",
+            ),
+            (
+                "/reseller/commissions",
+                "#commissions",
+                "demo-reseller-commissions",
+            ),
+            ("/reseller/payouts", "#payouts", "demo-reseller-payouts"),
+        ] {
+            b.driver.goto(format!("{}{path}", app.base)).await.unwrap();
+            b.wait_for(table).await;
+            b.screenshot(name).await;
+        }
+        let commissions = b.text_of("#payouts").await;
+        assert!(commissions.contains("Paid"), "{commissions}");
         b.driver.clone().quit().await.unwrap();
     })
     .await
