@@ -146,6 +146,9 @@ impl SandboxApp {
                     matches!(event.data.object, EventObject::InvoiceFinalized(_))
                 }
                 "invoice.paid" => matches!(event.data.object, EventObject::InvoicePaid(_)),
+                "invoice_payment.paid" => {
+                    matches!(event.data.object, EventObject::InvoicePaymentPaid(_))
+                }
                 "invoice.payment_succeeded" => {
                     matches!(event.data.object, EventObject::InvoicePaymentSucceeded(_))
                 }
@@ -256,6 +259,7 @@ async fn checkout_in_subscription_mode_creates_a_paid_subscription(pool: PgPool)
             "customer.subscription.created",
             "invoice.created",
             "invoice.finalized",
+            "invoice_payment.paid",
             "invoice.paid",
             "invoice.payment_succeeded",
             "checkout.session.completed",
@@ -347,6 +351,7 @@ async fn an_upgrade_is_prorated_and_matches_its_preview(pool: PgPool) {
             "customer.subscription.updated",
             "invoice.created",
             "invoice.finalized",
+            "invoice_payment.paid",
             "invoice.paid",
             "invoice.payment_succeeded",
         ]
@@ -381,6 +386,7 @@ async fn renewal_failure_and_card_fix_follow_the_clock(pool: PgPool) {
         [
             "invoice.created",
             "invoice.finalized",
+            "invoice_payment.paid",
             "invoice.paid",
             "invoice.payment_succeeded",
             "customer.subscription.updated",
@@ -449,6 +455,7 @@ async fn renewal_failure_and_card_fix_follow_the_clock(pool: PgPool) {
     assert_eq!(
         app.events_since(before).await,
         [
+            "invoice_payment.paid",
             "invoice.paid",
             "invoice.payment_succeeded",
             "customer.subscription.updated"
@@ -560,6 +567,7 @@ async fn the_portal_switches_cancels_resumes_and_updates_the_card(pool: PgPool) 
             "customer.subscription.updated",
             "invoice.created",
             "invoice.finalized",
+            "invoice_payment.paid",
             "invoice.paid",
             "invoice.payment_succeeded",
         ]

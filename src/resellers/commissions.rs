@@ -142,6 +142,15 @@ pub async fn record_payment(
     if base <= 0 {
         return Ok(None);
     }
+    // An invoice's payment intent comes with `invoice_payment.paid`, which may be
+    // applied before or after this: both lock the invoice, so one of them links them.
+    let linked;
+    let mut payment_intent_id = payment.payment_intent_id;
+    if payment.source == Source::Invoice {
+        lock_invoice(conn, payment.source_id).await?;
+        linked = invoice_payment_intent(conn, payment.source_id).await?;
+        payment_intent_id = payment_intent_id.or(linked.as_deref());
+    }
     #[derive(sqlx::FromRow)]
     struct Attributed {
         reseller_id: ResellerId,
@@ -178,7 +187,7 @@ pub async fn record_payment(
     .bind(payment.workspace_id)
     .bind(payment.source)
     .bind(payment.source_id)
-    .bind(payment.payment_intent_id)
+    .bind(payment_intent_id)
     .bind(base)
     .bind(r.rate_bps)
     .bind(amount)
@@ -192,6 +201,75 @@ pub async fn record_payment(
         tracing::debug!(commission = %id, reseller = %r.reseller_id, amount, rate_bps = r.rate_bps, "commission earned");
     }
     Ok(id)
+}
+
+/// Serialises the application of one invoice's events (`invoice.paid` and
+/// `invoice_payment.paid`) for the rest of the transaction.
+async fn lock_invoice(conn: &mut PgConnection, invoice_id: &str) -> anyhow::Result<()> {
+    sqlx::query("select pg_advisory_xact_lock(hashtext('billfold.invoice'), hashtext($1))")
+        .bind(invoice_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The payment intent of the commission earned on an invoice, if both are known.
+pub async fn payment_intent_of(
+    conn: &mut PgConnection,
+    invoice_id: &str,
+) -> anyhow::Result<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "select payment_intent_id from commissions
+          where source = 'invoice' and source_id = $1 and kind = 'commission'
+            and payment_intent_id is not null",
+    )
+    .bind(invoice_id)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// The payment intent that paid an invoice, if Stripe said so yet.
+async fn invoice_payment_intent(
+    conn: &mut PgConnection,
+    invoice_id: &str,
+) -> anyhow::Result<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "select stripe_payment_intent_id from invoice_payments
+          where stripe_invoice_id = $1 order by created_at limit 1",
+    )
+    .bind(invoice_id)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// `invoice_payment.paid`: records which payment intent paid an invoice and gives the
+/// commission earned on the invoice (if any yet) that payment intent, so its refunds
+/// and disputes reach it. Returns whether a commission was linked now; the caller then
+/// applies what was already refunded (`top_ups::reversals::follow_commission`), holding
+/// the payment's lock, which it must take after this (lock order: invoice, payment).
+pub async fn link_invoice_payment(
+    conn: &mut PgConnection,
+    invoice_id: &str,
+    payment_intent_id: &str,
+) -> anyhow::Result<bool> {
+    lock_invoice(conn, invoice_id).await?;
+    sqlx::query(
+        "insert into invoice_payments (stripe_invoice_id, stripe_payment_intent_id) values ($1, $2)
+         on conflict do nothing",
+    )
+    .bind(invoice_id)
+    .bind(payment_intent_id)
+    .execute(&mut *conn)
+    .await?;
+    let linked = sqlx::query(
+        "update commissions set payment_intent_id = $2
+          where source = 'invoice' and source_id = $1 and payment_intent_id is null",
+    )
+    .bind(invoice_id)
+    .bind(payment_intent_id)
+    .execute(conn)
+    .await?;
+    Ok(linked.rows_affected() > 0)
 }
 
 /// Moves the commission on payment `payment_intent_id` to follow what has left the

@@ -333,6 +333,28 @@ enum Payment {
     SavedCard,
 }
 
+/// The events of an invoice just paid: the payment (a payment intent and charge,
+/// announced by `invoice_payment.paid`), then `invoice.paid` and
+/// `invoice.payment_succeeded`.
+async fn emit_paid(
+    conn: &mut PgConnection,
+    invoice: &Value,
+    request: &EventRequest,
+) -> Result<(), SandboxError> {
+    if let Some(invoice_payment) = super::payments::record_invoice_payment(conn, invoice).await? {
+        events::emit(
+            conn,
+            "invoice_payment.paid",
+            &invoice_payment,
+            request.clone(),
+        )
+        .await?;
+    }
+    events::emit(conn, "invoice.paid", invoice, request.clone()).await?;
+    events::emit(conn, "invoice.payment_succeeded", invoice, request.clone()).await?;
+    Ok(())
+}
+
 /// Stores, finalizes and charges a draft invoice (hosted page and PDF under
 /// `base_url`, the app's public base URL), emitting `invoice.created`,
 /// `invoice.finalized` and then `invoice.paid` + `invoice.payment_succeeded`, or
@@ -375,8 +397,7 @@ async fn issue_invoice(
     }
     objects::pay_invoice(&mut invoice, now);
     db::update_object(conn, &id, &invoice).await?;
-    events::emit(conn, "invoice.paid", &invoice, request.clone()).await?;
-    events::emit(conn, "invoice.payment_succeeded", &invoice, request.clone()).await?;
+    emit_paid(conn, &invoice, request).await?;
     Ok(true)
 }
 
@@ -761,8 +782,7 @@ pub(crate) async fn set_test_card(
         objects::pay_invoice(&mut invoice, now);
         let id = str_field(&invoice, "id")?.to_owned();
         db::update_object(conn, &id, &invoice).await?;
-        events::emit(conn, "invoice.paid", &invoice, request.clone()).await?;
-        events::emit(conn, "invoice.payment_succeeded", &invoice, request.clone()).await?;
+        emit_paid(conn, &invoice, request).await?;
         paid.push(id);
     }
     for mut subscription in db::lock_customer_subscriptions(conn, customer_id).await? {

@@ -57,6 +57,54 @@ pub(crate) async fn record_checkout_payment(
     Ok(payment.payment_intent)
 }
 
+/// Stores the succeeded payment intent and charge that pay `invoice` (just paid, with
+/// its `amount_paid`) and returns the `invoice_payment` object linking them, for the
+/// caller to emit as `invoice_payment.paid` (<https://docs.stripe.com/api/invoice-payment/object>).
+/// Its refunds and disputes then work as a top-up's do. `None` for an invoice that paid
+/// nothing (no payment was made).
+pub(crate) async fn record_invoice_payment(
+    conn: &mut PgConnection,
+    invoice: &Value,
+) -> Result<Option<Value>, SandboxError> {
+    let amount = invoice["amount_paid"].as_i64().unwrap_or(0);
+    if amount <= 0 {
+        return Ok(None);
+    }
+    let corrupt = |what: &str| SandboxError::Corrupt(format!("invoice {what}"));
+    let invoice_id = invoice["id"].as_str().ok_or_else(|| corrupt("id"))?;
+    let currency = invoice["currency"]
+        .as_str()
+        .ok_or_else(|| corrupt("currency"))?;
+    let payment = NewPayment {
+        payment_intent: objects::new_id("pi_", 24),
+        charge: objects::new_id("ch_", 24),
+        amount,
+        currency: currency.to_owned(),
+        customer: invoice["customer"].as_str().map(str::to_owned),
+        email: invoice["customer_email"].as_str().map(str::to_owned),
+        payment_method: objects::new_id("pm_", 24),
+    };
+    let now = db::now(conn).await?;
+    let intent = objects::payment_intent(now, &payment)?;
+    let charge = objects::charge(now, &payment)?;
+    db::insert_object(conn, &payment.payment_intent, PAYMENT_INTENT, &intent).await?;
+    db::insert_object(conn, &payment.charge, CHARGE, &charge).await?;
+    Ok(Some(serde_json::json!({
+        "id": objects::new_id("inpay_", 24),
+        "object": "invoice_payment",
+        "amount_paid": amount,
+        "amount_requested": amount,
+        "created": now,
+        "currency": currency,
+        "invoice": invoice_id,
+        "is_default": true,
+        "livemode": false,
+        "payment": {"type": "payment_intent", "payment_intent": payment.payment_intent},
+        "status": "paid",
+        "status_transitions": {"canceled_at": null, "paid_at": now},
+    })))
+}
+
 /// `GET /v1/payment_intents/{id}`.
 pub(crate) async fn retrieve_payment_intent(
     State(state): State<SandboxState>,

@@ -157,3 +157,28 @@ impl StripeClient {
         })
     }
 }
+
+/// An invoice payment (`invoice_payment.paid`,
+/// <https://docs.stripe.com/api/invoice-payment/object>): the payment intent that paid
+/// an invoice, which refunds and disputes of it name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoicePaymentInfo {
+    /// `in_...`
+    pub invoice_id: String,
+    /// `pi_...`; `None` for a payment of another kind (a payment record).
+    pub payment_intent_id: Option<String>,
+}
+
+impl From<stripe_shared::InvoicePayment> for InvoicePaymentInfo {
+    fn from(p: stripe_shared::InvoicePayment) -> Self {
+        Self {
+            invoice_id: p
+                .invoice
+                .id()
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            payment_intent_id: p.payment.payment_intent.map(|pi| pi.id().to_string()),
+        }
+    }
+}

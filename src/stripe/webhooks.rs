@@ -8,7 +8,7 @@ use stripe_webhook::{EventObject, Webhook, WebhookError};
 
 use super::CheckoutSessionInfo;
 use super::billing::InvoiceInfo;
-use super::payments::{ChargeInfo, DisputeInfo};
+use super::payments::{ChargeInfo, DisputeInfo, InvoicePaymentInfo};
 
 /// Why a delivery was refused (all answered 400; nothing is written).
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +54,8 @@ pub enum EventPayload {
     InvoicePaid(InvoiceInfo),
     /// `invoice.payment_failed`.
     InvoicePaymentFailed(InvoiceInfo),
+    /// `invoice_payment.paid`: which payment paid which invoice.
+    InvoicePaymentPaid(InvoicePaymentInfo),
     /// `charge.refunded` (the charge, with its cumulative `amount_refunded`).
     ChargeRefunded(ChargeInfo),
     /// `charge.dispute.created|updated|closed|funds_withdrawn|funds_reinstated`.
@@ -74,6 +76,7 @@ pub const HANDLED_EVENT_TYPES: &[&str] = &[
     "invoice.paid",
     "invoice.payment_succeeded",
     "invoice.payment_failed",
+    "invoice_payment.paid",
     "charge.refunded",
     "charge.dispute.created",
     "charge.dispute.updated",
@@ -138,6 +141,7 @@ pub fn parse(event_type: &str, payload: &str) -> Result<EventPayload, String> {
             EventPayload::InvoicePaid((*i).into())
         }
         EventObject::InvoicePaymentFailed(i) => EventPayload::InvoicePaymentFailed((*i).into()),
+        EventObject::InvoicePaymentPaid(p) => EventPayload::InvoicePaymentPaid((*p).into()),
         EventObject::ChargeRefunded(c) => EventPayload::ChargeRefunded((*c).into()),
         EventObject::ChargeDisputeCreated(d)
         | EventObject::ChargeDisputeUpdated(d)

@@ -138,6 +138,15 @@ pub async fn apply(db: &PgPool, stripe: &StripeClient, event_id: &str) -> anyhow
         EventPayload::InvoicePaymentFailed(invoice) => {
             subscriptions::apply_invoice(&mut tx, invoice, false).await?;
         }
+        EventPayload::InvoicePaymentPaid(p) => {
+            if let Some(pi) = &p.payment_intent_id {
+                crate::resellers::commissions::link_invoice_payment(&mut tx, &p.invoice_id, pi)
+                    .await?;
+                top_ups::db::lock_payment(&mut tx, pi).await?;
+                let at = top_ups::db::event_time(&mut tx, event_id).await?;
+                reversals::follow_commission(&mut tx, pi, event_id, at).await?;
+            }
+        }
         EventPayload::ChargeRefunded(charge) => {
             reversals::apply_refund(&mut tx, charge, event_id).await?;
         }

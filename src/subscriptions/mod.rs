@@ -229,6 +229,12 @@ pub async fn apply_invoice(
         },
     )
     .await?;
+    // A refund recorded before the commission existed (events arrive in any order).
+    if let Some(pi) = commissions::payment_intent_of(conn, &invoice.id).await? {
+        crate::top_ups::db::lock_payment(conn, &pi).await?;
+        let reference = format!("{}:paid", invoice.id);
+        crate::top_ups::reversals::follow_commission(conn, &pi, &reference, ts(paid_at)).await?;
+    }
     // A switch's invoice pays for the price on its proration line: the subscription may
     // have moved on (another switch, a scheduled downgrade) before it is applied.
     let plan = match (&invoice.prorated_price_id, &sub.plan_code) {

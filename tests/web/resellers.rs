@@ -919,3 +919,50 @@ async fn a_reseller_member_signs_in_to_the_dashboard_and_reads_but_cannot_change
         0
     );
 }
+
+#[sqlx::test]
+async fn a_refunded_subscription_invoice_takes_its_commission_back(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let partner = reseller(&app, "acme").await;
+    let ws = app.sign_up("ada@example.com").await;
+    attribute(&app, ws, partner).await;
+    subscribe(&app, ws, "pro", 2_000).await;
+    app.settle().await;
+    // `invoice_payment.paid` named the invoice's payment intent.
+    let pi: Option<String> = sqlx::query_scalar(
+        "select payment_intent_id from commissions where reseller_id = $1 and source = 'invoice'",
+    )
+    .bind(partner)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    let pi = pi.expect("the invoice commission knows its payment");
+    let earned = net(&app, partner).await;
+    assert_eq!(earned, 980, "20 % of €49.00");
+
+    // A partial refund through Stripe's API, then the rest.
+    for amount in [Some("2450"), None] {
+        let mut form = vec![("payment_intent", pi.as_str())];
+        if let Some(amount) = amount {
+            form.push(("amount", amount));
+        }
+        let res = app
+            .client
+            .post(app.url("/sandbox/v1/refunds"))
+            .bearer_auth(billfold::sandbox::SANDBOX_SECRET_KEY)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+        app.settle().await;
+    }
+    assert_eq!(net(&app, partner).await, 0, "refunded in full nets to zero");
+    assert_eq!(
+        app.count("select count(*) from commissions where kind = 'reversal'")
+            .await,
+        2
+    );
+    // Credits are not touched by an invoice refund (README: plan credits reset anyway).
+    assert_eq!(app.balance(ws).await.plan, 2_000);
+}
