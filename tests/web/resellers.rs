@@ -966,3 +966,84 @@ async fn a_refunded_subscription_invoice_takes_its_commission_back(pool: PgPool)
     // Credits are not touched by an invoice refund (README: plan credits reset anyway).
     assert_eq!(app.balance(ws).await.plan, 2_000);
 }
+
+/// Applies what `invoice_payment.paid` applies (as `stripe_events::apply` does).
+async fn link(tx: &mut sqlx::PgConnection, invoice: &str, pi: &str, event: &str) {
+    resellers::commissions::link_invoice_payment(tx, invoice, pi)
+        .await
+        .unwrap();
+    billfold::top_ups::db::lock_payment(tx, pi).await.unwrap();
+    billfold::top_ups::reversals::follow_commission(tx, pi, event, OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+}
+
+async fn invoice_commission(tx: &mut sqlx::PgConnection, ws: WorkspaceId, invoice: &str) {
+    resellers::commissions::record_payment(
+        tx,
+        &resellers::commissions::Payment {
+            source: resellers::commissions::Source::Invoice,
+            source_id: invoice,
+            payment_intent_id: None,
+            workspace_id: ws,
+            amount_paid: 4_900,
+            tax: 0,
+            currency: "eur",
+            paid_at: OffsetDateTime::now_utc(),
+        },
+    )
+    .await
+    .unwrap();
+}
+
+async fn refund_all(tx: &mut sqlx::PgConnection, pi: &str, event: &str) {
+    billfold::top_ups::reversals::apply_refund(
+        tx,
+        &billfold::stripe::payments::ChargeInfo {
+            id: format!("ch_{pi}"),
+            payment_intent_id: Some(pi.to_owned()),
+            amount: 4_900,
+            amount_refunded: 4_900,
+            currency: "eur".into(),
+        },
+        event,
+    )
+    .await
+    .unwrap();
+}
+
+#[sqlx::test]
+async fn an_invoice_refund_reaches_its_commission_whatever_order_the_events_come_in(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let partner = reseller(&app, "acme").await;
+    let ws = app.sign_up("ada@example.com").await;
+    attribute(&app, ws, partner).await;
+    let mut tx = app.app_db.begin().await.unwrap();
+    // invoice.paid, charge.refunded, invoice_payment.paid
+    invoice_commission(&mut tx, ws, "in_a").await;
+    refund_all(&mut tx, "pi_a", "evt_a1").await;
+    link(&mut tx, "in_a", "pi_a", "evt_a2").await;
+    // charge.refunded, invoice_payment.paid, invoice.paid (through apply_invoice's path)
+    refund_all(&mut tx, "pi_b", "evt_b1").await;
+    link(&mut tx, "in_b", "pi_b", "evt_b2").await;
+    invoice_commission(&mut tx, ws, "in_b").await;
+    let pi = resellers::commissions::payment_intent_of(&mut tx, "in_b")
+        .await
+        .unwrap()
+        .expect("linked at creation");
+    billfold::top_ups::reversals::follow_commission(
+        &mut tx,
+        &pi,
+        "in_b:paid",
+        OffsetDateTime::now_utc(),
+    )
+    .await
+    .unwrap();
+    // Redelivered: nothing more.
+    link(&mut tx, "in_a", "pi_a", "evt_a2").await;
+    refund_all(&mut tx, "pi_b", "evt_b1").await;
+    tx.commit().await.unwrap();
+    let rows = commissions_of(&app, partner).await;
+    assert_eq!(net(&app, partner).await, 0, "{rows:?}");
+    assert_eq!(rows.len(), 4, "two commissions, two reversals: {rows:?}");
+}
