@@ -80,6 +80,18 @@ enum Command {
         #[command(subcommand)]
         command: DbCommand,
     },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Walk the audit log's hash chain: exits 0 when intact, 1 naming the first event
+    /// that was edited, removed or inserted out of order.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]
@@ -288,6 +300,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Resellers { command } => resellers_command(config, command).await,
         Command::Payouts { command } => payouts_command(config, command).await,
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => {
+            let (owner, pg) = startup::connect(&config).await?;
+            let db = startup::prepare(&config, &owner, pg.as_ref()).await?;
+            let verified = async { crate::audit::verify(&mut *db.acquire().await?).await }.await;
+            db.close().await;
+            finish(owner, pg).await?;
+            match verified? {
+                crate::audit::Verified::Intact { events } => {
+                    println!(
+                        "audit log intact: {events} events, every one chained to the one before"
+                    );
+                    Ok(())
+                }
+                crate::audit::Verified::Broken {
+                    seq,
+                    audit_event_id,
+                    reason,
+                } => anyhow::bail!(
+                    "audit log broken at event {seq} (audit_event_id {audit_event_id}): {reason}"
+                ),
+            }
+        }
         #[cfg(feature = "sandbox")]
         Command::Sandbox { command } => sandbox_command(config, command).await,
         Command::Stripe {

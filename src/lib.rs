@@ -16,6 +16,7 @@
 pub mod accounts;
 pub mod allowances;
 pub mod api_keys;
+pub mod audit;
 pub mod catalog;
 pub mod charts;
 pub mod cli;

@@ -29,7 +29,11 @@ pub fn load_or_create(path: &Path, show: impl Fn(&[u8]) -> String) -> anyhow::Re
     }
     // Written under a temporary name and linked into place: the file is never seen
     // half-written, and a concurrent creator's file wins over ours.
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    // Unique per call, not per process: threads of one process (parallel tests) create
+    // it at once too.
+    let mut nonce = [0u8; 8];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let tmp = path.with_extension(format!("tmp{}-{}", std::process::id(), hex::encode(nonce)));
     {
         let mut f = std::fs::OpenOptions::new()
             .write(true)

@@ -923,3 +923,36 @@ async fn payouts_csv_writes_the_payout_with_its_header_and_total(pool: PgPool) {
         format!("error: no payout {unknown}")
     );
 }
+
+#[sqlx::test]
+async fn audit_verify_exits_zero_on_an_intact_log_and_names_the_first_bad_event(pool: PgPool) {
+    let url = url_of(&pool).await;
+    succeeded(&billfold(&url, &["migrate"]));
+    let mut conn = pool.acquire().await.unwrap();
+    for action in ["auth.sign_in", "user.staff_granted", "auth.sign_out"] {
+        billfold::audit::record(
+            &mut conn,
+            &billfold::audit::NewAuditEvent {
+                action,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let out = succeeded(&billfold(&url, &["audit", "verify"]));
+    assert!(out.contains("audit log intact: 3 events"), "{out}");
+
+    for sql in [
+        "alter table audit_events disable trigger user",
+        "update audit_events set action = 'auth.sign_in' where seq = 2",
+        "alter table audit_events enable trigger user",
+    ] {
+        sqlx::query(sql).execute(&mut *conn).await.unwrap();
+    }
+    let line = failed_with_one_line(&billfold(&url, &["audit", "verify"]));
+    assert!(
+        line.contains("audit log broken at event 2") && line.contains("changed"),
+        "{line}"
+    );
+}

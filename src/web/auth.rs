@@ -314,6 +314,14 @@ pub async fn sign_up(
         Err(e) => return refuse(e).await,
     };
     sign_in(&state, &mut auth, &session, &user, client).await?;
+    audit_auth(
+        &state,
+        "auth.sign_up",
+        Some((user.user_id, &user.email)),
+        &headers,
+        &client,
+    )
+    .await?;
     super::views::set_flash(
         &session,
         "Welcome to billfold! Your free plan's 100 credits are ready.",
@@ -325,6 +333,33 @@ pub async fn sign_up(
         res.headers_mut().insert(name, value);
     }
     Ok(res)
+}
+
+/// Records an authentication event in the audit log, in its own short transaction
+/// (the change it records is the session's, which lives outside it).
+async fn audit_auth(
+    state: &AppState,
+    action: &str,
+    user: Option<(UserId, &str)>,
+    headers: &HeaderMap,
+    client: &ClientAddr,
+) -> Result<()> {
+    let request_id = headers.get(super::REQUEST_ID).and_then(|v| v.to_str().ok());
+    let mut conn = state.db.acquire().await.map_err(anyhow::Error::from)?;
+    crate::audit::record(
+        &mut conn,
+        &crate::audit::NewAuditEvent {
+            actor_user_id: user.map(|(id, _)| id),
+            actor_email: user.map(|(_, email)| email),
+            action,
+            subject: user.map(|(id, _)| ("user", id.to_string())),
+            request_id,
+            client_address: Some(client.0),
+            ..Default::default()
+        },
+    )
+    .await?;
+    Ok(())
 }
 
 /// Who a sign-up is attributed to: the reseller owning the host name it was sent to,
@@ -384,6 +419,7 @@ pub async fn log_in(
     session: Session,
     client: ClientAddr,
     host: HostBranding,
+    headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Result<Response> {
     let next = safe_next(form.next.as_deref());
@@ -453,6 +489,18 @@ pub async fn log_in(
     {
         Ok(Authentication::Verified(user)) => user,
         Ok(Authentication::Refused { account }) => {
+            // An existing account's failures are audited (someone tried to get in);
+            // guesses at unknown emails stay in the logs only.
+            if let Some(id) = account {
+                audit_auth(
+                    &state,
+                    "auth.sign_in_failed",
+                    Some((id, &email)),
+                    &headers,
+                    &client,
+                )
+                .await?;
+            }
             let account = account.map_or_else(|| "unknown".to_owned(), |id| id.to_string());
             tracing::warn!(client = %client.0, account, "failed sign-in");
             return wrong().await;
@@ -461,6 +509,14 @@ pub async fn log_in(
         Err(PasswordError::Unexpected(e)) => return Err(AppError::Internal(e)),
     };
     sign_in(&state, &mut auth, &session, &user, client).await?;
+    audit_auth(
+        &state,
+        "auth.sign_in",
+        Some((user.user_id, &user.email)),
+        &headers,
+        &client,
+    )
+    .await?;
     // A reseller's home is its dashboard, unless the form was sent somewhere else.
     if form
         .next
@@ -479,10 +535,26 @@ pub async fn log_in(
 }
 
 /// `POST /logout`: ends the session and returns to the login page.
-pub async fn log_out(mut auth: AuthSession) -> Result<Redirect> {
-    auth.logout()
+pub async fn log_out(
+    State(state): State<AppState>,
+    mut auth: AuthSession,
+    client: ClientAddr,
+    headers: HeaderMap,
+) -> Result<Redirect> {
+    let user = auth
+        .logout()
         .await
         .map_err(|e| AppError::Internal(anyhow::anyhow!("logout: {e}")))?;
+    if let Some(user) = user {
+        audit_auth(
+            &state,
+            "auth.sign_out",
+            Some((user.user_id, &user.email)),
+            &headers,
+            &client,
+        )
+        .await?;
+    }
     Ok(Redirect::to("/login"))
 }
 
