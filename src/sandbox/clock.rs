@@ -114,7 +114,9 @@ pub(crate) async fn clock_page(
     let offset = db::clock_offset(&mut conn).await?;
     Ok(ClockPage {
         now: format_time(now),
-        offset_days: offset / 86_400,
+        // Rounded: `advance` reads the clock in one transaction and sets it in the
+        // next, so a second may pass in between and the offset fall a second short.
+        offset_days: (offset + 43_200) / 86_400,
         advance_action: format!("{MOUNT_PATH}/clock/advance"),
         csrf_token: csrf.map(|Extension(ControlCsrfToken(token))| token),
     }
