@@ -57,8 +57,8 @@ pub enum ApiKeyError {
     /// Empty or longer than [`MAX_NAME_LEN`].
     #[error("give the key a name of 1 to {MAX_NAME_LEN} characters")]
     InvalidName,
-    /// The plan's limit on active keys is reached.
-    #[error("your plan allows {0} active API keys; revoke one or upgrade")]
+    /// The limit on active keys (the plan's, or a reseller's 10) is reached.
+    #[error("{0} API keys are already active, the most allowed here; revoke one first")]
     LimitReached(i32),
     /// Database failure.
     #[error(transparent)]
@@ -70,6 +70,42 @@ pub fn hash_key(plaintext: &str) -> Vec<u8> {
     Sha256::digest(plaintext.as_bytes()).to_vec()
 }
 
+/// A key's name, trimmed: 1 to [`MAX_NAME_LEN`] characters, no control characters.
+pub fn check_name(name: &str) -> Result<&str, ApiKeyError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME_LEN || name.chars().any(char::is_control)
+    {
+        return Err(ApiKeyError::InvalidName);
+    }
+    Ok(name)
+}
+
+/// A freshly generated key: `prefix` + 40 random hex characters (160 bits), what
+/// lists show of it, and the SHA-256 that is stored. Shared by workspace keys (`bf_`)
+/// and reseller keys (`bfr_`).
+pub struct NewKey {
+    /// Show once, never store.
+    pub plaintext: String,
+    /// `bf_4f3a9c…`: recognisable in lists.
+    pub key_prefix: String,
+    /// [`hash_key`] of the plaintext.
+    pub key_hash: Vec<u8>,
+}
+
+impl NewKey {
+    /// A new random key with `prefix`.
+    pub fn generate(prefix: &str) -> Self {
+        let mut bytes = [0u8; 20];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        let plaintext = format!("{prefix}{}", hex::encode(bytes));
+        Self {
+            key_prefix: format!("{}…", &plaintext[..prefix.len() + 6]),
+            key_hash: hash_key(&plaintext),
+            plaintext,
+        }
+    }
+}
+
 /// Creates a key for a workspace, enforcing the plan's `max_api_keys`, in the caller's
 /// transaction (the workspace row is locked so two concurrent creations cannot both
 /// pass the limit). The name: 1 to [`MAX_NAME_LEN`] characters, no control characters.
@@ -79,15 +115,8 @@ pub async fn create(
     created_by: Option<UserId>,
     name: &str,
 ) -> Result<CreatedKey, ApiKeyError> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME_LEN || name.chars().any(char::is_control)
-    {
-        return Err(ApiKeyError::InvalidName);
-    }
-    let mut bytes = [0u8; 20];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    let plaintext = format!("{KEY_PREFIX}{}", hex::encode(bytes));
-    let key_prefix = format!("{}…", &plaintext[..KEY_PREFIX.len() + 6]);
+    let name = check_name(name)?;
+    let new = NewKey::generate(KEY_PREFIX);
     if let Some(limit) = db::lock_key_limit(conn, workspace_id).await? {
         let active = db::active_count(conn, workspace_id).await?;
         if active >= i64::from(limit) {
@@ -98,10 +127,13 @@ pub async fn create(
         conn,
         workspace_id,
         name,
-        &key_prefix,
-        &hash_key(&plaintext),
+        &new.key_prefix,
+        &new.key_hash,
         created_by,
     )
     .await?;
-    Ok(CreatedKey { key, plaintext })
+    Ok(CreatedKey {
+        key,
+        plaintext: new.plaintext,
+    })
 }

@@ -251,7 +251,9 @@ pub struct Customer {
     pub attributed_via: AttributionChannel,
     /// Its latest subscription's Stripe status, if it ever subscribed.
     pub subscription_status: Option<String>,
-    /// The owner's email, masked unless the customer shares it ([`super::mask_email`]).
+    /// The owner's email, masked as `j***@example.com` (first letter and domain) unless
+    /// the customer shares it; masked in SQL, so the full address never leaves the
+    /// database for a reseller who may not see it.
     pub email: String,
     /// Whether `email` is shown in full.
     pub email_shared: bool,

@@ -17,7 +17,6 @@ pub mod commissions;
 pub mod db;
 pub mod logo;
 
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use time::OffsetDateTime;
@@ -184,18 +183,6 @@ pub fn commission_amount(base_minor: i64, rate_bps: i32) -> i64 {
     }
     let v = i128::from(base_minor) * i128::from(rate_bps.min(10_000)) / 10_000;
     i64::try_from(v).unwrap_or(0)
-}
-
-/// `jane.doe@example.com` → `j***@example.com`: what a reseller sees of a customer's
-/// email unless the customer agreed to share it.
-pub fn mask_email(email: &str) -> String {
-    match email.split_once('@') {
-        Some((local, domain)) => {
-            let first: String = local.chars().take(1).collect();
-            format!("{first}***@{domain}")
-        }
-        None => "***".to_owned(),
-    }
 }
 
 /// A referral code as `/r/{code}` takes it: 3 to 32 of `a-z0-9-`, starting with a
@@ -510,10 +497,7 @@ pub async fn create_api_key(
     name: &str,
 ) -> Result<(ResellerApiKey, String), crate::api_keys::ApiKeyError> {
     use crate::api_keys::ApiKeyError;
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(ApiKeyError::InvalidName);
-    }
+    let name = crate::api_keys::check_name(name)?;
     sqlx::query("select 1 from resellers where reseller_id = $1 for update")
         .bind(reseller_id)
         .execute(&mut *conn)
@@ -529,10 +513,7 @@ pub async fn create_api_key(
     if active >= MAX_API_KEYS {
         return Err(ApiKeyError::LimitReached(MAX_API_KEYS as i32));
     }
-    let mut bytes = [0u8; 20];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    let plaintext = format!("{API_KEY_PREFIX}{}", hex::encode(bytes));
-    let key_prefix = format!("{}…", &plaintext[..API_KEY_PREFIX.len() + 6]);
+    let new = crate::api_keys::NewKey::generate(API_KEY_PREFIX);
     let key = sqlx::query_as::<_, ResellerApiKey>(
         "insert into reseller_api_keys (reseller_id, name, key_prefix, key_hash, created_by)
          values ($1, $2, $3, $4, $5)
@@ -540,13 +521,13 @@ pub async fn create_api_key(
     )
     .bind(reseller_id)
     .bind(name)
-    .bind(&key_prefix)
-    .bind(crate::api_keys::hash_key(&plaintext))
+    .bind(&new.key_prefix)
+    .bind(&new.key_hash)
     .bind(created_by)
     .fetch_one(conn)
     .await
     .map_err(anyhow::Error::from)?;
-    Ok((key, plaintext))
+    Ok((key, new.plaintext))
 }
 
 /// A reseller's API keys, newest first.
@@ -629,12 +610,6 @@ mod tests {
         assert_eq!(commission_amount(1, 9_999), 0);
         assert_eq!(commission_amount(-5, 2_000), 0);
         assert_eq!(commission_amount(100, 20_000), 100, "rate capped at 100 %");
-    }
-
-    #[test]
-    fn emails_are_masked_to_their_first_letter_and_domain() {
-        assert_eq!(mask_email("jane.doe@example.com"), "j***@example.com");
-        assert_eq!(mask_email("nodomain"), "***");
     }
 
     #[test]

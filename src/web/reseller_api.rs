@@ -98,7 +98,10 @@ struct ListQuery {
 }
 
 fn list_query(raw: Option<&str>) -> Result<ListQuery, Refusal> {
-    let q: ListQuery = serde_urlencoded::from_str(raw.unwrap_or_default())
+    let raw = raw.unwrap_or_default();
+    // NUL and other control characters never reach PostgreSQL (as on every page).
+    super::extract::check_urlencoded(raw.as_bytes()).map_err(Refusal::Invalid)?;
+    let q: ListQuery = serde_urlencoded::from_str(raw)
         .map_err(|e| Refusal::Invalid(format!("the query string could not be read: {e}")))?;
     if q.limit.is_some_and(|l| !(1..=100).contains(&l)) {
         return Err(Refusal::Invalid("limit must be 1 to 100".into()));

@@ -90,7 +90,10 @@ pub async fn create_api_key(
         Err(e) => {
             let mut page = render(&state, &member).await?;
             page.name = form.name.chars().filter(|c| !c.is_control()).collect();
-            page.error = Some(e.to_string());
+            page.error = Some(match e {
+                ApiKeyError::LimitReached(_) => format!("{e}, or upgrade your plan for more."),
+                _ => e.to_string(),
+            });
             Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
         }
     }

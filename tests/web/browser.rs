@@ -778,6 +778,22 @@ async fn the_demo_resellers_first_look_is_a_living_dashboard(pool: PgPool) {
             b.wait_for(table).await;
             b.screenshot(name).await;
         }
+        // A customer's own page, from the customer list.
+        b.driver
+            .goto(format!("{}/reseller/customers", app.base))
+            .await
+            .unwrap();
+        b.wait_for("#customers tbody tr td a")
+            .await
+            .click()
+            .await
+            .unwrap();
+        b.wait_for("#customer-commissions").await;
+        b.screenshot("demo-reseller-customer").await;
+        b.driver
+            .goto(format!("{}/reseller/payouts", app.base))
+            .await
+            .unwrap();
         let commissions = b.text_of("#payouts").await;
         assert!(commissions.contains("Paid"), "{commissions}");
         b.driver.clone().quit().await.unwrap();

@@ -709,6 +709,7 @@ async fn the_reseller_api_pages_with_cursors_and_refuses_bad_input_and_keys(pool
         "/api/v1/reseller/commissions?month=2026-13",
         "/api/v1/reseller/commissions?customer=x",
         "/api/v1/reseller/payouts?unknown=1",
+        "/api/v1/reseller/customers?q=a%00b",
     ] {
         let (status, body) = api(&app, &key, bad).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {body}");
