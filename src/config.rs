@@ -59,6 +59,13 @@ pub struct Config {
     /// How long a metering call may wait for the database before answering 503
     /// `timeout` (10 s; below the 30 s request timeout, so the client gets JSON).
     pub metering_timeout: std::time::Duration,
+    /// `ADMIN_APPROVAL_ABOVE_CREDITS` (default 10,000): a staff credit adjustment of
+    /// more credits than this (either sign) waits for a second staff member's approval
+    /// (four-eyes).
+    pub admin_approval_above_credits: i64,
+    /// How long a staff member's password re-entry unlocks sensitive actions (sudo mode,
+    /// as GitHub does; 15 minutes).
+    pub sudo_window: std::time::Duration,
 }
 
 /// Which Stripe billfold talks to.
@@ -175,6 +182,12 @@ impl Config {
             .unwrap_or(2),
             metering_timeout: std::time::Duration::from_secs(10),
             session_lifetime: std::time::Duration::from_secs(30 * 86_400),
+            admin_approval_above_credits: i64::try_from(number(
+                "ADMIN_APPROVAL_ABOVE_CREDITS",
+                10_000,
+            )?)
+            .unwrap_or(i64::MAX),
+            sudo_window: std::time::Duration::from_secs(15 * 60),
         })
     }
 

@@ -14,6 +14,7 @@
 //! neither sqlx nor axum.
 
 pub mod accounts;
+pub mod admin;
 pub mod allowances;
 pub mod api_keys;
 pub mod audit;

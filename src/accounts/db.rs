@@ -18,7 +18,7 @@ pub async fn insert_user(
     Ok(sqlx::query_as::<_, User>(
         "insert into users (email, password_hash, is_staff) values ($1, $2, $3)
          on conflict (email) do nothing
-         returning user_id, email, password_hash, is_staff",
+         returning user_id, email, password_hash, is_staff, false as suspended",
     )
     .bind(email)
     .bind(password_hash)
@@ -61,17 +61,20 @@ pub async fn insert_membership(
 /// Looks a user up by (lowercased) email.
 pub async fn find_by_email(conn: &mut PgConnection, email: &str) -> anyhow::Result<Option<User>> {
     Ok(sqlx::query_as::<_, User>(
-        "select user_id, email, password_hash, is_staff from users where email = $1",
+        "select user_id, email, password_hash, is_staff, suspended_at is not null as suspended
+           from users where email = $1",
     )
     .bind(email)
     .fetch_optional(conn)
     .await?)
 }
 
-/// Looks a user up by id (session restore).
+/// Looks an active user up by id (session restore): a suspended user is not found, so
+/// every session of theirs ends on its next request.
 pub async fn find_by_id(conn: &mut PgConnection, user_id: UserId) -> anyhow::Result<Option<User>> {
     Ok(sqlx::query_as::<_, User>(
-        "select user_id, email, password_hash, is_staff from users where user_id = $1",
+        "select user_id, email, password_hash, is_staff, false as suspended
+           from users where user_id = $1 and suspended_at is null",
     )
     .bind(user_id)
     .fetch_optional(conn)
@@ -163,17 +166,20 @@ pub async fn lock_workspace_of_customer(
     .await?)
 }
 
-/// Moves a workspace onto a plan.
+/// Moves a workspace onto a plan, unless staff gave it a complimentary plan
+/// (`plan_override`), which subscription changes leave alone.
 pub async fn set_workspace_plan(
     conn: &mut PgConnection,
     workspace_id: WorkspaceId,
     plan_code: &PlanCode,
 ) -> anyhow::Result<()> {
-    sqlx::query("update workspaces set plan_code = $2 where workspace_id = $1")
-        .bind(workspace_id)
-        .bind(plan_code)
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "update workspaces set plan_code = $2 where workspace_id = $1 and not plan_override",
+    )
+    .bind(workspace_id)
+    .bind(plan_code)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

@@ -27,6 +27,8 @@ pub struct User {
     pub password_hash: String,
     /// Staff may use admin pages.
     pub is_staff: bool,
+    /// Suspended by staff: cannot sign in, and has no session.
+    pub suspended: bool,
 }
 
 impl std::fmt::Debug for User {
@@ -244,7 +246,7 @@ pub async fn authenticate(
         .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
         .await?;
     Ok(match user {
-        Some(user) if ok => Authentication::Verified(user),
+        Some(user) if ok && !user.suspended => Authentication::Verified(user),
         user => Authentication::Refused {
             account: user.map(|u| u.user_id),
         },

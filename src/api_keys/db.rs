@@ -89,13 +89,16 @@ pub async fn revoke(
     Ok(done.rows_affected() == 1)
 }
 
-/// The workspace a presented key belongs to, if active (the balance endpoint).
-pub async fn authenticate(
+/// The workspace a presented key belongs to, if the key is active, and whether staff
+/// suspended that workspace (the balance endpoint).
+pub async fn authenticate_with_status(
     conn: &mut PgConnection,
     plaintext: &str,
-) -> anyhow::Result<Option<WorkspaceId>> {
-    Ok(sqlx::query_scalar(
-        "select workspace_id from api_keys where key_hash = $1 and revoked_at is null",
+) -> anyhow::Result<Option<(WorkspaceId, bool)>> {
+    Ok(sqlx::query_as(
+        "select k.workspace_id, w.suspended_at is not null
+           from api_keys k join workspaces w on w.workspace_id = k.workspace_id
+          where k.key_hash = $1 and k.revoked_at is null",
     )
     .bind(hash_key(plaintext))
     .fetch_optional(conn)

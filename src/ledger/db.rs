@@ -225,6 +225,7 @@ enum Outcome {
     UnknownFeature,
     FeatureNotInPlan,
     IdempotencyConflict,
+    WorkspaceSuspended,
 }
 
 #[derive(sqlx::FromRow)]
@@ -288,6 +289,9 @@ impl ConsumeRow {
                 retry_after_ms: self.retry_after_ms.unwrap_or(1000),
             },
             Outcome::UnknownKey => ConsumeOutcome::UnknownKey,
+            Outcome::WorkspaceSuspended => ConsumeOutcome::WorkspaceSuspended {
+                workspace_id: ws()?,
+            },
             Outcome::UnknownFeature => ConsumeOutcome::UnknownFeature { rate },
             Outcome::FeatureNotInPlan => ConsumeOutcome::FeatureNotInPlan { rate },
             Outcome::IdempotencyConflict => ConsumeOutcome::IdempotencyConflict,

@@ -365,6 +365,11 @@ pub enum ConsumeOutcome {
     },
     /// Missing, unknown or revoked API key.
     UnknownKey,
+    /// Staff suspended the key's workspace: nothing is consumed until it is restored.
+    WorkspaceSuspended {
+        /// The key's workspace.
+        workspace_id: WorkspaceId,
+    },
     /// No such feature.
     UnknownFeature {
         /// The plan's rate limit.
@@ -389,7 +394,10 @@ impl ConsumeOutcome {
             | Self::UnknownFeature { rate }
             | Self::FeatureNotInPlan { rate } => *rate,
             Self::RateLimited { rate, .. } => Some(*rate),
-            Self::Replayed { .. } | Self::UnknownKey | Self::IdempotencyConflict => None,
+            Self::Replayed { .. }
+            | Self::UnknownKey
+            | Self::WorkspaceSuspended { .. }
+            | Self::IdempotencyConflict => None,
         }
     }
 }

@@ -285,6 +285,45 @@ pub async fn follow_withdrawal(
     reference: &str,
     now: OffsetDateTime,
 ) -> anyhow::Result<i64> {
+    Ok(reverse(
+        conn,
+        Which::Payment(payment_intent_id),
+        Some(withdrawn),
+        reference,
+        now,
+    )
+    .await?
+    .unwrap_or(0))
+}
+
+/// A staff member's "void": what is left of a commission is reversed as if its whole
+/// payment had been refunded (a reversal row, never an edit; approved at once when the
+/// commission was approved or paid). `None` when there is no such commission (or it is
+/// itself a reversal); `Some(0)` when nothing was left.
+pub async fn void(
+    conn: &mut PgConnection,
+    commission_id: CommissionId,
+    reference: &str,
+    now: OffsetDateTime,
+) -> anyhow::Result<Option<i64>> {
+    reverse(conn, Which::Commission(commission_id), None, reference, now).await
+}
+
+/// Which commission [`reverse`] follows.
+enum Which<'a> {
+    Payment(&'a str),
+    Commission(CommissionId),
+}
+
+/// Reverses the share of a commission that `withdrawn` of its payment (all of it:
+/// `None`) takes away, less what earlier reversals took.
+async fn reverse(
+    conn: &mut PgConnection,
+    which: Which<'_>,
+    withdrawn: Option<i64>,
+    reference: &str,
+    now: OffsetDateTime,
+) -> anyhow::Result<Option<i64>> {
     #[derive(sqlx::FromRow)]
     struct Original {
         commission_id: CommissionId,
@@ -292,6 +331,7 @@ pub async fn follow_withdrawal(
         workspace_id: WorkspaceId,
         source: Source,
         source_id: String,
+        payment_intent_id: Option<String>,
         paid_minor: i64,
         base_minor: i64,
         rate_bps: i32,
@@ -304,26 +344,34 @@ pub async fn follow_withdrawal(
     }
     let Some(c) = sqlx::query_as::<_, Original>(
         "select c.commission_id, c.reseller_id, c.workspace_id, c.source, c.source_id,
-                c.paid_minor, c.base_minor, c.rate_bps, c.amount_minor, c.currency, c.status, c.approve_after,
+                c.payment_intent_id, c.paid_minor, c.base_minor, c.rate_bps, c.amount_minor, c.currency, c.status, c.approve_after,
                 coalesce((select -sum(r.amount_minor) from commissions r
                            where r.reverses = c.commission_id), 0)::bigint as reversed,
                 coalesce((select -sum(r.base_minor) from commissions r
                            where r.reverses = c.commission_id), 0)::bigint as base_reversed
            from commissions c
-          where c.payment_intent_id = $1 and c.kind = 'commission'
+          where (c.payment_intent_id = $1 or c.commission_id = $2) and c.kind = 'commission'
           for update of c",
     )
-    .bind(payment_intent_id)
+    .bind(match which {
+        Which::Payment(pi) => Some(pi),
+        Which::Commission(_) => None,
+    })
+    .bind(match which {
+        Which::Payment(_) => None,
+        Which::Commission(id) => Some(id),
+    })
     .fetch_optional(&mut *conn)
     .await?
     else {
-        return Ok(0);
+        return Ok(None);
     };
     let paid = c.paid_minor;
+    let withdrawn = withdrawn.unwrap_or(paid);
     let target = share_ceil(c.amount_minor, paid, withdrawn);
     let delta = target - c.reversed;
     if delta == 0 {
-        return Ok(0);
+        return Ok(Some(0));
     }
     let base_delta = share_ceil(c.base_minor, paid, withdrawn) - c.base_reversed;
     // A reversal of a commission still on hold approves with it; of one approved or
@@ -344,7 +392,7 @@ pub async fn follow_withdrawal(
     .bind(c.workspace_id)
     .bind(c.source)
     .bind(&c.source_id)
-    .bind(payment_intent_id)
+    .bind(&c.payment_intent_id)
     .bind(c.commission_id)
     .bind(reference)
     .bind(-base_delta)
@@ -359,10 +407,10 @@ pub async fn follow_withdrawal(
     .execute(conn)
     .await?;
     if written.rows_affected() == 0 {
-        return Ok(0);
+        return Ok(Some(0));
     }
-    tracing::info!(commission = %c.commission_id, delta = -delta, "commission follows a refund or dispute");
-    Ok(-delta)
+    tracing::info!(commission = %c.commission_id, delta = -delta, "commission reversed in part or whole");
+    Ok(Some(-delta))
 }
 
 /// The approval job: every pending commission (and reversal) whose hold period ended

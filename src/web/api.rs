@@ -247,6 +247,7 @@ async fn consume(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<R
         .header(header::RETRY_AFTER, &((retry_after_ms.max(0) + 999) / 1000).to_string())
         .into_response(),
         ConsumeOutcome::UnknownKey => ApiError::unauthorized().into_response(),
+        ConsumeOutcome::WorkspaceSuspended { .. } => ApiError::suspended().into_response(),
         ConsumeOutcome::UnknownFeature { .. } => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "unknown_feature",
@@ -283,14 +284,16 @@ pub async fn show_balance(State(state): State<AppState>, headers: HeaderMap) -> 
     };
     let result = async {
         let mut conn = state.db.acquire().await?;
-        match api_keys::db::authenticate(&mut conn, key).await? {
-            Some(ws) => Ok(Some(ledger::db::balance(&mut conn, ws).await?)),
+        match api_keys::db::authenticate_with_status(&mut conn, key).await? {
+            Some((ws, false)) => Ok(Some(Ok(ledger::db::balance(&mut conn, ws).await?))),
+            Some((_, true)) => Ok(Some(Err(ApiError::suspended()))),
             None => Ok(None),
         }
     }
     .await;
     match result {
-        Ok(Some(b)) => axum::Json(json!({"balance": balance_json(b)})).into_response(),
+        Ok(Some(Ok(b))) => axum::Json(json!({"balance": balance_json(b)})).into_response(),
+        Ok(Some(Err(refused))) => refused.into_response(),
         Ok(None) => ApiError::unauthorized().into_response(),
         Err(e) if is_pool_timeout(&e) => {
             ApiError::unavailable("billfold is busy; retry", 1).into_response()

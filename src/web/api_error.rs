@@ -36,7 +36,16 @@ impl ApiError {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
     }
 
-    /// 401 `invalid_api_key` with `WWW-Authenticate: Bearer`.
+    /// 403 `workspace_suspended`: staff suspended the key's workspace.
+    pub fn suspended() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "workspace_suspended",
+            "this workspace is suspended; contact support",
+        )
+    }
+
+    /// 401 `invalid_api_key`: missing, unknown or revoked key.
     pub fn unauthorized() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,

@@ -53,6 +53,7 @@ impl AccountMember {
             past_due: self.workspace.past_due,
             branding: self.workspace.branding(),
             reseller: self.workspace.is_reseller,
+            staff: self.user.is_staff,
         }
     }
 

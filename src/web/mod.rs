@@ -7,6 +7,7 @@
 //! metering API and the Stripe webhook get no session, CSRF or login; the sandbox's
 //! control endpoints answer loopback or a signed-in staff member only.
 
+pub mod admin;
 pub mod api;
 pub mod api_error;
 pub mod assets;
@@ -169,6 +170,72 @@ pub fn router(
         .route(
             "/settings/reseller-sharing",
             post(reseller::set_email_sharing),
+        )
+        .route("/admin", get(admin::show_overview))
+        .route("/admin/adjustments", get(admin::show_adjustments))
+        .route(
+            "/admin/adjustments/{request_id}",
+            post(admin::decide_adjustment),
+        )
+        .route("/admin/plans/sync", post(admin::actions::sync_catalog))
+        .route("/admin/payouts/draft", post(admin::actions::draft_payouts))
+        .route("/admin/{resource}", get(admin::show_list))
+        .route("/admin/{resource}/export.csv", get(admin::export_csv))
+        .route("/admin/{resource}/bulk", post(admin::bulk))
+        .route("/admin/{resource}/{id}", get(admin::show_detail))
+        .route(
+            "/admin/workspaces/{id}/credits",
+            post(admin::actions::adjust_credits),
+        )
+        .route(
+            "/admin/workspaces/{id}/suspend",
+            post(admin::actions::suspend_workspace),
+        )
+        .route(
+            "/admin/workspaces/{id}/restore",
+            post(admin::actions::restore_workspace),
+        )
+        .route(
+            "/admin/workspaces/{id}/plan",
+            post(admin::actions::override_plan),
+        )
+        .route(
+            "/admin/workspaces/{id}/refund",
+            post(admin::actions::refund_top_up),
+        )
+        .route("/admin/users/{id}/staff", post(admin::actions::set_staff))
+        .route(
+            "/admin/users/{id}/suspend",
+            post(admin::actions::suspend_user),
+        )
+        .route(
+            "/admin/commissions/{id}/approve",
+            post(admin::actions::approve_commission),
+        )
+        .route(
+            "/admin/commissions/{id}/void",
+            post(admin::actions::void_commission),
+        )
+        .route(
+            "/admin/payouts/{id}/mark-paid",
+            post(admin::actions::mark_payout_paid),
+        )
+        .route("/admin/payouts/{id}/csv", get(admin::actions::payout_csv))
+        .route(
+            "/admin/webhook-events/{id}/replay",
+            post(admin::actions::replay_webhook_event),
+        )
+        .route(
+            "/admin/webhook-events/{id}/skip",
+            post(admin::actions::skip_webhook_event),
+        )
+        .route(
+            "/admin/jobs/{id}/retry",
+            post(admin::actions::retry_job_now),
+        )
+        .route(
+            "/admin/features/{id}/edit",
+            post(admin::actions::edit_feature),
         )
         .route("/reseller", get(reseller::show_overview))
         .route("/reseller/customers", get(reseller::list_customers))

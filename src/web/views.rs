@@ -25,6 +25,8 @@ pub struct PageCtx {
     pub branding: Option<crate::resellers::Branding>,
     /// The user works for a reseller: the nav links its dashboard.
     pub reseller: bool,
+    /// The user is staff: the nav links the back office.
+    pub staff: bool,
 }
 
 const FLASH_KEY: &str = "web.flash";

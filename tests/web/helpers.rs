@@ -48,6 +48,8 @@ pub fn test_config() -> Config {
         password_hash_concurrency: 4,
         metering_timeout: std::time::Duration::from_secs(10),
         session_lifetime: std::time::Duration::from_secs(30 * 86_400),
+        admin_approval_above_credits: 10_000,
+        sudo_window: std::time::Duration::from_secs(15 * 60),
     }
 }
 

@@ -1,0 +1,838 @@
+//! What staff do to billfold's objects (issue 8; DESIGN.md "Admin resources"): credit
+//! adjustments (with four-eyes approval above a threshold), workspace suspension and
+//! complimentary plans, staff flags and user suspension, early approval and voiding of
+//! reseller commissions.
+//!
+//! Every operation runs in the caller's transaction and records its audit event there
+//! ([`crate::audit`]): the change and its record commit together or not at all. Owns
+//! table `credit_adjustment_requests`; the web layer is `crate::web::admin`.
+
+pub mod overview;
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+
+use crate::audit::{self, NewAuditEvent};
+use crate::ids::{CommissionId, PlanCode, UserId, WorkspaceId};
+use crate::ledger::{self, LedgerEntry, LedgerEntryKind, NewEntry};
+
+/// The staff member acting, as the audit log records them.
+#[derive(Debug, Clone, Copy)]
+pub struct Actor<'a> {
+    /// Their user id.
+    pub user_id: UserId,
+    /// Their email.
+    pub email: &'a str,
+    /// The request's `x-request-id`.
+    pub request_id: Option<&'a str>,
+    /// Where they connected from.
+    pub client_address: Option<IpAddr>,
+}
+
+impl Actor<'_> {
+    /// Records `action` on `subject` in the caller's transaction.
+    pub async fn record(
+        &self,
+        conn: &mut PgConnection,
+        action: &str,
+        subject: (&str, String),
+        before: Option<Value>,
+        after: Option<Value>,
+        reason: Option<&str>,
+    ) -> anyhow::Result<()> {
+        audit::record(
+            conn,
+            &NewAuditEvent {
+                actor_user_id: Some(self.user_id),
+                actor_email: Some(self.email),
+                action,
+                subject: Some(subject),
+                before,
+                after,
+                reason,
+                request_id: self.request_id,
+                client_address: self.client_address,
+            },
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// Which credit bucket an adjustment changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Bucket {
+    /// The plan's allowance (reset each period).
+    Plan,
+    /// Purchased credits (never expire); a positive adjustment settles debt first.
+    Purchased,
+}
+
+impl Bucket {
+    /// Its name in `credit_adjustment_requests.bucket`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plan => "plan",
+            Self::Purchased => "purchased",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "plan" => Some(Self::Plan),
+            "purchased" => Some(Self::Purchased),
+            _ => None,
+        }
+    }
+}
+
+/// Largest adjustment one request may make, either sign (credits).
+pub const MAX_ADJUSTMENT: i64 = 100_000_000;
+
+/// A credit adjustment a staff member asks for.
+#[derive(Debug, Clone)]
+pub struct Adjustment<'a> {
+    /// Whose credits.
+    pub workspace_id: WorkspaceId,
+    /// Which bucket.
+    pub bucket: Bucket,
+    /// Credits to add (positive) or remove (negative), never 0.
+    pub credits: i64,
+    /// Why (3 to 1,000 characters): shown to the customer on their statement.
+    pub reason: &'a str,
+    /// The form's one-time token: a resubmitted form applies once.
+    pub nonce: &'a str,
+}
+
+/// Why an adjustment (or its approval) was refused; nothing changed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdjustError {
+    /// Zero, or more than [`MAX_ADJUSTMENT`] either way.
+    #[error("enter a whole number of credits other than 0, at most {MAX_ADJUSTMENT} either way")]
+    InvalidAmount,
+    /// The reason is missing or too long.
+    #[error("give a reason of 3 to 1,000 characters; the customer sees it on their statement")]
+    InvalidReason,
+    /// Removing more than the bucket holds.
+    #[error("the workspace has only {available} {bucket} credits; remove at most that")]
+    WouldGoNegative {
+        /// The bucket's name.
+        bucket: &'static str,
+        /// What it holds.
+        available: i64,
+    },
+    /// No such workspace.
+    #[error("no such workspace")]
+    NotFound,
+    /// Database failure.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// What [`adjust_credits`] did.
+#[derive(Debug, Clone)]
+pub enum Adjusted {
+    /// The ledger entry was written.
+    Applied(Box<LedgerEntry>),
+    /// This form was applied before; nothing changed.
+    AlreadyApplied,
+    /// Above the approval threshold: a request waits for another staff member.
+    AwaitingApproval {
+        /// The request's id.
+        request_id: i64,
+    },
+}
+
+fn check_adjustment(credits: i64, reason: &str) -> Result<(), AdjustError> {
+    if credits == 0 || credits.abs() > MAX_ADJUSTMENT {
+        return Err(AdjustError::InvalidAmount);
+    }
+    let len = reason.trim().chars().count();
+    if !(3..=1_000).contains(&len) {
+        return Err(AdjustError::InvalidReason);
+    }
+    Ok(())
+}
+
+/// Adjusts a workspace's credits through the ledger (kind `adjustment`, the reason as
+/// the statement text) and records `workspace.credits_adjusted` with the balance
+/// before and after, in the caller's transaction. Above `approval_above` credits
+/// (either sign) nothing is applied: a pending request is stored and audited
+/// (`credit_adjustment.requested`) for another staff member to decide
+/// ([`decide_adjustment`]).
+pub async fn adjust_credits(
+    conn: &mut PgConnection,
+    actor: &Actor<'_>,
+    adjustment: &Adjustment<'_>,
+    approval_above: i64,
+) -> Result<Adjusted, AdjustError> {
+    check_adjustment(adjustment.credits, adjustment.reason)?;
+    let reason = adjustment.reason.trim();
+    if adjustment.credits.abs() > approval_above {
+        // A removal the bucket cannot cover is refused now, not after the approval.
+        if adjustment.credits < 0 {
+            let balance = crate::ledger::db::balance(conn, adjustment.workspace_id)
+                .await
+                .map_err(|_| AdjustError::NotFound)?;
+            let (bucket, available) = match adjustment.bucket {
+                Bucket::Plan => ("plan", balance.plan),
+                Bucket::Purchased => ("purchased", balance.purchased),
+            };
+            if available < -adjustment.credits {
+                return Err(AdjustError::WouldGoNegative { bucket, available });
+            }
+        }
+        let request_id: i64 = sqlx::query_scalar(
+            "insert into credit_adjustment_requests (workspace_id, bucket, credits, reason, requested_by)
+             select $1, $2, $3, $4, $5 where exists (select 1 from workspaces where workspace_id = $1)
+             returning adjustment_request_id",
+        )
+        .bind(adjustment.workspace_id)
+        .bind(adjustment.bucket.as_str())
+        .bind(adjustment.credits)
+        .bind(reason)
+        .bind(actor.user_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(anyhow::Error::from)?
+        .ok_or(AdjustError::NotFound)?;
+        actor
+            .record(
+                conn,
+                "credit_adjustment.requested",
+                ("workspace", adjustment.workspace_id.to_string()),
+                None,
+                Some(json!({
+                    "adjustment_request_id": request_id,
+                    "bucket": adjustment.bucket,
+                    "credits": adjustment.credits,
+                })),
+                Some(reason),
+            )
+            .await?;
+        return Ok(Adjusted::AwaitingApproval { request_id });
+    }
+    let reference = format!("staff:{}", adjustment.nonce);
+    match apply(
+        conn,
+        adjustment.workspace_id,
+        adjustment.bucket,
+        adjustment.credits,
+        reason,
+        &reference,
+    )
+    .await?
+    {
+        None => Ok(Adjusted::AlreadyApplied),
+        Some((before, entry)) => {
+            actor
+                .record(
+                    conn,
+                    "workspace.credits_adjusted",
+                    ("workspace", adjustment.workspace_id.to_string()),
+                    Some(before),
+                    Some(balance_json(&entry)),
+                    Some(reason),
+                )
+                .await?;
+            Ok(Adjusted::Applied(Box::new(entry)))
+        }
+    }
+}
+
+fn balance_json(entry: &LedgerEntry) -> Value {
+    json!({
+        "plan_credits": entry.plan_balance_after,
+        "purchased_credits": entry.purchased_balance_after,
+        "debt": entry.debt_after,
+        "ledger_entry_id": entry.ledger_entry_id,
+    })
+}
+
+/// Writes the adjustment's ledger entry under the balance lock. `None` when this
+/// reference was written before.
+async fn apply(
+    conn: &mut PgConnection,
+    workspace_id: WorkspaceId,
+    bucket: Bucket,
+    credits: i64,
+    reason: &str,
+    reference: &str,
+) -> Result<Option<(Value, LedgerEntry)>, AdjustError> {
+    let balance = sqlx::query_as::<_, ledger::Balance>(
+        "select plan_credits, purchased_credits, debt from balances where workspace_id = $1 for update",
+    )
+    .bind(workspace_id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(anyhow::Error::from)?
+    .ok_or(AdjustError::NotFound)?;
+    let description = format!("Adjustment: {reason}");
+    let mut entry = NewEntry::new(
+        workspace_id,
+        LedgerEntryKind::Adjustment,
+        &description,
+        Some(reference),
+    );
+    match (bucket, credits > 0) {
+        (Bucket::Plan, true) => entry.plan_delta = credits,
+        (Bucket::Plan, false) => {
+            if balance.plan < -credits {
+                return Err(AdjustError::WouldGoNegative {
+                    bucket: "plan",
+                    available: balance.plan,
+                });
+            }
+            entry.plan_delta = credits;
+        }
+        (Bucket::Purchased, true) => {
+            let settles = credits.min(balance.debt);
+            entry.purchased_delta = credits - settles;
+            entry.debt_delta = -settles;
+        }
+        (Bucket::Purchased, false) => {
+            if balance.purchased < -credits {
+                return Err(AdjustError::WouldGoNegative {
+                    bucket: "purchased",
+                    available: balance.purchased,
+                });
+            }
+            entry.purchased_delta = credits;
+        }
+    }
+    let before = json!({
+        "plan_credits": balance.plan,
+        "purchased_credits": balance.purchased,
+        "debt": balance.debt,
+    });
+    Ok(ledger::db::append(conn, &entry)
+        .await?
+        .map(|written| (before, written)))
+}
+
+/// A credit adjustment waiting for (or given) a second staff member's decision.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AdjustmentRequest {
+    /// Its id.
+    pub adjustment_request_id: i64,
+    /// Whose credits.
+    pub workspace_id: WorkspaceId,
+    /// The workspace's name.
+    pub workspace_name: String,
+    /// `plan` or `purchased`.
+    pub bucket: String,
+    /// Credits to add or remove.
+    pub credits: i64,
+    /// Why.
+    pub reason: String,
+    /// Who asked.
+    pub requested_by: UserId,
+    /// Their email.
+    pub requested_by_email: String,
+    /// When.
+    pub requested_at: OffsetDateTime,
+}
+
+/// Pending adjustment requests, oldest first.
+pub async fn pending_adjustments(
+    conn: &mut PgConnection,
+) -> anyhow::Result<Vec<AdjustmentRequest>> {
+    Ok(sqlx::query_as::<_, AdjustmentRequest>(
+        "select r.adjustment_request_id, r.workspace_id, w.name as workspace_name, r.bucket,
+                r.credits, r.reason, r.requested_by, u.email as requested_by_email, r.requested_at
+           from credit_adjustment_requests r
+           join workspaces w using (workspace_id)
+           join users u on u.user_id = r.requested_by
+          where r.status = 'pending'
+          order by r.requested_at, r.adjustment_request_id",
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Why a decision on an adjustment request was refused; nothing changed.
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    /// No such request, or it was decided already.
+    #[error("this request was decided already or does not exist")]
+    NotPending,
+    /// The staff member who asked cannot decide (four-eyes).
+    #[error("another staff member must decide on your own request")]
+    OwnRequest,
+    /// Applying it failed (the bucket no longer holds enough, say).
+    #[error(transparent)]
+    Adjust(#[from] AdjustError),
+}
+
+impl From<anyhow::Error> for DecideError {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Adjust(AdjustError::Unexpected(e))
+    }
+}
+
+/// Approves (applies, through the ledger) or rejects a pending adjustment request, as
+/// a staff member other than the one who asked, recording
+/// `credit_adjustment.approved` / `credit_adjustment.rejected` (and on approval
+/// `workspace.credits_adjusted`). The request row is locked: two approvals race to one.
+pub async fn decide_adjustment(
+    conn: &mut PgConnection,
+    actor: &Actor<'_>,
+    request_id: i64,
+    approve: bool,
+) -> Result<Option<LedgerEntry>, DecideError> {
+    #[derive(sqlx::FromRow)]
+    struct Pending {
+        workspace_id: WorkspaceId,
+        bucket: String,
+        credits: i64,
+        reason: String,
+        requested_by: UserId,
+    }
+    let pending = sqlx::query_as::<_, Pending>(
+        "select workspace_id, bucket, credits, reason, requested_by
+           from credit_adjustment_requests
+          where adjustment_request_id = $1 and status = 'pending' for update",
+    )
+    .bind(request_id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(anyhow::Error::from)?
+    .ok_or(DecideError::NotPending)?;
+    if pending.requested_by == actor.user_id {
+        return Err(DecideError::OwnRequest);
+    }
+    let subject = ("workspace", pending.workspace_id.to_string());
+    let details = json!({
+        "adjustment_request_id": request_id,
+        "bucket": pending.bucket,
+        "credits": pending.credits,
+        "requested_by": pending.requested_by,
+    });
+    if !approve {
+        sqlx::query(
+            "update credit_adjustment_requests
+                set status = 'rejected', decided_by = $2, decided_at = now()
+              where adjustment_request_id = $1",
+        )
+        .bind(request_id)
+        .bind(actor.user_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(anyhow::Error::from)?;
+        actor
+            .record(
+                conn,
+                "credit_adjustment.rejected",
+                subject,
+                None,
+                Some(details),
+                Some(&pending.reason),
+            )
+            .await?;
+        return Ok(None);
+    }
+    let bucket = Bucket::parse(&pending.bucket)
+        .ok_or_else(|| anyhow::anyhow!("unknown bucket {}", pending.bucket))?;
+    let (before, entry) = apply(
+        conn,
+        pending.workspace_id,
+        bucket,
+        pending.credits,
+        &pending.reason,
+        &format!("adjustment_request:{request_id}"),
+    )
+    .await?
+    .ok_or(DecideError::NotPending)?;
+    sqlx::query(
+        "update credit_adjustment_requests
+            set status = 'approved', decided_by = $2, decided_at = now(), ledger_entry_id = $3
+          where adjustment_request_id = $1",
+    )
+    .bind(request_id)
+    .bind(actor.user_id)
+    .bind(entry.ledger_entry_id)
+    .execute(&mut *conn)
+    .await
+    .map_err(anyhow::Error::from)?;
+    actor
+        .record(
+            conn,
+            "credit_adjustment.approved",
+            subject.clone(),
+            None,
+            Some(details),
+            Some(&pending.reason),
+        )
+        .await?;
+    actor
+        .record(
+            conn,
+            "workspace.credits_adjusted",
+            subject,
+            Some(before),
+            Some(balance_json(&entry)),
+            Some(&pending.reason),
+        )
+        .await?;
+    Ok(Some(entry))
+}
+
+/// Why a staff action on a workspace or user was refused; nothing changed.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    /// The reason is missing or too long.
+    #[error("give a reason of 3 to 1,000 characters")]
+    InvalidReason,
+    /// No such subject.
+    #[error("not found")]
+    NotFound,
+    /// The subject is already in the asked state.
+    #[error("{0}")]
+    Unchanged(&'static str),
+    /// Something about the request makes no sense (an unknown plan, say).
+    #[error("{0}")]
+    Invalid(String),
+    /// Database failure.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for ActionError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Unexpected(e.into())
+    }
+}
+
+fn check_reason(reason: &str) -> Result<&str, ActionError> {
+    let reason = reason.trim();
+    if (3..=1_000).contains(&reason.chars().count()) {
+        Ok(reason)
+    } else {
+        Err(ActionError::InvalidReason)
+    }
+}
+
+/// Suspends a workspace: its API keys answer 403 `workspace_suspended` until it is
+/// restored; nothing else changes. Audited as `workspace.suspended`.
+pub async fn suspend_workspace(
+    conn: &mut PgConnection,
+    actor: &Actor<'_>,
+    workspace_id: WorkspaceId,
+    reason: &str,
+) -> Result<(), ActionError> {
+    let reason = check_reason(reason)?;
+    let done = sqlx::query(
+        "update workspaces set suspended_at = now(), suspended_reason = $2
+          where workspace_id = $1 and suspended_at is null",
+    )
+    .bind(workspace_id)
+    .bind(reason)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(workspace_state(conn, workspace_id, "already suspended").await);
+    }
+    actor
+        .record(
+            conn,
+            "workspace.suspended",
+            ("workspace", workspace_id.to_string()),
+            Some(json!({"suspended": false})),
+            Some(json!({"suspended": true})),
+            Some(reason),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Lifts a workspace's suspension. Audited as `workspace.restored`.
+pub async fn restore_workspace(
+    conn: &mut PgConnection,
+    actor: &Actor<'_>,
+    workspace_id: WorkspaceId,
+    reason: &str,
+) -> Result<(), ActionError> {
+    let reason = check_reason(reason)?;
+    let done = sqlx::query(
+        "update workspaces set suspended_at = null, suspended_reason = null
+          where workspace_id = $1 and suspended_at is not null",
+    )
+    .bind(workspace_id)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(workspace_state(conn, workspace_id, "not suspended").await);
+    }
+    actor
+        .record(
+            conn,
+            "workspace.restored",
+            ("workspace", workspace_id.to_string()),
+            Some(json!({"suspended": true})),
+            Some(json!({"suspended": false})),
+            Some(reason),
+        )
+        .await?;
+    Ok(())
+}
+
+async fn workspace_state(
+    conn: &mut PgConnection,
+    workspace_id: WorkspaceId,
+    unchanged: &'static str,
+) -> ActionError {
+    match sqlx::query_scalar::<_, i32>("select 1 from workspaces where workspace_id = $1")
+        .bind(workspace_id)
+        .fetch_optional(conn)
+        .await
+    {
+        Ok(Some(_)) => ActionError::Unchanged(unchanged),
+        Ok(None) => ActionError::NotFound,
+        Err(e) => e.into(),
+    }
+}
+
+/// Puts a workspace on `plan` without Stripe (a complimentary plan: nothing is
+/// charged, and subscription events no longer move its plan), or with `None` ends the
+/// override and returns it to the plan of its live subscription, else the free plan.
+/// Audited as `workspace.plan_overridden` / `workspace.plan_override_ended`.
+pub async fn override_plan(
+    conn: &mut PgConnection,
+    actor: &Actor<'_>,
+    workspace_id: WorkspaceId,
+    plan: Option<&PlanCode>,
+    reason: &str,
+) -> Result<(), ActionError> {
+    let reason = check_reason(reason)?;
+    let before: Option<(String, bool)> = sqlx::query_as(
+        "select plan_code, plan_override from workspaces where workspace_id = $1 for no key update",
+    )
+    .bind(workspace_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((before_plan, before_override)) = before else {
+        return Err(ActionError::NotFound);
+    };
+    let (target, action) = match plan {
+        Some(code) => {
+            let known: Option<String> =
+                sqlx::query_scalar("select plan_code from plans where plan_code = $1")
+                    .bind(code)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            let Some(code) = known else {
+                return Err(ActionError::Invalid(format!("there is no plan {code}")));
+            };
+            (code, "workspace.plan_overridden")
+        }
+        None => {
+            if !before_override {
+                return Err(ActionError::Unchanged("not on a complimentary plan"));
+            }
+            let billed: String = sqlx::query_scalar(
+                "select coalesce(
+                    (select s.plan_code from subscriptions s
+                      where s.workspace_id = $1 and s.status in ('active', 'trialing', 'past_due')
+                        and s.plan_code is not null
+                      order by s.current_period_end desc limit 1),
+                    (select plan_code from plans order by monthly_price_minor, plan_code limit 1))",
+            )
+            .bind(workspace_id)
+            .fetch_one(&mut *conn)
+            .await?;
+            (billed, "workspace.plan_override_ended")
+        }
+    };
+    sqlx::query("update workspaces set plan_code = $2, plan_override = $3 where workspace_id = $1")
+        .bind(workspace_id)
+        .bind(&target)
+        .bind(plan.is_some())
+        .execute(&mut *conn)
+        .await?;
+    actor
+        .record(
+            conn,
+            action,
+            ("workspace", workspace_id.to_string()),
+            Some(json!({"plan_code": before_plan, "plan_override": before_override})),
+            Some(json!({"plan_code": target, "plan_override": plan.is_some()})),
+            Some(reason),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Grants or removes the staff flag. A staff member cannot remove their own (someone
+/// must remain able to undo it). Audited as `user.staff_granted` / `user.staff_revoked`.
+pub async fn set_staff(
+    conn: &mut PgConnection,
+    actor: &Actor<'_>,
+    user_id: UserId,
+    staff: bool,
+    reason: &str,
+) -> Result<(), ActionError> {
+    let reason = check_reason(reason)?;
+    if user_id == actor.user_id && !staff {
+        return Err(ActionError::Invalid(
+            "you cannot remove your own staff access; ask another staff member".into(),
+        ));
+    }
+    let done = sqlx::query("update users set is_staff = $2 where user_id = $1 and is_staff <> $2")
+        .bind(user_id)
+        .bind(staff)
+        .execute(&mut *conn)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(user_state(conn, user_id, "unchanged").await);
+    }
+    actor
+        .record(
+            conn,
+            if staff {
+                "user.staff_granted"
+            } else {
+                "user.staff_revoked"
+            },
+            ("user", user_id.to_string()),
+            Some(json!({"is_staff": !staff})),
+            Some(json!({"is_staff": staff})),
+            Some(reason),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Suspends a user (`true`: they cannot sign in, and every session of theirs ends at
+/// its next request) or lifts it (`false`). Audited as `user.suspended` /
+/// `user.restored`.
+pub async fn set_user_suspended(
+    conn: &mut PgConnection,
+    actor: &Actor<'_>,
+    user_id: UserId,
+    suspended: bool,
+    reason: &str,
+) -> Result<(), ActionError> {
+    let reason = check_reason(reason)?;
+    if user_id == actor.user_id && suspended {
+        return Err(ActionError::Invalid("you cannot suspend yourself".into()));
+    }
+    let done = sqlx::query(
+        "update users set suspended_at = case when $2 then now() end
+          where user_id = $1 and (suspended_at is not null) <> $2",
+    )
+    .bind(user_id)
+    .bind(suspended)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(user_state(conn, user_id, "unchanged").await);
+    }
+    actor
+        .record(
+            conn,
+            if suspended {
+                "user.suspended"
+            } else {
+                "user.restored"
+            },
+            ("user", user_id.to_string()),
+            Some(json!({"suspended": !suspended})),
+            Some(json!({"suspended": suspended})),
+            Some(reason),
+        )
+        .await?;
+    Ok(())
+}
+
+async fn user_state(
+    conn: &mut PgConnection,
+    user_id: UserId,
+    unchanged: &'static str,
+) -> ActionError {
+    match sqlx::query_scalar::<_, i32>("select 1 from users where user_id = $1")
+        .bind(user_id)
+        .fetch_optional(conn)
+        .await
+    {
+        Ok(Some(_)) => ActionError::Unchanged(unchanged),
+        Ok(None) => ActionError::NotFound,
+        Err(e) => e.into(),
+    }
+}
+
+/// Approves pending commissions (and reversals) before their hold ends, as of `now`.
+/// Others are left as they are. Returns how many moved; one audit event
+/// (`commissions.approved`) lists them.
+pub async fn approve_commissions(
+    conn: &mut PgConnection,
+    actor: &Actor<'_>,
+    ids: &[CommissionId],
+    now: OffsetDateTime,
+) -> Result<u64, ActionError> {
+    let moved: Vec<CommissionId> = sqlx::query_scalar(
+        "update commissions set status = 'approved', approved_at = $2
+          where commission_id = any($1) and status = 'pending'
+          returning commission_id",
+    )
+    .bind(ids)
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    if moved.is_empty() {
+        return Ok(0);
+    }
+    let count = moved.len() as u64;
+    actor
+        .record(
+            conn,
+            "commissions.approved",
+            ("commission", format!("{count} commissions")),
+            Some(json!({"status": "pending"})),
+            Some(json!({"status": "approved", "commission_ids": moved})),
+            None,
+        )
+        .await?;
+    Ok(count)
+}
+
+/// Voids a commission: a reversal of what is left of it is written (never an edit),
+/// approved at once when the commission was approved or paid, so the next payout
+/// claws it back. Audited as `commission.voided`.
+pub async fn void_commission(
+    conn: &mut PgConnection,
+    actor: &Actor<'_>,
+    commission_id: CommissionId,
+    reason: &str,
+    now: OffsetDateTime,
+) -> Result<i64, ActionError> {
+    let reason = check_reason(reason)?;
+    let reversed = crate::resellers::commissions::void(
+        conn,
+        commission_id,
+        &format!("void:{commission_id}"),
+        now,
+    )
+    .await?;
+    let Some(reversed) = reversed else {
+        return Err(ActionError::NotFound);
+    };
+    if reversed == 0 {
+        return Err(ActionError::Unchanged("nothing is left to void"));
+    }
+    actor
+        .record(
+            conn,
+            "commission.voided",
+            ("commission", commission_id.to_string()),
+            None,
+            Some(json!({"reversed_minor": reversed})),
+            Some(reason),
+        )
+        .await?;
+    Ok(reversed)
+}
