@@ -801,3 +801,175 @@ async fn the_demo_resellers_first_look_is_a_living_dashboard(pool: PgPool) {
     .await
     .expect("browser flow timed out");
 }
+
+#[sqlx::test]
+async fn staff_adjusts_credits_approves_commissions_pays_a_payout_and_replays_an_event(
+    pool: PgPool,
+) {
+    tokio::time::timeout(Duration::from_secs(180), async {
+        let app = TestApp::spawn(pool).await;
+        let customer = app.visitor();
+        let ws = customer.sign_up("grace@example.com").await;
+        let (_owner, partner) = crate::resellers::reseller_with_owner(&app, "acme").await;
+        sqlx::query(
+            "insert into commissions (reseller_id, workspace_id, kind, source, source_id, base_minor,
+                                      rate_bps, amount_minor, currency, status, earned_at,
+                                      approve_after, paid_minor)
+             select $1, $2, 'commission', 'top_up', 'cs_browser_' || i, 4000, 2000, 800, 'eur',
+                    'pending', now(), now() + interval '30 days', 4000
+               from generate_series(1, 8) i",
+        )
+        .bind(partner)
+        .bind(ws)
+        .execute(&app.db)
+        .await
+        .unwrap();
+        // A webhook event whose job gave up (say Postgres was away for its attempts).
+        sqlx::query(
+            "insert into stripe_events (stripe_event_id, event_type, livemode, payload)
+             values ('evt_browser_failed', 'customer.updated', false,
+                     '{\"id\": \"evt_browser_failed\", \"type\": \"customer.updated\", \"object\": \"event\"}');
+             ",
+        )
+        .execute(&app.db)
+        .await
+        .unwrap();
+        sqlx::query(
+            "insert into jobs (kind, key, status, attempts, max_attempts, last_error, finished_at)
+             values ('stripe_event', 'evt_browser_failed', 'failed', 15, 15,
+                     'connection refused', now())",
+        )
+        .execute(&app.db)
+        .await
+        .unwrap();
+        app.visitor().sign_up("staff@example.com").await;
+        sqlx::query("update users set is_staff = true where email = 'staff@example.com'")
+            .execute(&app.db)
+            .await
+            .unwrap();
+
+        let b = Browser::start().await;
+        b.driver.goto(format!("{}/login", app.base)).await.unwrap();
+        b.wait_for("#email").await.send_keys("staff@example.com").await.unwrap();
+        b.wait_for("#password").await.send_keys(PASSWORD).await.unwrap();
+        b.wait_for("form[action='/login'] button[type=submit]")
+            .await
+            .click()
+            .await
+            .unwrap();
+        b.wait_for("#balance-total").await;
+        b.driver.goto(format!("{}/admin", app.base)).await.unwrap();
+        b.wait_for("#conversion").await;
+        b.screenshot("admin-overview").await;
+
+        // Finds the customer by email and adjusts their credits, confirming the password.
+        b.driver
+            .goto(format!("{}/admin/workspaces", app.base))
+            .await
+            .unwrap();
+        b.wait_for("#q").await.send_keys("grace@").await.unwrap();
+        b.wait_for("form[role=search] button[type=submit]")
+            .await
+            .click()
+            .await
+            .unwrap();
+        b.wait_for_text("#result-count", "1 workspace").await;
+        b.screenshot("admin-workspaces").await;
+        b.wait_for("#rows tbody tr td a").await.click().await.unwrap();
+        b.wait_for("#adjust-form").await;
+        b.wait_for("#credits").await.send_keys("250").await.unwrap();
+        b.wait_for("#reason")
+            .await
+            .send_keys("Goodwill for the outage")
+            .await
+            .unwrap();
+        b.wait_for("#adjust-password")
+            .await
+            .send_keys(PASSWORD)
+            .await
+            .unwrap();
+        b.screenshot("admin-workspace").await;
+        b.wait_for("#adjust-form button[type=submit]")
+            .await
+            .click()
+            .await
+            .unwrap();
+        b.wait_for_text(".flash", "Adjusted by 250 credits").await;
+        b.wait_for_text("#ledger", "Goodwill for the outage").await;
+        let (_, statement) = customer.get_html("/credits").await;
+        assert!(statement.html().contains("Adjustment: Goodwill for the outage"));
+
+        // Finds the adjustment in the audit log.
+        b.driver
+            .goto(format!("{}/admin/audit-log", app.base))
+            .await
+            .unwrap();
+        b.wait_for("#f-action").await.send_keys("credits_adjusted").await.unwrap();
+        b.wait_for("form[role=search] button[type=submit]")
+            .await
+            .click()
+            .await
+            .unwrap();
+        b.wait_for_text("#rows", "workspace.credits_adjusted").await;
+        assert!(b.text_of("#rows").await.contains("staff@example.com"));
+        b.screenshot("admin-audit-log").await;
+
+        // Approves the pending commissions in bulk, with a confirmation step.
+        b.driver
+            .goto(format!("{}/admin/commissions?f.status=pending", app.base))
+            .await
+            .unwrap();
+        b.wait_for("#rows").await;
+        for checkbox in b.driver.find_all(By::Css("#rows input[type=checkbox]")).await.unwrap() {
+            checkbox.click().await.unwrap();
+        }
+        b.screenshot("admin-commissions").await;
+        b.wait_for("#bulk-form button[type=submit]")
+            .await
+            .click()
+            .await
+            .unwrap();
+        b.wait_for_text("#confirm-summary", "8 rows").await;
+        b.screenshot("admin-bulk-confirm").await;
+        b.wait_for("#confirm-bulk").await.click().await.unwrap();
+        b.wait_for_text(".flash", "8 of 8 selected commissions approved").await;
+
+        // Drafts the payout and marks it paid.
+        b.driver
+            .goto(format!("{}/admin/payouts", app.base))
+            .await
+            .unwrap();
+        b.wait_for("form[action='/admin/payouts/draft'] button")
+            .await
+            .click()
+            .await
+            .unwrap();
+        b.wait_for_text(".flash", "1 payouts drafted").await;
+        b.wait_for("#rows tbody tr td a").await.click().await.unwrap();
+        b.wait_for("#reference").await.send_keys("SEPA-2026-12-001").await.unwrap();
+        b.wait_for("#mark-paid-form button").await.click().await.unwrap();
+        b.wait_for_text(".flash", "Payout marked paid").await;
+        assert!(b.text_of("#fields").await.contains("SEPA-2026-12-001"));
+        b.screenshot("admin-payout").await;
+
+        // Replays the failed webhook event: the job runs again and applies it.
+        b.driver
+            .goto(format!("{}/admin/webhook-events?f.status=failed", app.base))
+            .await
+            .unwrap();
+        b.wait_for("#rows tbody tr td a").await.click().await.unwrap();
+        b.wait_for("#payload").await;
+        b.wait_for("#replay").await.click().await.unwrap();
+        b.wait_for_text(".flash", "Queued to run again").await;
+        b.reload_until(
+            &format!("{}/admin/webhook-events/evt_browser_failed", app.base),
+            "#fields",
+            "applied",
+        )
+        .await;
+        b.screenshot("admin-webhook-event").await;
+        b.driver.quit().await.unwrap();
+    })
+    .await
+    .expect("the back-office flow finished in time");
+}
