@@ -36,10 +36,22 @@ pub const LOGINS: [(&str, &str, &str); 3] = [
     ("staff", "staff@billfold.test", "billfold-demo"),
 ];
 
-/// Prints the demo logins, one per line.
+/// Where each demo login lands: the page that shows what that role does.
+fn landing(role: &str) -> &'static str {
+    match role {
+        "reseller" => "/reseller",
+        "staff" => "/admin",
+        _ => "/dashboard",
+    }
+}
+
+/// Prints the demo logins, one per line, with the page each is for.
 pub fn print_logins() {
     for (role, email, password) in LOGINS {
-        println!("    {role:<9} {email:<26} password: {password}");
+        println!(
+            "    {role:<9} {email:<26} password: {password}   then {}",
+            landing(role)
+        );
     }
 }
 

@@ -54,6 +54,39 @@ impl fmt::Display for Money {
     }
 }
 
+/// Reads a non-negative decimal with at most `decimals` digits after the point
+/// (`"12.5"`, `"1,200"`, `"50.00"`) as an integer count of its smallest unit
+/// (`"12.5"` with 2 decimals → 1250). `None` for anything else, or beyond `i64`.
+pub fn parse_decimal(raw: &str, decimals: u32) -> Option<i64> {
+    let cleaned: String = raw
+        .trim()
+        .chars()
+        .filter(|c| *c != ',' && *c != '_')
+        .collect();
+    let (whole, fraction) = cleaned.split_once('.').unwrap_or((&cleaned, ""));
+    if whole.is_empty() && fraction.is_empty()
+        || fraction.len() > decimals as usize
+        || !whole
+            .bytes()
+            .chain(fraction.bytes())
+            .all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let scale = 10_i64.checked_pow(decimals)?;
+    let whole: i64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
+    let fraction: i64 = if fraction.is_empty() {
+        0
+    } else {
+        fraction.parse::<i64>().ok()? * 10_i64.pow(decimals - fraction.len() as u32)
+    };
+    whole.checked_mul(scale)?.checked_add(fraction)
+}
+
 /// `1234567` → `"1,234,567"`.
 pub fn group_thousands(n: u64) -> String {
     let digits = n.to_string();
@@ -91,6 +124,26 @@ pub fn share_ceil(whole: i64, total: i64, part: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals_are_read_exactly_or_refused() {
+        assert_eq!(parse_decimal("12.5", 2), Some(1250));
+        assert_eq!(parse_decimal("50", 2), Some(5000));
+        assert_eq!(parse_decimal("1,200.05", 2), Some(120_005));
+        assert_eq!(parse_decimal(".5", 2), Some(50));
+        for bad in [
+            "",
+            ".",
+            "-1",
+            "1.234",
+            "1e3",
+            "1.2.3",
+            "abc",
+            "99999999999999999999",
+        ] {
+            assert_eq!(parse_decimal(bad, 2), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn formats_minor_units_without_floats() {

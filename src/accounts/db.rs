@@ -88,30 +88,48 @@ pub async fn any_user(conn: &mut PgConnection) -> anyhow::Result<bool> {
         .await?)
 }
 
+/// What [`primary_workspace`] and [`owner_view`] select (`$2`: the past-due status).
+const MEMBERSHIP_SELECT: &str =
+    "select w.workspace_id, w.name as workspace_name, m.role, p.plan_code,
+            p.name as plan_name,
+            exists (select 1 from subscriptions s
+                     where s.workspace_id = w.workspace_id and s.status = $2) as past_due,
+            r.reseller_id as brand_reseller_id, coalesce(r.display_name, r.name) as brand_name,
+            r.accent_color as brand_accent, l.sha256 as brand_logo,
+            w.share_email_with_reseller as shares_email,
+            exists (select 1 from reseller_members rm where rm.user_id = m.user_id) as is_reseller
+       from memberships m
+       join workspaces w using (workspace_id)
+       join plans p on p.plan_code = w.plan_code
+       left join resellers r on r.reseller_id = w.reseller_id and r.status <> 'closed'
+       left join reseller_logos l on l.reseller_id = r.reseller_id";
+
 /// The workspace a user works in: their oldest membership (a workspace switcher comes
 /// with team management). `None` for a user without any workspace.
 pub async fn primary_workspace(
     conn: &mut PgConnection,
     user_id: UserId,
 ) -> anyhow::Result<Option<WorkspaceMembership>> {
-    Ok(sqlx::query_as::<_, WorkspaceMembership>(
-        "select w.workspace_id, w.name as workspace_name, m.role, p.plan_code, p.name as plan_name,
-                exists (select 1 from subscriptions s
-                         where s.workspace_id = w.workspace_id and s.status = $2) as past_due,
-                r.reseller_id as brand_reseller_id, coalesce(r.display_name, r.name) as brand_name,
-                r.accent_color as brand_accent, l.sha256 as brand_logo,
-                w.share_email_with_reseller as shares_email,
-                exists (select 1 from reseller_members rm where rm.user_id = $1) as is_reseller
-           from memberships m
-           join workspaces w using (workspace_id)
-           join plans p on p.plan_code = w.plan_code
-           left join resellers r on r.reseller_id = w.reseller_id and r.status <> 'closed'
-           left join reseller_logos l on l.reseller_id = r.reseller_id
-          where m.user_id = $1
-          order by m.created_at, w.workspace_id
-          limit 1",
-    )
+    Ok(sqlx::query_as::<_, WorkspaceMembership>(&format!(
+        "{MEMBERSHIP_SELECT} where m.user_id = $1 order by m.created_at, w.workspace_id limit 1"
+    ))
     .bind(user_id)
+    .bind(SubscriptionStatus::PastDue)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// A workspace as its (first) owner sees it: what staff see in "view as customer".
+/// `None` when there is no such workspace or it has no owner.
+pub async fn owner_view(
+    conn: &mut PgConnection,
+    workspace_id: WorkspaceId,
+) -> anyhow::Result<Option<WorkspaceMembership>> {
+    Ok(sqlx::query_as::<_, WorkspaceMembership>(&format!(
+        "{MEMBERSHIP_SELECT} where m.workspace_id = $1 and m.role = 'owner'
+          order by m.created_at limit 1"
+    ))
+    .bind(workspace_id)
     .bind(SubscriptionStatus::PastDue)
     .fetch_optional(conn)
     .await?)

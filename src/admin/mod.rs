@@ -17,8 +17,9 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 
 use crate::audit::{self, NewAuditEvent};
-use crate::ids::{CommissionId, PlanCode, UserId, WorkspaceId};
+use crate::ids::{CommissionId, PlanCode, ResellerId, UserId, WorkspaceId};
 use crate::ledger::{self, LedgerEntry, LedgerEntryKind, NewEntry};
+use crate::resellers::{ResellerRole, ResellerStatus};
 
 /// The staff member acting, as the audit log records them.
 #[derive(Debug, Clone, Copy)]
@@ -835,4 +836,473 @@ pub async fn void_commission(
         )
         .await?;
     Ok(reversed)
+}
+
+/// A reseller's terms as staff set them.
+#[derive(Debug, Clone, Copy)]
+pub struct ResellerTerms {
+    /// Commission rate in basis points, 0..=10,000 (new payments only: the rate history
+    /// keeps what applied when).
+    pub commission_rate_bps: i32,
+    /// Days a commission waits before approval (the refund window), 0..=365.
+    pub hold_days: i32,
+    /// Smallest payout, minor units (≥ 0).
+    pub minimum_payout_minor: i64,
+    /// Active, paused or closed.
+    pub status: ResellerStatus,
+}
+
+fn check_terms(rate: i32, hold_days: i32) -> Result<(), ActionError> {
+    if !(0..=10_000).contains(&rate) {
+        return Err(ActionError::Invalid(
+            "the commission rate must be from 0 to 100 %".into(),
+        ));
+    }
+    if !(0..=365).contains(&hold_days) {
+        return Err(ActionError::Invalid(
+            "the hold must be from 0 to 365 days".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Changes a reseller's rate, hold, minimum payout and status, recording
+/// `reseller.terms_updated` with before and after. A new rate applies to payments made
+/// from now on (`reseller_rates`).
+pub async fn update_reseller_terms(
+    conn: &mut PgConnection,
+    actor: &Actor<'_>,
+    reseller_id: ResellerId,
+    terms: &ResellerTerms,
+) -> Result<(), ActionError> {
+    check_terms(terms.commission_rate_bps, terms.hold_days)?;
+    if terms.minimum_payout_minor < 0 {
+        return Err(ActionError::Invalid(
+            "the minimum payout cannot be negative".into(),
+        ));
+    }
+    let before: Option<(i32, i32, i64, ResellerStatus)> = sqlx::query_as(
+        "select commission_rate_bps, hold_days, minimum_payout_minor, status
+           from resellers where reseller_id = $1 for update",
+    )
+    .bind(reseller_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((rate, hold, minimum, status)) = before else {
+        return Err(ActionError::NotFound);
+    };
+    sqlx::query(
+        "update resellers set commission_rate_bps = $2, hold_days = $3, minimum_payout_minor = $4,
+                status = $5
+          where reseller_id = $1",
+    )
+    .bind(reseller_id)
+    .bind(terms.commission_rate_bps)
+    .bind(terms.hold_days)
+    .bind(terms.minimum_payout_minor)
+    .bind(terms.status)
+    .execute(&mut *conn)
+    .await?;
+    actor
+        .record(
+            conn,
+            "reseller.terms_updated",
+            ("reseller", reseller_id.to_string()),
+            Some(json!({"commission_rate_bps": rate, "hold_days": hold,
+                        "minimum_payout_minor": minimum, "status": status})),
+            Some(json!({"commission_rate_bps": terms.commission_rate_bps,
+                        "hold_days": terms.hold_days,
+                        "minimum_payout_minor": terms.minimum_payout_minor,
+                        "status": terms.status})),
+            None,
+        )
+        .await?;
+    Ok(())
+}
+
+/// Creates a reseller (active) and, with `owner_email`, makes that existing user its
+/// owner. Refused: a name of 0 or more than 100 characters, a malformed or taken
+/// referral code, a rate or hold out of range, an unknown email, or a user who already
+/// works for a reseller. Audited as `reseller.created`.
+pub async fn create_reseller(
+    conn: &mut PgConnection,
+    actor: &Actor<'_>,
+    name: &str,
+    referral_code: &str,
+    commission_rate_bps: i32,
+    hold_days: i32,
+    owner_email: Option<&str>,
+) -> Result<ResellerId, ActionError> {
+    let name = name.trim();
+    if !(1..=100).contains(&name.chars().count()) {
+        return Err(ActionError::Invalid(
+            "give the reseller a name of 1 to 100 characters".into(),
+        ));
+    }
+    let Some(code) = crate::resellers::parse_referral_code(referral_code) else {
+        return Err(ActionError::Invalid(
+            "the referral code must be 3 to 32 lowercase letters, digits or dashes".into(),
+        ));
+    };
+    check_terms(commission_rate_bps, hold_days)?;
+    let taken: Option<i32> = sqlx::query_scalar("select 1 from resellers where referral_code = $1")
+        .bind(&code)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if taken.is_some() {
+        return Err(ActionError::Invalid(format!(
+            "the referral code {code} is taken"
+        )));
+    }
+    let owner = match owner_email.map(str::trim).filter(|e| !e.is_empty()) {
+        None => None,
+        Some(email) => Some(member_candidate(conn, email).await?),
+    };
+    let id = crate::resellers::create(
+        conn,
+        &crate::resellers::NewReseller {
+            name,
+            referral_code: &code,
+            commission_rate_bps,
+            hold_days,
+        },
+    )
+    .await?;
+    if let Some(user) = owner {
+        crate::resellers::add_member(conn, id, user, ResellerRole::Owner).await?;
+    }
+    actor
+        .record(
+            conn,
+            "reseller.created",
+            ("reseller", id.to_string()),
+            None,
+            Some(json!({"name": name, "referral_code": code,
+                        "commission_rate_bps": commission_rate_bps, "hold_days": hold_days,
+                        "owner": owner})),
+            None,
+        )
+        .await?;
+    Ok(id)
+}
+
+/// A user who may join a reseller: exists, and works for no reseller yet.
+async fn member_candidate(conn: &mut PgConnection, email: &str) -> Result<UserId, ActionError> {
+    let found: Option<(UserId, bool)> = sqlx::query_as(
+        "select u.user_id, exists (select 1 from reseller_members m where m.user_id = u.user_id)
+           from users u where u.email = lower($1)",
+    )
+    .bind(email)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match found {
+        None => Err(ActionError::Invalid(format!(
+            "no user has the email {email}; ask them to sign up first"
+        ))),
+        Some((_, true)) => Err(ActionError::Invalid(format!(
+            "{email} already works for a reseller"
+        ))),
+        Some((user, false)) => Ok(user),
+    }
+}
+
+/// Adds an existing user to a reseller as owner or member. Audited as
+/// `reseller.member_added`.
+pub async fn add_reseller_member(
+    conn: &mut PgConnection,
+    actor: &Actor<'_>,
+    reseller_id: ResellerId,
+    email: &str,
+    role: ResellerRole,
+) -> Result<(), ActionError> {
+    let exists: Option<i32> = sqlx::query_scalar("select 1 from resellers where reseller_id = $1")
+        .bind(reseller_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if exists.is_none() {
+        return Err(ActionError::NotFound);
+    }
+    let user = member_candidate(conn, email.trim()).await?;
+    crate::resellers::add_member(conn, reseller_id, user, role).await?;
+    actor
+        .record(
+            conn,
+            "reseller.member_added",
+            ("reseller", reseller_id.to_string()),
+            None,
+            Some(json!({"user_id": user, "role": role})),
+            None,
+        )
+        .await?;
+    Ok(())
+}
+
+/// A plan's editable fields (its code, price and currency belong to Stripe's price:
+/// change those with a new plan and "Sync to Stripe").
+#[derive(Debug, Clone)]
+pub struct PlanEdit {
+    /// Display name, 1 to 60 characters.
+    pub name: String,
+    /// Credits per period; `None` = unlimited.
+    pub monthly_credits: Option<i64>,
+    /// Metering calls per minute; `None` = no limit.
+    pub rate_limit_per_min: Option<i32>,
+    /// Members a workspace may have; `None` = no cap.
+    pub max_members: Option<i32>,
+    /// API keys a workspace may have; `None` = no cap.
+    pub max_api_keys: Option<i32>,
+}
+
+/// Edits a plan (audited as `plan.updated` with before and after). The allowance
+/// applies from each workspace's next period.
+pub async fn update_plan(
+    conn: &mut PgConnection,
+    actor: &Actor<'_>,
+    plan_code: &str,
+    edit: &PlanEdit,
+) -> Result<(), ActionError> {
+    let name = edit.name.trim();
+    if !(1..=60).contains(&name.chars().count()) {
+        return Err(ActionError::Invalid(
+            "give the plan a name of 1 to 60 characters".into(),
+        ));
+    }
+    if edit.monthly_credits.is_some_and(|c| c < 0)
+        || edit.rate_limit_per_min.is_some_and(|c| c < 1)
+        || edit.max_members.is_some_and(|c| c < 1)
+        || edit.max_api_keys.is_some_and(|c| c < 1)
+    {
+        return Err(ActionError::Invalid(
+            "limits must be whole numbers of at least 1 (credits: at least 0), or empty for unlimited".into(),
+        ));
+    }
+    let before: Option<Value> = sqlx::query_scalar(
+        "select jsonb_build_object('name', name, 'monthly_credits', monthly_credits,
+                'rate_limit_per_min', rate_limit_per_min, 'max_members', max_members,
+                'max_api_keys', max_api_keys)
+           from plans where plan_code = $1 for update",
+    )
+    .bind(plan_code)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(before) = before else {
+        return Err(ActionError::NotFound);
+    };
+    sqlx::query(
+        "update plans set name = $2, monthly_credits = $3, rate_limit_per_min = $4,
+                max_members = $5, max_api_keys = $6
+          where plan_code = $1",
+    )
+    .bind(plan_code)
+    .bind(name)
+    .bind(edit.monthly_credits)
+    .bind(edit.rate_limit_per_min)
+    .bind(edit.max_members)
+    .bind(edit.max_api_keys)
+    .execute(&mut *conn)
+    .await?;
+    actor
+        .record(
+            conn,
+            "plan.updated",
+            ("plan", plan_code.to_owned()),
+            Some(before),
+            Some(
+                json!({"name": name, "monthly_credits": edit.monthly_credits,
+                        "rate_limit_per_min": edit.rate_limit_per_min,
+                        "max_members": edit.max_members, "max_api_keys": edit.max_api_keys}),
+            ),
+            None,
+        )
+        .await?;
+    Ok(())
+}
+
+/// A credit pack's editable fields.
+#[derive(Debug, Clone)]
+pub struct PackEdit {
+    /// Display name, 1 to 60 characters.
+    pub name: String,
+    /// Credits it grants, ≥ 1.
+    pub credits: i64,
+    /// Price in minor units of the pack's currency, ≥ 1 ("Sync to Stripe" then puts a
+    /// price with it on sale).
+    pub price_minor: i64,
+    /// On sale.
+    pub active: bool,
+}
+
+/// Edits a credit pack (audited as `credit_pack.updated`). Checkout sessions already
+/// open keep the credits and price they were started with.
+pub async fn update_credit_pack(
+    conn: &mut PgConnection,
+    actor: &Actor<'_>,
+    code: &str,
+    edit: &PackEdit,
+) -> Result<(), ActionError> {
+    let name = edit.name.trim();
+    if !(1..=60).contains(&name.chars().count()) {
+        return Err(ActionError::Invalid(
+            "give the pack a name of 1 to 60 characters".into(),
+        ));
+    }
+    if !(1..=MAX_ADJUSTMENT).contains(&edit.credits) || edit.price_minor < 1 {
+        return Err(ActionError::Invalid(
+            "a pack grants at least 1 credit and costs more than 0".into(),
+        ));
+    }
+    let before: Option<Value> = sqlx::query_scalar(
+        "select jsonb_build_object('name', name, 'credits', credits, 'price_minor', price_minor,
+                'active', active)
+           from credit_packs where credit_pack_code = $1 for update",
+    )
+    .bind(code)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(before) = before else {
+        return Err(ActionError::NotFound);
+    };
+    sqlx::query(
+        "update credit_packs set name = $2, credits = $3, price_minor = $4, active = $5
+          where credit_pack_code = $1",
+    )
+    .bind(code)
+    .bind(name)
+    .bind(edit.credits)
+    .bind(edit.price_minor)
+    .bind(edit.active)
+    .execute(&mut *conn)
+    .await?;
+    actor
+        .record(
+            conn,
+            "credit_pack.updated",
+            ("credit_pack", code.to_owned()),
+            Some(before),
+            Some(json!({"name": name, "credits": edit.credits,
+                        "price_minor": edit.price_minor, "active": edit.active})),
+            None,
+        )
+        .await?;
+    Ok(())
+}
+
+/// Edits a metered feature's description (1 to 200 characters) and credit cost
+/// (1..=1,000,000 credits per use; new calls only). Audited as `feature.updated`.
+pub async fn update_feature(
+    conn: &mut PgConnection,
+    actor: &Actor<'_>,
+    code: &str,
+    description: &str,
+    credit_cost: i64,
+) -> Result<(), ActionError> {
+    let description = description.trim();
+    if !(1..=200).contains(&description.chars().count()) {
+        return Err(ActionError::Invalid(
+            "give a description of 1 to 200 characters".into(),
+        ));
+    }
+    if !(1..=1_000_000).contains(&credit_cost) {
+        return Err(ActionError::Invalid(
+            "credits per use must be a whole number from 1 to 1,000,000".into(),
+        ));
+    }
+    let before: Option<Value> = sqlx::query_scalar(
+        "select jsonb_build_object('description', description, 'credit_cost', credit_cost)
+           from features where feature_code = $1 for update",
+    )
+    .bind(code)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(before) = before else {
+        return Err(ActionError::NotFound);
+    };
+    sqlx::query("update features set description = $2, credit_cost = $3 where feature_code = $1")
+        .bind(code)
+        .bind(description)
+        .bind(credit_cost)
+        .execute(&mut *conn)
+        .await?;
+    actor
+        .record(
+            conn,
+            "feature.updated",
+            ("feature", code.to_owned()),
+            Some(before),
+            Some(json!({"description": description, "credit_cost": credit_cost})),
+            None,
+        )
+        .await?;
+    Ok(())
+}
+
+/// Attributes a workspace to the active reseller with `referral_code` (channel
+/// `admin`), or with `None` detaches it. Commissions already earned stay with the
+/// reseller that earned them; future payments follow the new attribution. A workspace
+/// attributed elsewhere must be detached first. Audited as `workspace.attributed` /
+/// `workspace.detached`.
+pub async fn set_reseller(
+    conn: &mut PgConnection,
+    actor: &Actor<'_>,
+    workspace_id: WorkspaceId,
+    referral_code: Option<&str>,
+    reason: &str,
+) -> Result<(), ActionError> {
+    let reason = check_reason(reason)?;
+    let before: Option<Option<ResellerId>> = sqlx::query_scalar(
+        "select reseller_id from workspaces where workspace_id = $1 for no key update",
+    )
+    .bind(workspace_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(before) = before else {
+        return Err(ActionError::NotFound);
+    };
+    let (action, after) = match referral_code.map(str::trim).filter(|c| !c.is_empty()) {
+        Some(code) => {
+            if before.is_some() {
+                return Err(ActionError::Invalid(
+                    "the workspace is attributed to a reseller already; detach it first".into(),
+                ));
+            }
+            let code = crate::resellers::parse_referral_code(code).unwrap_or_default();
+            let Some(reseller) = crate::resellers::active_by_code(conn, &code).await? else {
+                return Err(ActionError::Invalid(format!(
+                    "no active reseller has the referral code {code:?}"
+                )));
+            };
+            crate::resellers::attribute(
+                conn,
+                workspace_id,
+                reseller,
+                crate::resellers::AttributionChannel::Admin,
+            )
+            .await?;
+            ("workspace.attributed", Some(reseller))
+        }
+        None => {
+            if before.is_none() {
+                return Err(ActionError::Unchanged("the workspace has no reseller"));
+            }
+            sqlx::query(
+                "update workspaces set reseller_id = null, attributed_at = null, attributed_via = null
+                  where workspace_id = $1",
+            )
+            .bind(workspace_id)
+            .execute(&mut *conn)
+            .await?;
+            ("workspace.detached", None)
+        }
+    };
+    actor
+        .record(
+            conn,
+            action,
+            ("workspace", workspace_id.to_string()),
+            Some(json!({"reseller_id": before})),
+            Some(json!({"reseller_id": after})),
+            Some(reason),
+        )
+        .await?;
+    Ok(())
 }

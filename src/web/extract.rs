@@ -38,6 +38,8 @@ pub struct AccountMember {
     pub session: Session,
     /// Whether billfold runs against the Stripe sandbox (banner).
     pub sandbox: bool,
+    /// A staff member viewing this workspace as its customer (read-only, banner).
+    pub viewing_as: bool,
 }
 
 impl AccountMember {
@@ -54,6 +56,7 @@ impl AccountMember {
             branding: self.workspace.branding(),
             reseller: self.workspace.is_reseller,
             staff: self.user.is_staff,
+            view_as: self.viewing_as,
         }
     }
 
@@ -106,16 +109,27 @@ impl FromRequestParts<AppState> for AccountMember {
             .acquire()
             .await
             .map_err(|e| AppError::Internal(e.into()).into_response())?;
-        let workspace = accounts::db::primary_workspace(&mut conn, user.user_id)
-            .await
-            .map_err(|e| AppError::Internal(e).into_response())?
-            .ok_or_else(|| AppError::Forbidden.into_response())?;
+        let viewed = match super::admin::view_as::viewed_workspace(&session, &user).await {
+            Some(ws) => accounts::db::owner_view(&mut conn, ws)
+                .await
+                .map_err(|e| AppError::Internal(e).into_response())?,
+            None => None,
+        };
+        let viewing_as = viewed.is_some();
+        let workspace = match viewed {
+            Some(w) => w,
+            None => accounts::db::primary_workspace(&mut conn, user.user_id)
+                .await
+                .map_err(|e| AppError::Internal(e).into_response())?
+                .ok_or_else(|| AppError::Forbidden.into_response())?,
+        };
         Ok(Self {
             user,
             workspace,
             csrf_token,
             session,
             sandbox: state.config.stripe_sandbox(),
+            viewing_as,
         })
     }
 }

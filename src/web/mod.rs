@@ -178,6 +178,10 @@ pub fn router(
             post(admin::decide_adjustment),
         )
         .route("/admin/plans/sync", post(admin::actions::sync_catalog))
+        .route(
+            "/admin/resellers/new",
+            get(admin::actions::new_reseller_form).post(admin::actions::create_reseller),
+        )
         .route("/admin/payouts/draft", post(admin::actions::draft_payouts))
         .route("/admin/{resource}", get(admin::show_list))
         .route("/admin/{resource}/export.csv", get(admin::export_csv))
@@ -203,6 +207,15 @@ pub fn router(
             "/admin/workspaces/{id}/refund",
             post(admin::actions::refund_top_up),
         )
+        .route(
+            "/admin/workspaces/{id}/reseller",
+            post(admin::actions::set_reseller),
+        )
+        .route(
+            "/admin/workspaces/{id}/view-as",
+            post(admin::view_as::start),
+        )
+        .route(admin::view_as::END_PATH, post(admin::view_as::end))
         .route("/admin/users/{id}/staff", post(admin::actions::set_staff))
         .route(
             "/admin/users/{id}/suspend",
@@ -232,6 +245,19 @@ pub fn router(
         .route(
             "/admin/jobs/{id}/retry",
             post(admin::actions::retry_job_now),
+        )
+        .route("/admin/plans/{id}/edit", post(admin::actions::edit_plan))
+        .route(
+            "/admin/credit-packs/{id}/edit",
+            post(admin::actions::edit_credit_pack),
+        )
+        .route(
+            "/admin/resellers/{id}/terms",
+            post(admin::actions::edit_reseller_terms),
+        )
+        .route(
+            "/admin/resellers/{id}/members",
+            post(admin::actions::add_reseller_member),
         )
         .route(
             "/admin/features/{id}/edit",
@@ -264,6 +290,7 @@ pub fn router(
             "/reseller/api-keys/{key_id}/revoke",
             post(reseller::revoke_api_key),
         )
+        .layer(middleware::from_fn(admin::view_as::read_only))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             csrf::verify_csrf,

@@ -27,6 +27,8 @@ pub struct PageCtx {
     pub reseller: bool,
     /// The user is staff: the nav links the back office.
     pub staff: bool,
+    /// A staff member is viewing the workspace as its customer: read-only banner.
+    pub view_as: bool,
 }
 
 const FLASH_KEY: &str = "web.flash";

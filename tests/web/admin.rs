@@ -673,3 +673,448 @@ async fn a_feature_edit_is_validated_and_audited(pool: PgPool) {
     assert_eq!(cost, 7);
     assert_eq!(audit_actions(&app, "feature.").await, ["feature.updated"]);
 }
+
+#[sqlx::test]
+async fn viewing_as_a_customer_is_read_only_and_audited(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let ws = app.sign_up("customer@example.com").await;
+    let admin = staff(&app, "staff@example.com").await;
+    let res = admin
+        .post_form(&format!("/admin/workspaces/{ws}/view-as"), &[])
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let (status, html) = admin.get_html("/dashboard").await;
+    assert_eq!(status, StatusCode::OK);
+    let banner = text(&html, "#view-as-banner").unwrap();
+    assert!(banner.contains("customer's workspace"), "{banner}");
+    let (status, html) = admin.get_html("/credits").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(text(&html, "#view-as-banner").is_some());
+
+    // Every write is refused, whatever the route.
+    for (path, fields) in [
+        ("/settings/api-keys", vec![("name", "sneaky")]),
+        ("/billing/top-up", vec![("pack", "pack_500")]),
+        ("/billing/portal", vec![]),
+        ("/billing/cancel", vec![]),
+        (
+            &*format!("/admin/workspaces/{ws}/suspend"),
+            vec![("reason", "while viewing"), ("sudo_password", PASSWORD)],
+        ),
+    ] {
+        let res = admin.post_form(path, &fields).await;
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "POST {path}");
+    }
+    let keys: i64 = sqlx::query_scalar("select count(*) from api_keys")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(keys, 0);
+    let suspended: bool = sqlx::query_scalar(
+        "select suspended_at is not null from workspaces where workspace_id = $1",
+    )
+    .bind(ws)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert!(!suspended);
+
+    let res = admin.post_form("/admin/view-as/end", &[]).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let (_, html) = admin.get_html("/dashboard").await;
+    assert!(text(&html, "#view-as-banner").is_none());
+    assert!(html.html().contains("staff's workspace"));
+    assert_eq!(
+        audit_actions(&app, "workspace.view_as").await,
+        ["workspace.view_as_started", "workspace.view_as_ended"]
+    );
+}
+
+#[sqlx::test]
+async fn staff_create_a_reseller_set_its_terms_and_add_its_users(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    app.sign_up("partner@example.com").await;
+    let admin = staff(&app, "staff@example.com").await;
+    let (status, _) = admin.get_html("/admin/resellers/new").await;
+    assert_eq!(status, StatusCode::OK);
+    for (code, rate, email, message) in [
+        ("X", "20", "", "referral code"),
+        ("globex", "120", "", "0 to 100"),
+        ("globex", "20", "nobody@example.com", "sign up first"),
+    ] {
+        let res = admin
+            .post_form(
+                "/admin/resellers/new",
+                &[
+                    ("name", "Globex"),
+                    ("referral_code", code),
+                    ("rate", rate),
+                    ("hold_days", "30"),
+                    ("owner_email", email),
+                ],
+            )
+            .await;
+        assert_eq!(
+            res.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{code} {rate}"
+        );
+        let html = Html::parse_document(&res.text().await.unwrap());
+        let error = text(&html, "#form-error").unwrap();
+        assert!(error.contains(message), "{error}");
+        // The form keeps what was typed.
+        assert_eq!(attr(&html, "#referral_code", "value").unwrap(), code);
+    }
+    let res = admin
+        .post_form(
+            "/admin/resellers/new",
+            &[
+                ("name", "Globex"),
+                ("referral_code", "globex"),
+                ("rate", "12.5"),
+                ("hold_days", "14"),
+                ("owner_email", "partner@example.com"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let id: uuid::Uuid =
+        sqlx::query_scalar("select reseller_id from resellers where referral_code = 'globex'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    let (rate, hold): (i32, i32) = sqlx::query_as(
+        "select commission_rate_bps, hold_days from resellers where reseller_id = $1",
+    )
+    .bind(id)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!((rate, hold), (1250, 14));
+    // The owner now has the reseller dashboard.
+    assert_eq!(app.get("/reseller").await.status(), StatusCode::OK);
+
+    let res = admin
+        .post_form(
+            &format!("/admin/resellers/{id}/terms"),
+            &[
+                ("rate", "abc"),
+                ("hold_days", "30"),
+                ("minimum_payout", "50"),
+                ("status", "active"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let res = admin
+        .post_form(
+            &format!("/admin/resellers/{id}/terms"),
+            &[
+                ("rate", "25"),
+                ("hold_days", "0"),
+                ("minimum_payout", "100.00"),
+                ("status", "paused"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let (rate, hold, minimum, status): (i32, i32, i64, String) = sqlx::query_as(
+        "select commission_rate_bps, hold_days, minimum_payout_minor, status::text
+           from resellers where reseller_id = $1",
+    )
+    .bind(id)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        (rate, hold, minimum, status.as_str()),
+        (2500, 0, 10_000, "paused")
+    );
+    let (_, html) = admin.get_html(&format!("/admin/resellers/{id}")).await;
+    assert!(
+        text(&html, "#reseller-members")
+            .unwrap()
+            .contains("partner@example.com (owner)")
+    );
+    assert_eq!(
+        audit_actions(&app, "reseller.").await,
+        ["reseller.created", "reseller.terms_updated"]
+    );
+}
+
+#[sqlx::test]
+async fn plans_and_credit_packs_are_edited_with_validation_and_audited(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let admin = staff(&app, "staff@example.com").await;
+    let res = admin
+        .post_form(
+            "/admin/plans/pro/edit",
+            &[
+                ("name", "Pro"),
+                ("monthly_credits", "lots"),
+                ("rate_limit_per_min", ""),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let res = admin
+        .post_form(
+            "/admin/plans/pro/edit",
+            &[
+                ("name", "Pro+"),
+                ("monthly_credits", "25,000"),
+                ("rate_limit_per_min", "600"),
+                ("max_members", ""),
+                ("max_api_keys", "20"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let (name, credits, members): (String, Option<i64>, Option<i32>) = sqlx::query_as(
+        "select name, monthly_credits, max_members from plans where plan_code = 'pro'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        (name.as_str(), credits, members),
+        ("Pro+", Some(25_000), None)
+    );
+
+    let pack: String =
+        sqlx::query_scalar("select credit_pack_code from credit_packs order by sort_order limit 1")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    let res = admin
+        .post_form(
+            &format!("/admin/credit-packs/{pack}/edit"),
+            &[("name", "Small"), ("credits", "500"), ("price", "12.345")],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let res = admin
+        .post_form(
+            &format!("/admin/credit-packs/{pack}/edit"),
+            &[
+                ("name", "Small"),
+                ("credits", "600"),
+                ("price", "45.50"),
+                ("active", "on"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let (credits, price): (i64, i64) =
+        sqlx::query_as("select credits, price_minor from credit_packs where credit_pack_code = $1")
+            .bind(&pack)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!((credits, price), (600, 4550));
+    assert_eq!(audit_actions(&app, "plan.").await, ["plan.updated"]);
+    assert_eq!(
+        audit_actions(&app, "credit_pack.").await,
+        ["credit_pack.updated"]
+    );
+}
+
+#[sqlx::test]
+async fn a_workspace_is_attributed_to_a_reseller_and_detached(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let ws = app.sign_up("customer@example.com").await;
+    let (_, partner) = reseller_with_owner(&app, "acme").await;
+    let admin = staff(&app, "staff@example.com").await;
+    let path = format!("/admin/workspaces/{ws}/reseller");
+    let res = admin
+        .post_form(
+            &path,
+            &[("referral_code", "nope"), ("reason", "Signed via phone")],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let res = admin
+        .post_form(
+            &path,
+            &[("referral_code", "acme"), ("reason", "Signed via phone")],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let attributed: Option<uuid::Uuid> =
+        sqlx::query_scalar("select reseller_id from workspaces where workspace_id = $1")
+            .bind(ws)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(attributed, Some(partner.0));
+    let res = admin
+        .post_form(&path, &[("referral_code", "acme"), ("reason", "Twice")])
+        .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "detach first"
+    );
+    let res = admin.post_form(&path, &[("reason", "Wrong partner")]).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        audit_actions(&app, "workspace.").await,
+        ["workspace.attributed", "workspace.detached"]
+    );
+}
+
+#[sqlx::test]
+async fn a_top_up_refunded_from_the_back_office_takes_its_credits_back(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let ws = app.sign_up("customer@example.com").await;
+    let before = app.assert_ledger_consistent(ws).await;
+    let session = crate::refunds::buy(
+        &app,
+        ws,
+        &[("credit_pack", "pack_500")],
+        before.0 + before.1 + 500,
+    )
+    .await;
+    let admin = staff(&app, "staff@example.com").await;
+    let (_, html) = admin.get_html(&format!("/admin/workspaces/{ws}")).await;
+    assert!(text(&html, "#top-ups").unwrap().contains("500"));
+    let res = admin
+        .post_form(
+            &format!("/admin/workspaces/{ws}/refund"),
+            &[
+                ("session", &session),
+                ("reason", "Bought by mistake"),
+                ("sudo_password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    crate::helpers::eventually("the refund to take the credits back", || async {
+        app.assert_ledger_consistent(ws).await.1 == 0
+    })
+    .await;
+    // Another workspace's top-up cannot be refunded through this one's page.
+    let other = app.visitor().sign_up("other@example.com").await;
+    let res = admin
+        .post_form(
+            &format!("/admin/workspaces/{other}/refund"),
+            &[("session", &session), ("reason", "Wrong page")],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        audit_actions(&app, "top_up.").await,
+        ["top_up.refund_requested"]
+    );
+}
+
+#[sqlx::test]
+async fn commissions_are_voided_events_skipped_plans_given_and_the_catalog_synced(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let ids = pending_commissions(&app, 1).await;
+    let admin = staff(&app, "staff@example.com").await;
+    let res = admin
+        .post_form(
+            &format!("/admin/commissions/{}/void", ids[0]),
+            &[("reason", "Self-referral"), ("sudo_password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let net: i64 = sqlx::query_scalar("select sum(amount_minor)::bigint from commissions")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(net, 0, "the reversal cancels the commission");
+    let res = admin
+        .post_form(
+            &format!("/admin/commissions/{}/void", ids[0]),
+            &[("reason", "Again")],
+        )
+        .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "nothing left to void"
+    );
+
+    sqlx::query(
+        "insert into stripe_events (stripe_event_id, event_type, livemode, payload)
+         values ('evt_admin_skip', 'customer.updated', false, '{}')",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let res = admin
+        .post_form(
+            "/admin/webhook-events/evt_admin_skip/skip",
+            &[("reason", "x")],
+        )
+        .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "a reason is needed"
+    );
+    let res = admin
+        .post_form(
+            "/admin/webhook-events/evt_admin_skip/skip",
+            &[("reason", "Test event")],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let skipped: bool = sqlx::query_scalar(
+        "select skipped_at is not null from stripe_events where stripe_event_id = 'evt_admin_skip'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert!(skipped);
+
+    // A complimentary plan, kept when a subscription event would move the plan.
+    let ws = app.sign_up("vip@example.com").await;
+    let res = admin
+        .post_form(
+            &format!("/admin/workspaces/{ws}/plan"),
+            &[("plan_code", "pro"), ("reason", "Design partner")],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let mut conn = app.db.acquire().await.unwrap();
+    billfold::accounts::db::set_workspace_plan(
+        &mut conn,
+        ws,
+        &billfold::ids::PlanCode("free".into()),
+    )
+    .await
+    .unwrap();
+    let plan: String =
+        sqlx::query_scalar("select plan_code from workspaces where workspace_id = $1")
+            .bind(ws)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(plan, "pro");
+    let res = admin
+        .post_form(
+            &format!("/admin/workspaces/{ws}/plan"),
+            &[("plan_code", ""), ("reason", "Partnership ended")],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let plan: String =
+        sqlx::query_scalar("select plan_code from workspaces where workspace_id = $1")
+            .bind(ws)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(plan, "free", "back on the billed plan");
+
+    let res = admin.post_form("/admin/plans/sync", &[]).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let html = Html::parse_document(&res.text().await.unwrap());
+    assert!(text(&html, "#sync-report").unwrap().contains("plan pro"));
+    assert_eq!(
+        audit_actions(&app, "workspace.plan").await,
+        ["workspace.plan_overridden", "workspace.plan_override_ended"]
+    );
+}

@@ -38,6 +38,7 @@ pub struct WorkspacePanel {
     top_ups: Vec<TopUpRow>,
     stripe_customer: Option<String>,
     dashboard_url: Option<String>,
+    reseller: Option<String>,
     nonce: String,
 }
 
@@ -100,6 +101,34 @@ pub enum Panel {
         id: String,
         /// Its status.
         status: String,
+    },
+    /// A plan's edit form.
+    Plan {
+        /// Its code.
+        code: String,
+        /// Name, credits per month, calls per minute, members, API keys (empty:
+        /// unlimited).
+        fields: [String; 5],
+    },
+    /// A credit pack's edit form.
+    Pack {
+        /// Its code.
+        code: String,
+        /// Name, credits, price (major units), currency.
+        fields: [String; 4],
+        /// On sale.
+        active: bool,
+    },
+    /// A reseller's terms, users and branding.
+    Reseller {
+        /// Its id.
+        id: String,
+        /// Rate (percent), hold days, minimum payout (major units), status.
+        terms: [String; 4],
+        /// Its users: email and role.
+        members: Vec<(String, String)>,
+        /// Branding: display name, accent colour, host name.
+        branding: [String; 3],
     },
     /// A feature's edit form.
     Feature {
@@ -192,16 +221,18 @@ async fn panel(state: &AppState, r: &Resource, id: &str) -> Result<Panel> {
                 10,
             )
             .await?;
-            let (suspended_reason, suspended, plan_override, plan_code, stripe_customer): (
+            let (suspended_reason, suspended, plan_override, plan_code, stripe_customer, reseller): (
                 Option<String>,
                 bool,
                 bool,
                 String,
                 Option<String>,
+                Option<String>,
             ) = sqlx::query_as(
-                "select suspended_reason, suspended_at is not null, plan_override, plan_code,
-                        stripe_customer_id
-                   from workspaces where workspace_id = $1",
+                "select w.suspended_reason, w.suspended_at is not null, w.plan_override, w.plan_code,
+                        w.stripe_customer_id, r.name || ' (' || r.referral_code || ')'
+                   from workspaces w left join resellers r using (reseller_id)
+                  where w.workspace_id = $1",
             )
             .bind(ws)
             .fetch_one(&mut *conn)
@@ -242,6 +273,7 @@ async fn panel(state: &AppState, r: &Resource, id: &str) -> Result<Panel> {
                 top_ups,
                 stripe_customer,
                 dashboard_url,
+                reseller,
                 nonce: uuid::Uuid::new_v4().to_string(),
             }))
         }
@@ -316,6 +348,85 @@ async fn panel(state: &AppState, r: &Resource, id: &str) -> Result<Panel> {
             Panel::Job {
                 id: id.to_owned(),
                 status,
+            }
+        }
+        "plans" => {
+            let fields: (String, String, String, String, String) = sqlx::query_as(
+                "select name, coalesce(monthly_credits::text, ''), coalesce(rate_limit_per_min::text, ''),
+                        coalesce(max_members::text, ''), coalesce(max_api_keys::text, '')
+                   from plans where plan_code = $1",
+            )
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(anyhow::Error::from)?;
+            Panel::Plan {
+                code: id.to_owned(),
+                fields: [fields.0, fields.1, fields.2, fields.3, fields.4],
+            }
+        }
+        "credit-packs" => {
+            let (name, credits, price_minor, currency, active): (String, i64, i64, String, bool) =
+                sqlx::query_as(
+                    "select name, credits, price_minor, currency, active
+                       from credit_packs where credit_pack_code = $1",
+                )
+                .bind(id)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(anyhow::Error::from)?;
+            let shown = crate::money::Money::new(price_minor, &currency).to_string();
+            let price = shown
+                .trim_start_matches(|c: char| !c.is_ascii_digit())
+                .replace(',', "");
+            Panel::Pack {
+                code: id.to_owned(),
+                fields: [name, credits.to_string(), price, currency.to_uppercase()],
+                active,
+            }
+        }
+        "resellers" => {
+            let reseller = parse_uuid(id)?;
+            let (rate, hold, minimum, status, display, accent, host): (
+                i32,
+                i32,
+                i64,
+                String,
+                Option<String>,
+                Option<String>,
+                Option<String>,
+            ) = sqlx::query_as(
+                "select commission_rate_bps, hold_days, minimum_payout_minor, status::text,
+                        display_name, accent_color, host_name
+                   from resellers where reseller_id = $1",
+            )
+            .bind(reseller)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(anyhow::Error::from)?;
+            let members: Vec<(String, String)> = sqlx::query_as(
+                "select u.email, m.role::text from reseller_members m join users u using (user_id)
+                  where m.reseller_id = $1 order by m.role, u.email",
+            )
+            .bind(reseller)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(anyhow::Error::from)?;
+            let decimal = |minor: i64| format!("{}.{:02}", minor / 100, minor % 100);
+            Panel::Reseller {
+                id: id.to_owned(),
+                terms: [
+                    decimal(i64::from(rate)),
+                    hold.to_string(),
+                    decimal(minimum),
+                    status,
+                ],
+                members,
+                branding: [
+                    display.unwrap_or_default(),
+                    accent.unwrap_or_default(),
+                    host.unwrap_or_default(),
+                ],
             }
         }
         "features" => {
@@ -562,6 +673,17 @@ macro_rules! sensitive {
     }};
 }
 
+/// Runs a staff edit (no password asked): the domain call in a transaction with its
+/// audit event, then [`finish`].
+macro_rules! staff_write {
+    ($state:expr, $staff:expr, $r:expr, $id:expr, $done:expr, |$tx:ident, $actor:ident| $op:expr) => {{
+        let mut $tx = $state.db.begin().await.map_err(anyhow::Error::from)?;
+        let $actor = $staff.actor();
+        let result: std::result::Result<(), ActionError> = async { $op }.await;
+        finish(&$state, &$staff, $r, &$id, $tx, result, $done).await
+    }};
+}
+
 /// `POST /admin/workspaces/{id}/suspend`.
 pub async fn suspend_workspace(
     State(state): State<AppState>,
@@ -625,6 +747,40 @@ pub async fn override_plan(
             "Back on the billed plan."
         },
         |tx, actor| admin::override_plan(&mut tx, &actor, ws, plan.as_ref(), &form.reason).await
+    )
+}
+
+/// The attribution form: a referral code, or empty to detach.
+#[derive(Debug, Deserialize)]
+pub struct AttributionForm {
+    /// The reseller's referral code; empty detaches.
+    #[serde(default)]
+    pub referral_code: String,
+    /// Why.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// `POST /admin/workspaces/{id}/reseller`: attributes to a reseller or detaches.
+pub async fn set_reseller(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(id): Path<String>,
+    Form(form): Form<AttributionForm>,
+) -> Result<Response> {
+    let ws = parse_uuid(&id).map(WorkspaceId)?;
+    let code = Some(form.referral_code.as_str()).filter(|c| !c.trim().is_empty());
+    staff_write!(
+        state,
+        staff,
+        &resources::WORKSPACES,
+        id,
+        if code.is_some() {
+            "Attributed to the reseller."
+        } else {
+            "Detached from its reseller."
+        },
+        |tx, actor| admin::set_reseller(&mut tx, &actor, ws, code, &form.reason).await
     )
 }
 
@@ -1056,74 +1212,312 @@ pub struct FeatureForm {
     pub credit_cost: String,
 }
 
-/// `POST /admin/features/{code}`: edits a feature's description and credit cost
-/// (audited with before and after). Invalid input re-renders the form (422).
+/// `POST /admin/features/{code}/edit`: description and credit cost (audited; invalid
+/// input re-renders the form with a message, 422).
 pub async fn edit_feature(
     State(state): State<AppState>,
     staff: Staff,
     Path(code): Path<String>,
     Form(form): Form<FeatureForm>,
 ) -> Result<Response> {
-    let description = form.description.trim();
-    let cost = form
-        .credit_cost
-        .trim()
-        .parse::<i64>()
-        .ok()
-        .filter(|c| (1..=1_000_000).contains(c));
-    let error = if !(1..=200).contains(&description.chars().count()) {
-        Some("Give a description of 1 to 200 characters.")
-    } else if cost.is_none() {
-        Some("Credits per use must be a whole number from 1 to 1,000,000.")
-    } else {
-        None
-    };
-    if let Some(message) = error {
-        return render_detail(
-            &state,
-            &staff,
-            &resources::FEATURES,
-            &code,
-            Some(message.to_owned()),
-        )
-        .await;
-    }
-    let mut tx = state.db.begin().await.map_err(anyhow::Error::from)?;
-    let before: Option<(String, i64)> = sqlx::query_as(
-        "select description, credit_cost from features where feature_code = $1 for update",
-    )
-    .bind(&code)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(anyhow::Error::from)?;
-    let Some((old_description, old_cost)) = before else {
-        return Err(AppError::NotFound);
-    };
-    sqlx::query("update features set description = $2, credit_cost = $3 where feature_code = $1")
-        .bind(&code)
-        .bind(description)
-        .bind(cost)
-        .execute(&mut *tx)
-        .await
-        .map_err(anyhow::Error::from)?;
-    staff
-        .actor()
-        .record(
-            &mut tx,
-            "feature.updated",
-            ("feature", code.clone()),
-            Some(serde_json::json!({"description": old_description, "credit_cost": old_cost})),
-            Some(serde_json::json!({"description": description, "credit_cost": cost})),
-            None,
-        )
-        .await?;
-    tx.commit().await.map_err(anyhow::Error::from)?;
-    set_flash(
-        &staff.member.session,
+    staff_write!(
+        state,
+        staff,
+        &resources::FEATURES,
+        code,
         "Feature saved; new calls are charged the new cost.",
+        |tx, actor| {
+            let cost = whole(&form.credit_cost, "credits per use")?
+                .ok_or_else(|| ActionError::Invalid("enter the credits per use".into()))?;
+            admin::update_feature(&mut tx, &actor, &code, &form.description, cost).await
+        }
     )
+}
+
+/// A whole number from a form field: `None` when empty, a message naming `what`
+/// when it is not a whole number.
+fn whole<T: std::str::FromStr>(
+    raw: &str,
+    what: &str,
+) -> std::result::Result<Option<T>, ActionError> {
+    let raw = raw.trim().replace([',', '_'], "");
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    raw.parse()
+        .map(Some)
+        .map_err(|_| ActionError::Invalid(format!("{what} must be a whole number")))
+}
+
+/// The plan edit form (empty limits: unlimited).
+#[derive(Debug, Deserialize)]
+pub struct PlanForm {
+    /// Display name.
+    pub name: String,
+    /// Credits per period.
+    #[serde(default)]
+    pub monthly_credits: String,
+    /// Calls per minute.
+    #[serde(default)]
+    pub rate_limit_per_min: String,
+    /// Members.
+    #[serde(default)]
+    pub max_members: String,
+    /// API keys.
+    #[serde(default)]
+    pub max_api_keys: String,
+}
+
+/// `POST /admin/plans/{code}/edit`.
+pub async fn edit_plan(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(code): Path<String>,
+    Form(form): Form<PlanForm>,
+) -> Result<Response> {
+    staff_write!(
+        state,
+        staff,
+        &resources::PLANS,
+        code,
+        "Plan saved; allowances change from each workspace's next period.",
+        |tx, actor| {
+            let edit = admin::PlanEdit {
+                name: form.name.clone(),
+                monthly_credits: whole(&form.monthly_credits, "credits per month")?,
+                rate_limit_per_min: whole(&form.rate_limit_per_min, "calls per minute")?,
+                max_members: whole(&form.max_members, "members")?,
+                max_api_keys: whole(&form.max_api_keys, "API keys")?,
+            };
+            admin::update_plan(&mut tx, &actor, &code, &edit).await
+        }
+    )
+}
+
+/// The credit pack edit form.
+#[derive(Debug, Deserialize)]
+pub struct PackForm {
+    /// Display name.
+    pub name: String,
+    /// Credits granted.
+    pub credits: String,
+    /// Price in the pack's currency, e.g. `40.00`.
+    pub price: String,
+    /// Present when on sale.
+    #[serde(default)]
+    pub active: Option<String>,
+}
+
+/// `POST /admin/credit-packs/{code}/edit`.
+pub async fn edit_credit_pack(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(code): Path<String>,
+    Form(form): Form<PackForm>,
+) -> Result<Response> {
+    staff_write!(
+        state,
+        staff,
+        &resources::CREDIT_PACKS,
+        code,
+        "Credit pack saved. Use “Sync to Stripe” on Plans to put a new price on sale.",
+        |tx, actor| {
+            let currency: Option<String> =
+                sqlx::query_scalar("select currency from credit_packs where credit_pack_code = $1")
+                    .bind(&code)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let currency = currency.ok_or(ActionError::NotFound)?;
+            let decimals = if crate::money::Money::new(1, &currency)
+                .to_string()
+                .contains('.')
+            {
+                2
+            } else {
+                0
+            };
+            let price_minor =
+                crate::money::parse_decimal(&form.price, decimals).ok_or_else(|| {
+                    ActionError::Invalid(format!(
+                        "enter the price in {} with at most {decimals} decimals",
+                        currency.to_uppercase()
+                    ))
+                })?;
+            let edit = admin::PackEdit {
+                name: form.name.clone(),
+                credits: whole(&form.credits, "credits")?.unwrap_or(0),
+                price_minor,
+                active: form.active.is_some(),
+            };
+            admin::update_credit_pack(&mut tx, &actor, &code, &edit).await
+        }
+    )
+}
+
+/// The reseller terms form.
+#[derive(Debug, Deserialize)]
+pub struct TermsForm {
+    /// Percent, up to 2 decimals.
+    pub rate: String,
+    /// Days.
+    pub hold_days: String,
+    /// Major units (EUR), up to 2 decimals.
+    pub minimum_payout: String,
+    /// `active`, `paused` or `closed`.
+    pub status: crate::resellers::ResellerStatus,
+}
+
+/// `POST /admin/resellers/{id}/terms`.
+pub async fn edit_reseller_terms(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(id): Path<String>,
+    Form(form): Form<TermsForm>,
+) -> Result<Response> {
+    let reseller = parse_uuid(&id).map(crate::ids::ResellerId)?;
+    staff_write!(
+        state,
+        staff,
+        &resources::RESELLERS,
+        id,
+        "Terms saved; a new rate applies to payments from now on.",
+        |tx, actor| {
+            let terms = admin::ResellerTerms {
+                commission_rate_bps: percent_bps(&form.rate)?,
+                hold_days: whole(&form.hold_days, "the hold")?.unwrap_or(-1),
+                minimum_payout_minor: crate::money::parse_decimal(&form.minimum_payout, 2)
+                    .ok_or_else(|| {
+                        ActionError::Invalid("enter the minimum payout such as 50.00".into())
+                    })?,
+                status: form.status,
+            };
+            admin::update_reseller_terms(&mut tx, &actor, reseller, &terms).await
+        }
+    )
+}
+
+fn percent_bps(raw: &str) -> std::result::Result<i32, ActionError> {
+    crate::money::parse_decimal(raw, 2)
+        .and_then(|bps| i32::try_from(bps).ok())
+        .ok_or_else(|| ActionError::Invalid("enter the rate in percent, such as 20 or 12.5".into()))
+}
+
+/// The add-member form.
+#[derive(Debug, Deserialize)]
+pub struct MemberForm {
+    /// An existing user's email.
+    pub email: String,
+    /// `owner` or `member`.
+    pub role: crate::resellers::ResellerRole,
+}
+
+/// `POST /admin/resellers/{id}/members`.
+pub async fn add_reseller_member(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(id): Path<String>,
+    Form(form): Form<MemberForm>,
+) -> Result<Response> {
+    let reseller = parse_uuid(&id).map(crate::ids::ResellerId)?;
+    staff_write!(
+        state,
+        staff,
+        &resources::RESELLERS,
+        id,
+        "User added: they see the reseller dashboard at their next page.",
+        |tx, actor| admin::add_reseller_member(&mut tx, &actor, reseller, &form.email, form.role)
+            .await
+    )
+}
+
+/// The new-reseller form, as entered.
+#[derive(Debug, Default, Deserialize)]
+pub struct NewResellerForm {
+    /// Name.
+    #[serde(default)]
+    pub name: String,
+    /// Referral code.
+    #[serde(default)]
+    pub referral_code: String,
+    /// Percent.
+    #[serde(default)]
+    pub rate: String,
+    /// Days.
+    #[serde(default)]
+    pub hold_days: String,
+    /// An existing user to make its owner (optional).
+    #[serde(default)]
+    pub owner_email: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "admin/reseller_new.html")]
+struct NewResellerPage {
+    page: PageCtx,
+    resources: &'static [&'static Resource],
+    form: NewResellerForm,
+    error: Option<String>,
+}
+
+/// `GET /admin/resellers/new`.
+pub async fn new_reseller_form(staff: Staff) -> Result<Response> {
+    Ok(NewResellerPage {
+        page: staff.page().await,
+        resources: resources::ALL,
+        form: NewResellerForm {
+            rate: "20".into(),
+            hold_days: "30".into(),
+            ..NewResellerForm::default()
+        },
+        error: None,
+    }
+    .into_response())
+}
+
+/// `POST /admin/resellers/new`: creates it (and its owner's seat), or re-renders the
+/// form with the message (422).
+pub async fn create_reseller(
+    State(state): State<AppState>,
+    staff: Staff,
+    Form(form): Form<NewResellerForm>,
+) -> Result<Response> {
+    let mut tx = state.db.begin().await.map_err(anyhow::Error::from)?;
+    let created = async {
+        let rate = percent_bps(&form.rate)?;
+        let hold = whole(&form.hold_days, "the hold")?.unwrap_or(30);
+        admin::create_reseller(
+            &mut tx,
+            &staff.actor(),
+            &form.name,
+            &form.referral_code,
+            rate,
+            hold,
+            Some(form.owner_email.as_str()),
+        )
+        .await
+    }
     .await;
-    Ok(Redirect::to(&format!("/admin/features/{code}")).into_response())
+    match created {
+        Ok(id) => {
+            tx.commit().await.map_err(anyhow::Error::from)?;
+            set_flash(&staff.member.session, "Reseller created.").await;
+            Ok(Redirect::to(&format!("/admin/resellers/{id}")).into_response())
+        }
+        Err(ActionError::Unexpected(e)) => Err(AppError::Internal(e)),
+        Err(e) => {
+            drop(tx);
+            Ok((
+                StatusCode::UNPROCESSABLE_ENTITY,
+                NewResellerPage {
+                    page: staff.page().await,
+                    resources: resources::ALL,
+                    error: Some(capitalise(&e.to_string())),
+                    form,
+                },
+            )
+                .into_response())
+        }
+    }
 }
 
 #[derive(Template, WebTemplate)]

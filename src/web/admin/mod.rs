@@ -11,6 +11,7 @@
 pub mod actions;
 pub mod list;
 pub mod resources;
+pub mod view_as;
 
 use std::net::IpAddr;
 
