@@ -29,6 +29,9 @@ create table credit_adjustment_requests (
     decided_by            uuid references users (user_id),
     decided_at            timestamptz,
     ledger_entry_id       bigint references ledger_entries (ledger_entry_id),
+    -- the asking form's one-time token: a resubmitted form queues one request
+    nonce                 text not null check (length(nonce) between 1 and 100),
+    unique (workspace_id, nonce),
     -- four eyes: whoever asked cannot decide
     check (decided_by is null or decided_by <> requested_by),
     check ((status = 'pending') = (decided_at is null))

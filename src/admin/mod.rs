@@ -177,9 +177,14 @@ pub async fn adjust_credits(
     if adjustment.credits.abs() > approval_above {
         // A removal the bucket cannot cover is refused now, not after the approval.
         if adjustment.credits < 0 {
-            let balance = crate::ledger::db::balance(conn, adjustment.workspace_id)
-                .await
-                .map_err(|_| AdjustError::NotFound)?;
+            let balance: Option<crate::ledger::Balance> = sqlx::query_as(
+                "select plan_credits, purchased_credits, debt from balances where workspace_id = $1",
+            )
+            .bind(adjustment.workspace_id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(anyhow::Error::from)?;
+            let balance = balance.ok_or(AdjustError::NotFound)?;
             let (bucket, available) = match adjustment.bucket {
                 Bucket::Plan => ("plan", balance.plan),
                 Bucket::Purchased => ("purchased", balance.purchased),
@@ -188,9 +193,13 @@ pub async fn adjust_credits(
                 return Err(AdjustError::WouldGoNegative { bucket, available });
             }
         }
-        let request_id: i64 = sqlx::query_scalar(
-            "insert into credit_adjustment_requests (workspace_id, bucket, credits, reason, requested_by)
-             select $1, $2, $3, $4, $5 where exists (select 1 from workspaces where workspace_id = $1)
+        // One request per form: a resubmitted form (double click, back button) must
+        // not queue the same adjustment twice for approval.
+        let request_id: Option<i64> = sqlx::query_scalar(
+            "insert into credit_adjustment_requests
+                    (workspace_id, bucket, credits, reason, requested_by, nonce)
+             select $1, $2, $3, $4, $5, $6 where exists (select 1 from workspaces where workspace_id = $1)
+             on conflict (workspace_id, nonce) do nothing
              returning adjustment_request_id",
         )
         .bind(adjustment.workspace_id)
@@ -198,10 +207,13 @@ pub async fn adjust_credits(
         .bind(adjustment.credits)
         .bind(reason)
         .bind(actor.user_id)
+        .bind(adjustment.nonce)
         .fetch_optional(&mut *conn)
         .await
-        .map_err(anyhow::Error::from)?
-        .ok_or(AdjustError::NotFound)?;
+        .map_err(anyhow::Error::from)?;
+        let Some(request_id) = request_id else {
+            return Ok(Adjusted::AlreadyApplied);
+        };
         actor
             .record(
                 conn,

@@ -339,16 +339,10 @@ async fn reverse(
         currency: String,
         status: CommissionStatus,
         approve_after: OffsetDateTime,
-        reversed: i64,
-        base_reversed: i64,
     }
     let Some(c) = sqlx::query_as::<_, Original>(
         "select c.commission_id, c.reseller_id, c.workspace_id, c.source, c.source_id,
-                c.payment_intent_id, c.paid_minor, c.base_minor, c.rate_bps, c.amount_minor, c.currency, c.status, c.approve_after,
-                coalesce((select -sum(r.amount_minor) from commissions r
-                           where r.reverses = c.commission_id), 0)::bigint as reversed,
-                coalesce((select -sum(r.base_minor) from commissions r
-                           where r.reverses = c.commission_id), 0)::bigint as base_reversed
+                c.payment_intent_id, c.paid_minor, c.base_minor, c.rate_bps, c.amount_minor, c.currency, c.status, c.approve_after
            from commissions c
           where (c.payment_intent_id = $1 or c.commission_id = $2) and c.kind = 'commission'
           for update of c",
@@ -366,14 +360,30 @@ async fn reverse(
     else {
         return Ok(None);
     };
+    // What earlier reversals took, read by a statement that starts once the row lock
+    // is held: a reversal committed by whoever held it before is counted (the locking
+    // statement's own snapshot may predate it). A voided commission stays voided,
+    // whatever refund or dispute comes after.
+    let (reversed, base_reversed, voided): (i64, i64, bool) = sqlx::query_as(
+        "select coalesce(-sum(amount_minor), 0)::bigint, coalesce(-sum(base_minor), 0)::bigint,
+                coalesce(bool_or(reference like 'void:%'), false)
+           from commissions where reverses = $1",
+    )
+    .bind(c.commission_id)
+    .fetch_one(&mut *conn)
+    .await?;
     let paid = c.paid_minor;
-    let withdrawn = withdrawn.unwrap_or(paid);
+    let withdrawn = if voided {
+        paid
+    } else {
+        withdrawn.unwrap_or(paid)
+    };
     let target = share_ceil(c.amount_minor, paid, withdrawn);
-    let delta = target - c.reversed;
+    let delta = target - reversed;
     if delta == 0 {
         return Ok(Some(0));
     }
-    let base_delta = share_ceil(c.base_minor, paid, withdrawn) - c.base_reversed;
+    let base_delta = share_ceil(c.base_minor, paid, withdrawn) - base_reversed;
     // A reversal of a commission still on hold approves with it; of one approved or
     // paid, at once (the next payout carries it).
     let (status, approve_after, approved_at) = match c.status {

@@ -78,11 +78,26 @@ async fn every_admin_route_refuses_customers_resellers_and_anonymous_visitors(po
     let (reseller, _) = reseller_with_owner(&app, "acme").await;
     let anonymous = app.visitor();
     let id = customer_ws.to_string();
-    let mut gets = vec!["/admin".to_owned(), "/admin/adjustments".to_owned()];
+    let user: uuid::Uuid =
+        sqlx::query_scalar("select user_id from users where email = 'customer@example.com'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    let mut gets = vec![
+        "/admin".to_owned(),
+        "/admin/adjustments".to_owned(),
+        "/admin/resellers/new".to_owned(),
+    ];
     let mut posts = vec![
         "/admin/adjustments/1".to_owned(),
         "/admin/plans/sync".to_owned(),
         "/admin/payouts/draft".to_owned(),
+        "/admin/resellers/new".to_owned(),
+        "/admin/view-as/end".to_owned(),
+        "/admin/plans/pro/edit".to_owned(),
+        "/admin/credit-packs/pack_500/edit".to_owned(),
+        format!("/admin/resellers/{id}/terms"),
+        format!("/admin/resellers/{id}/members"),
     ];
     for r in billfold::web::admin::resources::ALL {
         gets.push(format!("/admin/{}", r.slug));
@@ -91,12 +106,18 @@ async fn every_admin_route_refuses_customers_resellers_and_anonymous_visitors(po
         posts.push(format!("/admin/{}/bulk", r.slug));
     }
     gets.push(format!("/admin/payouts/{id}/csv"));
-    for action in ["credits", "suspend", "restore", "plan", "refund"] {
+    for action in [
+        "credits", "suspend", "restore", "plan", "refund", "reseller", "view-as",
+    ] {
         posts.push(format!("/admin/workspaces/{id}/{action}"));
     }
     for path in [
-        "users/{id}/staff",
-        "users/{id}/suspend",
+        &format!("users/{user}/staff"),
+        &format!("users/{user}/suspend"),
+    ] {
+        posts.push(format!("/admin/{path}"));
+    }
+    for path in [
         "commissions/{id}/approve",
         "commissions/{id}/void",
         "payouts/{id}/mark-paid",
@@ -121,19 +142,30 @@ async fn every_admin_route_refuses_customers_resellers_and_anonymous_visitors(po
         let to = res.headers()["location"].to_str().unwrap().to_owned();
         assert!(to.starts_with("/login?next="), "{path} → {to}");
     }
+    // Fields that would make each action succeed for staff.
+    let fields = [
+        ("reason", "sneaky reason"),
+        ("change", "grant"),
+        ("sudo_password", PASSWORD),
+        ("bucket", "purchased"),
+        ("credits", "1000"),
+        ("nonce", "6a1f3a4e-0000-4000-8000-000000000000"),
+        ("is_staff", "true"),
+    ];
     for path in &posts {
         for (who, client) in [("customer", &app), ("reseller", &reseller)] {
-            let res = client
-                .post_form(path, &[("reason", "sneaky"), ("is_staff", "true")])
-                .await;
+            let res = client.post_form(path, &fields).await;
             assert_eq!(res.status(), StatusCode::FORBIDDEN, "POST {path} as {who}");
         }
-        let res = anonymous.post_form(path, &[("reason", "sneaky")]).await;
-        assert!(
-            matches!(res.status(), StatusCode::SEE_OTHER | StatusCode::FORBIDDEN),
-            "POST {path} anonymously: {}",
-            res.status()
-        );
+        let res = anonymous.post_form(path, &fields).await;
+        match res.status() {
+            StatusCode::FORBIDDEN => {}
+            StatusCode::SEE_OTHER => {
+                let to = res.headers()["location"].to_str().unwrap();
+                assert!(to.starts_with("/login"), "POST {path} anonymously → {to}");
+            }
+            other => panic!("POST {path} anonymously: {other}"),
+        }
     }
     let staff_count: i64 = sqlx::query_scalar("select count(*) from users where is_staff")
         .fetch_one(&app.db)
@@ -202,8 +234,8 @@ async fn an_adjustment_asks_for_the_password_writes_the_ledger_and_the_audit_log
     );
     assert_eq!(
         audit_actions(&app, "auth.sudo").await,
-        ["auth.sudo"],
-        "one sudo confirmation"
+        ["auth.sudo_failed", "auth.sudo"],
+        "the wrong password, then one confirmation"
     );
 
     // The customer sees it on their statement.
@@ -267,12 +299,31 @@ async fn a_large_adjustment_waits_for_a_second_staff_member(pool: PgPool) {
     let alice = staff(&app, "alice@example.com").await;
     let bob = staff(&app, "bob@example.com").await;
 
-    let res = adjust(&alice, ws, "20000", "Enterprise migration", Some(PASSWORD)).await;
-    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let form = nonce(&alice, ws).await;
+    for _ in 0..2 {
+        let res = alice
+            .post_form(
+                &format!("/admin/workspaces/{ws}/credits"),
+                &[
+                    ("bucket", "purchased"),
+                    ("credits", "20000"),
+                    ("reason", "Enterprise migration"),
+                    ("nonce", &form),
+                    ("sudo_password", PASSWORD),
+                ],
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    }
     assert!(
         adjustments(&app, ws).await.is_empty(),
         "nothing applied yet"
     );
+    let requests: i64 = sqlx::query_scalar("select count(*) from credit_adjustment_requests")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(requests, 1, "a resubmitted form queues one request");
     let request: i64 =
         sqlx::query_scalar("select adjustment_request_id from credit_adjustment_requests")
             .fetch_one(&app.db)
@@ -325,33 +376,24 @@ async fn a_large_adjustment_waits_for_a_second_staff_member(pool: PgPool) {
     app.assert_ledger_consistent(ws).await;
 }
 
-#[sqlx::test]
-async fn parallel_adjustments_and_approvals_keep_the_ledger_exact(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
-    let ws = app.sign_up("customer@example.com").await;
-    let admin = staff(&app, "staff@example.com").await;
-    let res = adjust(&admin, ws, "1000", "Start", Some(PASSWORD)).await;
-    assert_eq!(res.status(), StatusCode::SEE_OTHER);
-    let mut nonces = Vec::new();
-    for _ in 0..40 {
-        nonces.push(nonce(&admin, ws).await);
-    }
-    // 40 removals of 30 from 1,000 (+ free credits in the plan bucket): some must be
-    // refused, none may go negative; each form submitted twice applies once.
+/// Posts the adjustment form once per nonce in `nonces`, all at once.
+async fn adjust_in_parallel(admin: &TestApp, ws: WorkspaceId, nonces: &[String], credits: &str) {
     let token = admin.csrf().await;
     let mut tasks = Vec::new();
-    for nonce in nonces.iter().flat_map(|n| [n.clone(), n.clone()]) {
-        let (client, url, token) = (
+    for nonce in nonces {
+        let (client, url, token, nonce, credits) = (
             admin.client.clone(),
             admin.url(&format!("/admin/workspaces/{ws}/credits")),
             token.clone(),
+            nonce.clone(),
+            credits.to_owned(),
         );
         tasks.push(tokio::spawn(async move {
             client
                 .post(url)
                 .form(&[
                     ("bucket", "purchased"),
-                    ("credits", "-30"),
+                    ("credits", credits.as_str()),
                     ("reason", "Parallel"),
                     ("nonce", nonce.as_str()),
                     ("csrf_token", token.as_str()),
@@ -372,10 +414,34 @@ async fn parallel_adjustments_and_approvals_keep_the_ledger_exact(pool: PgPool) 
             "{status}"
         );
     }
+}
+
+#[sqlx::test]
+async fn parallel_adjustments_apply_each_form_once_and_never_go_negative(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let ws = app.sign_up("customer@example.com").await;
+    let admin = staff(&app, "staff@example.com").await;
+    let res = adjust(&admin, ws, "1000", "Start", Some(PASSWORD)).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let mut forms = Vec::new();
+    for _ in 0..10 {
+        forms.push(nonce(&admin, ws).await);
+    }
+    // Ten forms, each sent four times at once: ten removals, not forty.
+    let resent: Vec<String> = forms.iter().flat_map(|n| vec![n.clone(); 4]).collect();
+    adjust_in_parallel(&admin, ws, &resent, "-30").await;
+    assert_eq!(adjustments(&app, ws).await.len(), 1 + 10);
+    assert_eq!(app.assert_ledger_consistent(ws).await.1, 700);
+
+    // Forty removals of 30 from 700: 23 fit, the rest are refused, none goes negative.
+    let mut forms = Vec::new();
+    for _ in 0..40 {
+        forms.push(nonce(&admin, ws).await);
+    }
+    adjust_in_parallel(&admin, ws, &forms, "-30").await;
     let (_, purchased) = app.assert_ledger_consistent(ws).await;
-    let removals = adjustments(&app, ws).await.len() - 1;
-    assert_eq!(removals, 33, "1,000 / 30 = 33 removals fit");
-    assert_eq!(purchased, 1000 - 30 * 33);
+    assert_eq!(adjustments(&app, ws).await.len(), 1 + 10 + 23);
+    assert_eq!(purchased, 700 - 30 * 23);
 }
 
 #[sqlx::test]
@@ -641,7 +707,7 @@ async fn lists_search_filter_sort_page_and_export_what_they_show(pool: PgPool) {
 
     // Hostile query values stay values.
     let (status, _) = admin
-        .get_html("/admin/users?sort=email;drop%20table%20users&q=%25'&f.staff=maybe&after=x")
+        .get_html("/admin/users?sort=email;drop%20table%20users&q=%25'&f.staff=maybe&after=abc%7Cx")
         .await;
     assert_eq!(status, StatusCode::OK);
 }
@@ -1117,4 +1183,44 @@ async fn commissions_are_voided_events_skipped_plans_given_and_the_catalog_synce
         audit_actions(&app, "workspace.plan").await,
         ["workspace.plan_overridden", "workspace.plan_override_ended"]
     );
+}
+
+#[sqlx::test]
+async fn a_voided_commission_stays_voided_whatever_refund_follows(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let ids = pending_commissions(&app, 1).await;
+    sqlx::query("update commissions set payment_intent_id = 'pi_voided'")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let admin = staff(&app, "staff@example.com").await;
+    let res = admin
+        .post_form(
+            &format!("/admin/commissions/{}/void", ids[0]),
+            &[("reason", "Self-referral"), ("sudo_password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let mut conn = app.db.acquire().await.unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    for (withdrawn, event) in [(400, "evt_refund_half"), (0, "evt_dispute_won")] {
+        let moved = billfold::resellers::commissions::follow_withdrawal(
+            &mut conn,
+            "pi_voided",
+            withdrawn,
+            event,
+            now,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            moved, 0,
+            "{event} must not bring the voided commission back"
+        );
+    }
+    let net: i64 = sqlx::query_scalar("select sum(amount_minor)::bigint from commissions")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(net, 0);
 }

@@ -585,7 +585,9 @@ pub async fn adjust_credits(
                 entry.amount()
             )
         }
-        Ok(Adjusted::AlreadyApplied) => "This adjustment was applied already.".to_owned(),
+        Ok(Adjusted::AlreadyApplied) => {
+            "This form was submitted already; nothing changed.".to_owned()
+        }
         Ok(Adjusted::AwaitingApproval { .. }) => {
             tx.commit().await.map_err(anyhow::Error::from)?;
             format!(

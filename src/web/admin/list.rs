@@ -167,9 +167,10 @@ impl ListQuery {
                 }
             })
             .collect();
+        let sort_type = resource.columns[sort].sort.map_or("text", |(_, ty)| ty);
         let after = get("after").and_then(|a| {
             let (value, id) = a.rsplit_once('|')?;
-            Some((value.to_owned(), id.to_owned()))
+            cursor_fits(value, sort_type).then(|| (value.to_owned(), id.to_owned()))
         });
         Self {
             q: get("q").unwrap_or("").trim().chars().take(200).collect(),
@@ -209,6 +210,23 @@ impl ListQuery {
             other.desc = false;
         }
         other.href(resource, &format!("/admin/{}", resource.slug))
+    }
+}
+
+/// Whether a cursor's sort value reads as the column's type (what PostgreSQL printed:
+/// `2026-12-08 01:07:12.123456+00` for timestamptz), so binding it cannot fail.
+fn cursor_fits(value: &str, sort_type: &str) -> bool {
+    match sort_type {
+        "bigint" => value.parse::<i64>().is_ok(),
+        "timestamptz" => time::OffsetDateTime::parse(
+            value,
+            time::macros::format_description!(
+                version = 2,
+                "[year]-[month]-[day] [hour]:[minute]:[second][optional [.[subsecond]]][offset_hour sign:mandatory][optional [:[offset_minute]]]"
+            ),
+        )
+        .is_ok(),
+        _ => true,
     }
 }
 
@@ -521,6 +539,18 @@ mod tests {
         let conds = conditions(&R, &q, &mut sql);
         assert_eq!(conds, ["((t.name) ilike $1)"]);
         assert_eq!(sql.binds, ["%50\\%\\_off%"]);
+    }
+
+    #[test]
+    fn cursors_must_read_as_their_column_type() {
+        assert!(cursor_fits("2026-12-08 01:07:12.123456+00", "timestamptz"));
+        assert!(cursor_fits("2026-12-08 01:07:12+05:30", "timestamptz"));
+        assert!(!cursor_fits("2026-13-08 01:07:12+00", "timestamptz"));
+        assert!(!cursor_fits("abc", "timestamptz"));
+        assert!(cursor_fits("-42", "bigint"));
+        assert!(!cursor_fits("4.2", "bigint"));
+        let q = ListQuery::parse(&R, &pairs("after=abc%7Cx"));
+        assert!(q.after.is_none(), "a malformed cursor starts over");
     }
 
     #[test]

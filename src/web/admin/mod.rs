@@ -88,12 +88,25 @@ impl Staff {
                 "Confirm your password to do this (asked again every 15 minutes).".into(),
             ));
         };
+        // A password guess here is a sign-in guess: the same per-account-and-address
+        // limit applies, so a stolen session cannot try passwords without end.
+        if let Err(refused) =
+            state
+                .limits
+                .check_login_account(&self.member.user.email, self.client, true)
+        {
+            return Err(SudoRefused(format!(
+                "Too many password attempts; try again in {} seconds.",
+                refused.retry_after()
+            )));
+        }
         let ok = state
             .hasher
             .verify(password, Some(&self.member.user.password_hash))
             .await
             .map_err(|e| SudoRefused(format!("Could not check the password: {e}")))?;
         if !ok {
+            self.record_sudo(state, "auth.sudo_failed").await?;
             return Err(SudoRefused("That password is not right.".into()));
         }
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
@@ -102,23 +115,30 @@ impl Staff {
             .insert(SUDO_AT, now)
             .await
             .map_err(|e| SudoRefused(format!("Could not start sudo mode: {e}")))?;
-        let mut conn = state
-            .db
-            .acquire()
-            .await
-            .map_err(|e| SudoRefused(format!("Could not record it: {e}")))?;
-        self.actor()
-            .record(
-                &mut conn,
-                "auth.sudo",
-                ("user", self.member.user.user_id.to_string()),
-                None,
-                None,
-                None,
-            )
-            .await
-            .map_err(|e| SudoRefused(format!("Could not record it: {e}")))?;
-        Ok(())
+        self.record_sudo(state, "auth.sudo").await
+    }
+
+    /// Audits a password confirmation (`auth.sudo`) or a wrong one (`auth.sudo_failed`).
+    async fn record_sudo(
+        &self,
+        state: &AppState,
+        action: &str,
+    ) -> std::result::Result<(), SudoRefused> {
+        let recorded = async {
+            let mut conn = state.db.acquire().await?;
+            self.actor()
+                .record(
+                    &mut conn,
+                    action,
+                    ("user", self.member.user.user_id.to_string()),
+                    None,
+                    None,
+                    None,
+                )
+                .await
+        }
+        .await;
+        recorded.map_err(|e| SudoRefused(format!("Could not record it: {e}")))
     }
 }
 
