@@ -112,6 +112,10 @@ pub async fn app_pool(owner: &PgPool, role: &AppRole) -> anyhow::Result<PgPool> 
                 .password(password.expose_secret())
         }
     };
+    // No JIT: its compile time (10–100 ms) dwarfs the short queries billfold runs; the
+    // planner turns it on for large row estimates such as the overview's
+    // `generate_series` join, making a 9 ms query take 150 ms.
+    let options = options.options([("jit", "off")]);
     let name = options.get_username().to_owned();
     grant(owner, &name).await?;
     let pool = PgPoolOptions::new()
