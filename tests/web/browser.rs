@@ -968,6 +968,18 @@ async fn staff_adjusts_credits_approves_commissions_pays_a_payout_and_replays_an
         )
         .await;
         b.screenshot("admin-webhook-event").await;
+
+        // Opens the customer's portal read-only and leaves it.
+        b.driver
+            .goto(format!("{}/admin/workspaces/{ws}", app.base))
+            .await
+            .unwrap();
+        b.wait_for("#view-as").await.click().await.unwrap();
+        b.wait_for_text("#view-as-banner", "grace's workspace").await;
+        b.wait_for("#balance-total").await;
+        b.screenshot("admin-view-as").await;
+        b.wait_for("#view-as-banner button").await.click().await.unwrap();
+        b.wait_for_text(".flash", "Customer view ended").await;
         b.driver.quit().await.unwrap();
     })
     .await
