@@ -1088,18 +1088,15 @@ pub async fn update_plan(
             "limits must be whole numbers of at least 1 (credits: at least 0), or empty for unlimited".into(),
         ));
     }
-    let before: Option<Value> = sqlx::query_scalar(
+    let before = lock_before(
+        conn,
         "select jsonb_build_object('name', name, 'monthly_credits', monthly_credits,
                 'rate_limit_per_min', rate_limit_per_min, 'max_members', max_members,
                 'max_api_keys', max_api_keys)
            from plans where plan_code = $1 for update",
+        plan_code,
     )
-    .bind(plan_code)
-    .fetch_optional(&mut *conn)
     .await?;
-    let Some(before) = before else {
-        return Err(ActionError::NotFound);
-    };
     sqlx::query(
         "update plans set name = $2, monthly_credits = $3, rate_limit_per_min = $4,
                 max_members = $5, max_api_keys = $6
@@ -1128,6 +1125,20 @@ pub async fn update_plan(
         )
         .await?;
     Ok(())
+}
+
+/// The row's fields as JSON, locked until the transaction ends: `sql` selects one
+/// jsonb value of the row whose key is `$1`, `for update`. What an edit's audit event
+/// records as `before`.
+async fn lock_before<K>(conn: &mut PgConnection, sql: &str, key: K) -> Result<Value, ActionError>
+where
+    K: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send,
+{
+    sqlx::query_scalar(sql)
+        .bind(key)
+        .fetch_optional(conn)
+        .await?
+        .ok_or(ActionError::NotFound)
 }
 
 /// A credit pack's editable fields.
@@ -1163,17 +1174,14 @@ pub async fn update_credit_pack(
             "a pack grants at least 1 credit and costs more than 0".into(),
         ));
     }
-    let before: Option<Value> = sqlx::query_scalar(
+    let before = lock_before(
+        conn,
         "select jsonb_build_object('name', name, 'credits', credits, 'price_minor', price_minor,
                 'active', active)
            from credit_packs where credit_pack_code = $1 for update",
+        code,
     )
-    .bind(code)
-    .fetch_optional(&mut *conn)
     .await?;
-    let Some(before) = before else {
-        return Err(ActionError::NotFound);
-    };
     sqlx::query(
         "update credit_packs set name = $2, credits = $3, price_minor = $4, active = $5
           where credit_pack_code = $1",
@@ -1219,16 +1227,13 @@ pub async fn update_feature(
             "credits per use must be a whole number from 1 to 1,000,000".into(),
         ));
     }
-    let before: Option<Value> = sqlx::query_scalar(
+    let before = lock_before(
+        conn,
         "select jsonb_build_object('description', description, 'credit_cost', credit_cost)
            from features where feature_code = $1 for update",
+        code,
     )
-    .bind(code)
-    .fetch_optional(&mut *conn)
     .await?;
-    let Some(before) = before else {
-        return Err(ActionError::NotFound);
-    };
     sqlx::query("update features set description = $2, credit_cost = $3 where feature_code = $1")
         .bind(code)
         .bind(description)
@@ -1314,6 +1319,44 @@ pub async fn set_reseller(
             Some(json!({"reseller_id": before})),
             Some(json!({"reseller_id": after})),
             Some(reason),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Sets a reseller's branding for it (display name, accent colour, host name), with the
+/// checks its owners' settings page applies (WCAG contrast for the accent, a valid and
+/// unused host name). Audited as `reseller.branding_updated` with before and after.
+pub async fn update_reseller_branding(
+    conn: &mut PgConnection,
+    actor: &Actor<'_>,
+    reseller_id: ResellerId,
+    form: &crate::resellers::BrandingForm,
+) -> Result<(), ActionError> {
+    let before = lock_before(
+        conn,
+        "select jsonb_build_object('display_name', display_name, 'accent_color', accent_color,
+                'host_name', host_name)
+           from resellers where reseller_id = $1 for update",
+        reseller_id,
+    )
+    .await?;
+    crate::resellers::update_branding(conn, reseller_id, form)
+        .await
+        .map_err(|e| match e {
+            crate::resellers::BrandingError::Unexpected(e) => ActionError::Unexpected(e),
+            other => ActionError::Invalid(other.to_string()),
+        })?;
+    actor
+        .record(
+            conn,
+            "reseller.branding_updated",
+            ("reseller", reseller_id.to_string()),
+            Some(before),
+            Some(json!({"display_name": form.display_name.trim(),
+                        "accent_color": form.accent_color.trim().to_ascii_lowercase(),
+                        "host_name": form.host_name.trim().to_ascii_lowercase()})),
+            None,
         )
         .await?;
     Ok(())

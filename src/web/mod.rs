@@ -256,6 +256,10 @@ pub fn router(
             post(admin::actions::edit_reseller_terms),
         )
         .route(
+            "/admin/resellers/{id}/branding",
+            post(admin::actions::edit_reseller_branding),
+        )
+        .route(
             "/admin/resellers/{id}/members",
             post(admin::actions::add_reseller_member),
         )

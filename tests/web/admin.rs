@@ -98,6 +98,7 @@ async fn every_admin_route_refuses_customers_resellers_and_anonymous_visitors(po
         "/admin/credit-packs/pack_500/edit".to_owned(),
         format!("/admin/resellers/{id}/terms"),
         format!("/admin/resellers/{id}/members"),
+        format!("/admin/resellers/{id}/branding"),
     ];
     for r in billfold::web::admin::resources::ALL {
         gets.push(format!("/admin/{}", r.slug));
@@ -1223,4 +1224,46 @@ async fn a_voided_commission_stays_voided_whatever_refund_follows(pool: PgPool) 
         .await
         .unwrap();
     assert_eq!(net, 0);
+}
+
+#[sqlx::test]
+async fn staff_set_a_resellers_branding_with_the_owners_checks(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let (_, partner) = reseller_with_owner(&app, "acme").await;
+    let admin = staff(&app, "staff@example.com").await;
+    let path = format!("/admin/resellers/{partner}/branding");
+    let res = admin
+        .post_form(
+            &path,
+            &[("display_name", "Acme"), ("accent_color", "#ffff00")],
+        )
+        .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "too light for white text"
+    );
+    let res = admin
+        .post_form(
+            &path,
+            &[
+                ("display_name", "Acme Partners"),
+                ("accent_color", "#0F766E"),
+                ("host_name", ""),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let (name, accent): (Option<String>, Option<String>) =
+        sqlx::query_as("select display_name, accent_color from resellers where reseller_id = $1")
+            .bind(partner)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(name.as_deref(), Some("Acme Partners"));
+    assert_eq!(accent.as_deref(), Some("#0f766e"));
+    assert_eq!(
+        audit_actions(&app, "reseller.branding").await,
+        ["reseller.branding_updated"]
+    );
 }

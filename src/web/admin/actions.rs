@@ -1432,6 +1432,43 @@ pub async fn add_reseller_member(
     )
 }
 
+/// The branding form a staff member submits for a reseller.
+#[derive(Debug, Deserialize)]
+pub struct BrandingFields {
+    /// Display name (empty: the reseller's name).
+    #[serde(default)]
+    pub display_name: String,
+    /// `#rrggbb`, or empty.
+    #[serde(default)]
+    pub accent_color: String,
+    /// A host name, or empty.
+    #[serde(default)]
+    pub host_name: String,
+}
+
+/// `POST /admin/resellers/{id}/branding`.
+pub async fn edit_reseller_branding(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(id): Path<String>,
+    Form(form): Form<BrandingFields>,
+) -> Result<Response> {
+    let reseller = parse_uuid(&id).map(crate::ids::ResellerId)?;
+    let branding = crate::resellers::BrandingForm {
+        display_name: form.display_name,
+        accent_color: form.accent_color,
+        host_name: form.host_name,
+    };
+    staff_write!(
+        state,
+        staff,
+        &resources::RESELLERS,
+        id,
+        "Branding saved: its customers see it at their next page.",
+        |tx, actor| admin::update_reseller_branding(&mut tx, &actor, reseller, &branding).await
+    )
+}
+
 /// The new-reseller form, as entered.
 #[derive(Debug, Default, Deserialize)]
 pub struct NewResellerForm {
