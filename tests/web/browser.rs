@@ -201,6 +201,25 @@ impl Browser {
         self.assert_accessible(name).await;
     }
 
+    /// Screenshots like [`Browser::screenshot`] and checks that the page fits a 375 px
+    /// wide screen: no horizontal page scroll (wide tables scroll inside their card).
+    async fn screenshot_fitting_phone(&self, name: &str) {
+        self.screenshot(name).await;
+        self.driver.set_window_rect(0, 0, 375, 812).await.unwrap();
+        let width: i64 = self
+            .driver
+            .execute(
+                "return document.documentElement.clientWidth >= document.documentElement.scrollWidth ? 0 : document.documentElement.scrollWidth;",
+                Vec::new(),
+            )
+            .await
+            .unwrap()
+            .convert()
+            .unwrap();
+        self.driver.set_window_rect(0, 0, 1280, 1000).await.unwrap();
+        assert_eq!(width, 0, "{name} is {width} px wide on a 375 px screen");
+    }
+
     /// Runs axe-core (vendored, pinned) on the current page; panics listing every
     /// violation.
     async fn assert_accessible(&self, name: &str) {
@@ -860,7 +879,7 @@ async fn staff_adjusts_credits_approves_commissions_pays_a_payout_and_replays_an
         b.wait_for("#balance-total").await;
         b.driver.goto(format!("{}/admin", app.base)).await.unwrap();
         b.wait_for("#conversion").await;
-        b.screenshot("admin-overview").await;
+        b.screenshot_fitting_phone("admin-overview").await;
 
         // Finds the customer by email and adjusts their credits, confirming the password.
         b.driver
@@ -874,7 +893,7 @@ async fn staff_adjusts_credits_approves_commissions_pays_a_payout_and_replays_an
             .await
             .unwrap();
         b.wait_for_text("#result-count", "1 workspace").await;
-        b.screenshot("admin-workspaces").await;
+        b.screenshot_fitting_phone("admin-workspaces").await;
         b.wait_for("#rows tbody tr td a").await.click().await.unwrap();
         b.wait_for("#adjust-form").await;
         b.wait_for("#credits").await.send_keys("250").await.unwrap();
@@ -888,7 +907,7 @@ async fn staff_adjusts_credits_approves_commissions_pays_a_payout_and_replays_an
             .send_keys(PASSWORD)
             .await
             .unwrap();
-        b.screenshot("admin-workspace").await;
+        b.screenshot_fitting_phone("admin-workspace").await;
         b.wait_for("#adjust-form button[type=submit]")
             .await
             .click()
@@ -912,7 +931,7 @@ async fn staff_adjusts_credits_approves_commissions_pays_a_payout_and_replays_an
             .unwrap();
         b.wait_for_text("#rows", "workspace.credits_adjusted").await;
         assert!(b.text_of("#rows").await.contains("staff@example.com"));
-        b.screenshot("admin-audit-log").await;
+        b.screenshot_fitting_phone("admin-audit-log").await;
 
         // Approves the pending commissions in bulk, with a confirmation step.
         b.driver
@@ -923,14 +942,14 @@ async fn staff_adjusts_credits_approves_commissions_pays_a_payout_and_replays_an
         for checkbox in b.driver.find_all(By::Css("#rows input[type=checkbox]")).await.unwrap() {
             checkbox.click().await.unwrap();
         }
-        b.screenshot("admin-commissions").await;
+        b.screenshot_fitting_phone("admin-commissions").await;
         b.wait_for("#bulk-form button[type=submit]")
             .await
             .click()
             .await
             .unwrap();
         b.wait_for_text("#confirm-summary", "8 rows").await;
-        b.screenshot("admin-bulk-confirm").await;
+        b.screenshot_fitting_phone("admin-bulk-confirm").await;
         b.wait_for("#confirm-bulk").await.click().await.unwrap();
         b.wait_for_text(".flash", "8 of 8 selected commissions approved").await;
 
@@ -950,7 +969,7 @@ async fn staff_adjusts_credits_approves_commissions_pays_a_payout_and_replays_an
         b.wait_for("#mark-paid-form button").await.click().await.unwrap();
         b.wait_for_text(".flash", "Payout marked paid").await;
         assert!(b.text_of("#fields").await.contains("SEPA-2026-12-001"));
-        b.screenshot("admin-payout").await;
+        b.screenshot_fitting_phone("admin-payout").await;
 
         // Replays the failed webhook event: the job runs again and applies it.
         b.driver
@@ -967,7 +986,7 @@ async fn staff_adjusts_credits_approves_commissions_pays_a_payout_and_replays_an
             "applied",
         )
         .await;
-        b.screenshot("admin-webhook-event").await;
+        b.screenshot_fitting_phone("admin-webhook-event").await;
 
         // Opens the customer's portal read-only and leaves it.
         b.driver
