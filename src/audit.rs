@@ -72,6 +72,29 @@ pub async fn record(conn: &mut PgConnection, e: &NewAuditEvent<'_>) -> anyhow::R
     .await?)
 }
 
+/// Appends an event done from the command line (an operator on the server: no user,
+/// no address), in the caller's transaction; `command` is what ran
+/// (`billfold payouts mark-paid`), kept as the request id.
+pub async fn record_command(
+    conn: &mut PgConnection,
+    command: &str,
+    action: &str,
+    subject: (&str, String),
+    after: Option<Value>,
+) -> anyhow::Result<i64> {
+    record(
+        conn,
+        &NewAuditEvent {
+            action,
+            subject: Some(subject),
+            after,
+            request_id: Some(command),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
 /// What [`verify`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verified {

@@ -520,6 +520,16 @@ async fn create_reseller(
         )
         .await?;
     }
+    crate::audit::record_command(
+        &mut tx,
+        "billfold resellers create",
+        "reseller.created",
+        ("reseller", reseller_id.to_string()),
+        Some(serde_json::json!({"name": name, "referral_code": code,
+                                "commission_rate_bps": rate_bps, "hold_days": hold_days,
+                                "owner": owner.as_ref().map(|u| u.user_id)})),
+    )
+    .await?;
     tx.commit().await?;
     println!("/r/{code}");
     eprintln!(
@@ -614,6 +624,16 @@ async fn mark_payout_paid(db: &sqlx::PgPool, raw_id: &str, reference: &str) -> a
     let payout_id = parse_payout_id(raw_id)?;
     let mut tx = db.begin().await?;
     let marked = commissions::mark_paid(&mut tx, payout_id, reference).await?;
+    if marked == MarkedPaid::Paid {
+        crate::audit::record_command(
+            &mut tx,
+            "billfold payouts mark-paid",
+            "payout.paid",
+            ("payout", payout_id.to_string()),
+            Some(serde_json::json!({"status": "paid", "reference": reference.trim()})),
+        )
+        .await?;
+    }
     tx.commit().await?;
     match marked {
         MarkedPaid::Paid => println!("marked paid"),

@@ -63,6 +63,20 @@ async fn create_user_and_api_key_create_make_a_working_key(pool: PgPool) {
         String::from_utf8_lossy(&out.stdout).trim(),
         "created ops@example.com (staff)"
     );
+    let granted: Vec<(String, String)> = sqlx::query_as(
+        "select action, request_id from audit_events where action = 'user.staff_granted'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        granted,
+        [(
+            "user.staff_granted".to_owned(),
+            "billfold command line".to_owned()
+        )],
+        "a staff grant from the command line is audited"
+    );
 
     let out = billfold(
         &url,
@@ -888,6 +902,12 @@ async fn payouts_draft_then_mark_paid_is_idempotent_and_an_unknown_payout_is_one
         .await
         .unwrap();
     assert_eq!(unpaid, 0, "its commissions are paid with it");
+    let audited: i64 =
+        sqlx::query_scalar("select count(*) from audit_events where action = 'payout.paid'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(audited, 1, "marked paid once, audited once");
 
     let unknown = uuid::Uuid::new_v4().to_string();
     assert_eq!(

@@ -211,6 +211,18 @@ pub async fn sign_up_referred(
     if let Some((reseller_id, via)) = referral {
         crate::resellers::attribute(&mut tx, workspace_id, reseller_id, via).await?;
     }
+    if is_staff {
+        // Only the command line (`billfold create-user --staff`, the demo seed) creates
+        // staff: the grant is audited with the account it creates.
+        crate::audit::record_command(
+            &mut tx,
+            "billfold command line",
+            "user.staff_granted",
+            ("user", user.user_id.to_string()),
+            Some(serde_json::json!({"is_staff": true})),
+        )
+        .await?;
+    }
     tx.commit().await.map_err(anyhow::Error::from)?;
     tracing::info!(user_id = %user.user_id, %workspace_id, "signed up");
     Ok(user)
