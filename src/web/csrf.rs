@@ -110,6 +110,8 @@ pub async fn check(session: &Session, base_url: &str, req: Request) -> Result<Re
         tracing::warn!("cross-site request refused");
         return Err(AppError::Forbidden.into_response());
     }
+    let back = referer_path(req.headers());
+    let forbidden = || expired(back.clone());
     let expected = match session.get::<String>(SESSION_KEY).await {
         Ok(Some(t)) => t,
         Ok(None) => return Err(forbidden()),
@@ -133,7 +135,7 @@ pub async fn check(session: &Session, base_url: &str, req: Request) -> Result<Re
         .unwrap_or_default()
         .to_owned();
     if content_type.starts_with("multipart/form-data") {
-        return check_multipart(req, &content_type, &expected).await;
+        return check_multipart(req, &content_type, &expected, back).await;
     }
     if !content_type.starts_with("application/x-www-form-urlencoded") {
         return Err(forbidden());
@@ -163,7 +165,9 @@ async fn check_multipart(
     req: Request,
     content_type: &str,
     expected: &str,
+    back: Option<String>,
 ) -> Result<Request, Response> {
+    let forbidden = || expired(back.clone());
     let Ok(boundary) = multer::parse_boundary(content_type) else {
         return Err(forbidden());
     };
@@ -200,9 +204,25 @@ pub fn matches(sent: &str, expected: &str) -> bool {
     sent.len() == expected.len() && bool::from(sent.as_bytes().ct_eq(expected.as_bytes()))
 }
 
-fn forbidden() -> Response {
+/// The answer to a missing or wrong token: in practice a form left open while the
+/// session changed (signed out and in elsewhere, expired), so the page says the form
+/// expired and links back to it, to load it afresh (403).
+fn expired(back: Option<String>) -> Response {
     tracing::warn!("csrf token missing or wrong");
-    AppError::Forbidden.into_response()
+    AppError::FormExpired { back }.into_response()
+}
+
+/// The local path (and query) of the page the form was sent from, from `Referer`;
+/// `None` when absent, or when it is not a plain local path once the host is dropped.
+fn referer_path(headers: &axum::http::HeaderMap) -> Option<String> {
+    let referer = headers.get(header::REFERER)?.to_str().ok()?;
+    let url = url::Url::parse(referer).ok()?;
+    let path = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_owned(),
+    };
+    let safe = super::auth::safe_next(Some(&path));
+    (safe == path).then_some(path)
 }
 
 #[cfg(test)]

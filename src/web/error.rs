@@ -24,6 +24,13 @@ pub enum AppError {
     /// 403: signed in but not allowed (e.g. a member changing billing).
     #[error("forbidden")]
     Forbidden,
+    /// 403: a form's CSRF token is missing or stale (the session changed while the
+    /// page was open). `back`: the page to load the form afresh from.
+    #[error("form expired")]
+    FormExpired {
+        /// The local path the form was on.
+        back: Option<String>,
+    },
     /// 503: Stripe is unreachable; the user may retry.
     #[error("payment provider unavailable")]
     ProviderUnavailable,
@@ -49,6 +56,14 @@ impl IntoResponse for AppError {
         let (status, detail) = match self {
             AppError::NotFound => (StatusCode::NOT_FOUND, None),
             AppError::Forbidden => (StatusCode::FORBIDDEN, None),
+            AppError::FormExpired { back } => {
+                let mut res = StatusCode::FORBIDDEN.into_response();
+                res.extensions_mut().insert(ErrorPage(Some(
+                    "This form expired: the page was open while you signed in or out, or for a long time. Nothing was changed. Load the page again and resend it.".to_owned(),
+                )));
+                res.extensions_mut().insert(FormExpiredBack(back));
+                return res;
+            }
             AppError::ProviderUnavailable => (StatusCode::SERVICE_UNAVAILABLE, None),
             AppError::Busy => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -72,6 +87,10 @@ impl IntoResponse for AppError {
     }
 }
 
+/// Marker of a [`AppError::FormExpired`] page: where "Load the form again" leads.
+#[derive(Debug, Clone)]
+struct FormExpiredBack(Option<String>);
+
 /// The fallback route: our 404 page.
 pub async fn not_found() -> AppError {
     AppError::NotFound
@@ -84,6 +103,8 @@ struct ErrorView {
     title: &'static str,
     message: String,
     request_id: String,
+    /// The button: where it leads and what it says.
+    back: (String, &'static str),
 }
 
 /// Replaces the empty body of an [`AppError`] (and of axum's own 404/405/408/413)
@@ -132,6 +153,7 @@ pub async fn render_error_pages(
     {
         return res;
     }
+    let expired = res.extensions().get::<FormExpiredBack>().cloned();
     let retry_after = res.headers().get(axum::http::header::RETRY_AFTER).cloned();
     let detail = marked.and_then(|m| m.0);
     let (title, message) = match status.as_u16() {
@@ -162,11 +184,22 @@ pub async fn render_error_pages(
             "An unexpected error occurred. It has been logged; please try again.",
         ),
     };
+    let (title, back) = match expired {
+        Some(FormExpiredBack(back)) => (
+            "This form expired",
+            (
+                back.unwrap_or_else(|| "/dashboard".to_owned()),
+                "Load the form again",
+            ),
+        ),
+        None => (title, ("/dashboard".to_owned(), "Back to the dashboard")),
+    };
     let view = ErrorView {
         status: status.as_u16(),
         title,
         message: detail.unwrap_or_else(|| message.to_owned()),
         request_id,
+        back,
     };
     let mut page = view.into_response();
     *page.status_mut() = status;

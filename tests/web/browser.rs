@@ -188,6 +188,22 @@ impl Browser {
     /// Screenshots the page at 1280 and 375 px wide (`{name}.png`, `{name}-375.png`)
     /// and checks it with axe-core (WCAG 2.1 A and AA): no violation allowed.
     async fn screenshot(&self, name: &str) {
+        // The CSP refuses inline styles: a page must not carry any (htmx injected one
+        // until it was configured not to, and every page logged a violation).
+        let inline_styles: i64 = self
+            .driver
+            .execute(
+                "return document.querySelectorAll('style, [style]').length;",
+                Vec::new(),
+            )
+            .await
+            .unwrap()
+            .convert()
+            .unwrap();
+        assert_eq!(
+            inline_styles, 0,
+            "{name}: inline styles, refused by the CSP"
+        );
         self.driver
             .screenshot(&self.shots.join(format!("{name}.png")))
             .await

@@ -735,3 +735,59 @@ async fn a_request_relayed_by_an_unconfigured_proxy_is_not_taken_for_a_local_one
         0
     );
 }
+
+#[sqlx::test]
+async fn pages_carry_a_favicon_and_tell_htmx_not_to_inject_styles(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let (_, html) = app.get_html("/login").await;
+    let icon = attr(&html, "link[rel=icon]", "href").expect("a favicon link");
+    let res = app.get(&icon).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["content-type"], "image/svg+xml");
+    assert!(res.text().await.unwrap().starts_with("<svg"));
+    let config = attr(&html, "meta[name=htmx-config]", "content").unwrap();
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(config["includeIndicatorStyles"], false);
+}
+
+#[sqlx::test]
+async fn a_stale_form_says_it_expired_and_links_back_to_the_form(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let ws = app.sign_up("ada@example.com").await;
+    let res = app
+        .client
+        .post(app.url("/settings/api-keys"))
+        .header("referer", app.url("/settings/api-keys"))
+        .form(&[
+            ("name", "k"),
+            ("csrf_token", "a token from before signing in again"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let html = scraper::Html::parse_document(&res.text().await.unwrap());
+    assert_eq!(text(&html, "h1").unwrap(), "This form expired");
+    assert_eq!(
+        attr(&html, "#error-back", "href").unwrap(),
+        "/settings/api-keys"
+    );
+    assert!(!html.html().contains("role"), "not a question of role");
+    let keys: i64 = sqlx::query_scalar("select count(*) from api_keys where workspace_id = $1")
+        .bind(ws)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(keys, 0);
+    // A referer elsewhere never becomes the link.
+    let res = app
+        .client
+        .post(app.url("/settings/api-keys"))
+        .header("referer", "https://evil.example//evil.example/x")
+        .form(&[("name", "k"), ("csrf_token", "stale")])
+        .send()
+        .await
+        .unwrap();
+    let html = scraper::Html::parse_document(&res.text().await.unwrap());
+    assert_eq!(attr(&html, "#error-back", "href").unwrap(), "/dashboard");
+}
