@@ -177,14 +177,9 @@ pub async fn adjust_credits(
     if adjustment.credits.abs() > approval_above {
         // A removal the bucket cannot cover is refused now, not after the approval.
         if adjustment.credits < 0 {
-            let balance: Option<crate::ledger::Balance> = sqlx::query_as(
-                "select plan_credits, purchased_credits, debt from balances where workspace_id = $1",
-            )
-            .bind(adjustment.workspace_id)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(anyhow::Error::from)?;
-            let balance = balance.ok_or(AdjustError::NotFound)?;
+            let balance = ledger::db::balance(conn, adjustment.workspace_id)
+                .await
+                .map_err(not_found_if_missing)?;
             let (bucket, available) = match adjustment.bucket {
                 Bucket::Plan => ("plan", balance.plan),
                 Bucket::Purchased => ("purchased", balance.purchased),
@@ -267,6 +262,15 @@ fn balance_json(entry: &LedgerEntry) -> Value {
     })
 }
 
+/// `NotFound` for a workspace without a balance row (no such workspace), else the
+/// database's error.
+fn not_found_if_missing(e: anyhow::Error) -> AdjustError {
+    match e.downcast_ref::<sqlx::Error>() {
+        Some(sqlx::Error::RowNotFound) => AdjustError::NotFound,
+        _ => AdjustError::Unexpected(e),
+    }
+}
+
 /// Writes the adjustment's ledger entry under the balance lock. `None` when this
 /// reference was written before.
 async fn apply(
@@ -277,15 +281,28 @@ async fn apply(
     reason: &str,
     reference: &str,
 ) -> Result<Option<(Value, LedgerEntry)>, AdjustError> {
-    let balance = sqlx::query_as::<_, ledger::Balance>(
-        "select plan_credits, purchased_credits, debt from balances where workspace_id = $1 for update",
-    )
-    .bind(workspace_id)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(anyhow::Error::from)?
-    .ok_or(AdjustError::NotFound)?;
+    let balance = ledger::db::lock_balance(conn, workspace_id)
+        .await
+        .map_err(not_found_if_missing)?;
+    let before = json!({
+        "plan_credits": balance.plan,
+        "purchased_credits": balance.purchased,
+        "debt": balance.debt,
+    });
     let description = format!("Adjustment: {reason}");
+    if bucket == Bucket::Purchased && credits > 0 {
+        // Like a top-up: debt left by a refund is settled first.
+        return Ok(ledger::grant_purchased(
+            conn,
+            workspace_id,
+            LedgerEntryKind::Adjustment,
+            credits,
+            &description,
+            reference,
+        )
+        .await?
+        .map(|written| (before, written)));
+    }
     let mut entry = NewEntry::new(
         workspace_id,
         LedgerEntryKind::Adjustment,
@@ -303,12 +320,7 @@ async fn apply(
             }
             entry.plan_delta = credits;
         }
-        (Bucket::Purchased, true) => {
-            let settles = credits.min(balance.debt);
-            entry.purchased_delta = credits - settles;
-            entry.debt_delta = -settles;
-        }
-        (Bucket::Purchased, false) => {
+        (Bucket::Purchased, _) => {
             if balance.purchased < -credits {
                 return Err(AdjustError::WouldGoNegative {
                     bucket: "purchased",
@@ -318,11 +330,6 @@ async fn apply(
             entry.purchased_delta = credits;
         }
     }
-    let before = json!({
-        "plan_credits": balance.plan,
-        "purchased_credits": balance.purchased,
-        "debt": balance.debt,
-    });
     Ok(ledger::db::append(conn, &entry)
         .await?
         .map(|written| (before, written)))

@@ -739,6 +739,22 @@ async fn a_feature_edit_is_validated_and_audited(pool: PgPool) {
     .unwrap();
     assert_eq!(cost, 7);
     assert_eq!(audit_actions(&app, "feature.").await, ["feature.updated"]);
+    // A NUL in an address is an unknown record, not a database error.
+    for path in [
+        "/admin/features/a%00b/edit",
+        "/admin/webhook-events/evt%00x/replay",
+        "/admin/plans/pro%00/edit",
+    ] {
+        let res = admin
+            .post_form(
+                path,
+                &[("description", "x"), ("credit_cost", "1"), ("name", "x")],
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    let (status, _) = admin.get_html("/admin/features/a%00b").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
 #[sqlx::test]
@@ -1266,4 +1282,54 @@ async fn staff_set_a_resellers_branding_with_the_owners_checks(pool: PgPool) {
         audit_actions(&app, "reseller.branding").await,
         ["reseller.branding_updated"]
     );
+}
+
+#[sqlx::test]
+async fn a_void_and_a_refund_racing_never_reverse_more_than_the_commission(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let ids = pending_commissions(&app, 20).await;
+    sqlx::query("update commissions set payment_intent_id = 'pi_race_' || source_id")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let mut tasks = Vec::new();
+    for id in &ids {
+        let pi: String = sqlx::query_scalar(
+            "select payment_intent_id from commissions where commission_id::text = $1",
+        )
+        .bind(id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+        let commission = billfold::ids::CommissionId(uuid::Uuid::parse_str(id).unwrap());
+        let (db1, db2) = (app.db.clone(), app.db.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tx = db1.begin().await.unwrap();
+            billfold::resellers::commissions::void(&mut tx, commission, "void:race", now)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }));
+        tasks.push(tokio::spawn(async move {
+            let mut tx = db2.begin().await.unwrap();
+            billfold::resellers::commissions::follow_withdrawal(&mut tx, &pi, 500, "evt_half", now)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Each commission (200) is reversed exactly once in full, whichever came first.
+    let nets: Vec<i64> = sqlx::query_scalar(
+        "select coalesce(sum(amount_minor), 0)::bigint from commissions
+          group by coalesce(reverses, commission_id)",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(nets.len(), 20);
+    assert!(nets.iter().all(|n| *n == 0), "{nets:?}");
 }

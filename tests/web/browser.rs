@@ -1004,6 +1004,28 @@ async fn staff_adjusts_credits_approves_commissions_pays_a_payout_and_replays_an
         .await;
         b.screenshot_fitting_phone("admin-webhook-event").await;
 
+        // Every other back-office page, looked at on a laptop and a phone.
+        let grace: uuid::Uuid =
+            sqlx::query_scalar("select user_id from users where email = 'grace@example.com'")
+                .fetch_one(&app.db)
+                .await
+                .unwrap();
+        for (path, name, marker) in [
+            ("/admin/adjustments".to_owned(), "admin-approvals", "#no-pending"),
+            ("/admin/resellers/new".to_owned(), "admin-reseller-new", "#new-reseller-form"),
+            (format!("/admin/resellers/{partner}"), "admin-reseller", "#terms-form"),
+            (format!("/admin/users/{grace}"), "admin-user", "#fields"),
+            ("/admin/plans/pro".to_owned(), "admin-plan", "#plan-edit-form"),
+            ("/admin/credit-packs/pack_500".to_owned(), "admin-credit-pack", "#pack-edit-form"),
+            ("/admin/features/manager.process".to_owned(), "admin-feature", "#feature-form"),
+            ("/admin/jobs".to_owned(), "admin-jobs", "#rows"),
+            ("/admin/workspaces/not-a-workspace".to_owned(), "admin-not-found", "#error-back"),
+        ] {
+            b.driver.goto(format!("{}{path}", app.base)).await.unwrap();
+            b.wait_for(marker).await;
+            b.screenshot_fitting_phone(name).await;
+        }
+
         // Opens the customer's portal read-only and leaves it.
         b.driver
             .goto(format!("{}/admin/workspaces/{ws}", app.base))

@@ -24,6 +24,34 @@ use crate::web::views::{PageCtx, filters, set_flash};
 
 use super::Staff;
 
+/// The id or code of the record an action names, from the path: at most 300
+/// characters without control characters (a NUL would reach PostgreSQL, which cannot
+/// store it); anything else is a 404, like an unknown record.
+#[derive(Debug, Clone)]
+pub struct Key(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Key {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> std::result::Result<Self, Self::Rejection> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| AppError::NotFound)?;
+        if is_key(&raw) {
+            Ok(Self(raw))
+        } else {
+            Err(AppError::NotFound)
+        }
+    }
+}
+
+fn is_key(raw: &str) -> bool {
+    !raw.is_empty() && raw.len() <= 300 && !raw.chars().any(char::is_control)
+}
+
 /// A workspace's support panel.
 #[derive(Debug)]
 pub struct WorkspacePanel {
@@ -163,7 +191,7 @@ pub async fn render_detail(
     id: &str,
     error: Option<String>,
 ) -> Result<Response> {
-    if id.len() > 300 || id.chars().any(char::is_control) {
+    if !is_key(id) {
         return Err(AppError::NotFound);
     }
     let cols = r
@@ -535,7 +563,7 @@ pub struct AdjustForm {
 pub async fn adjust_credits(
     State(state): State<AppState>,
     staff: Staff,
-    Path(id): Path<String>,
+    Key(id): Key,
     Form(form): Form<AdjustForm>,
 ) -> Result<Response> {
     let ws = parse_uuid(&id).map(WorkspaceId)?;
@@ -690,7 +718,7 @@ macro_rules! staff_write {
 pub async fn suspend_workspace(
     State(state): State<AppState>,
     staff: Staff,
-    Path(id): Path<String>,
+    Key(id): Key,
     Form(form): Form<ReasonForm>,
 ) -> Result<Response> {
     let ws = parse_uuid(&id).map(WorkspaceId)?;
@@ -709,7 +737,7 @@ pub async fn suspend_workspace(
 pub async fn restore_workspace(
     State(state): State<AppState>,
     staff: Staff,
-    Path(id): Path<String>,
+    Key(id): Key,
     Form(form): Form<ReasonForm>,
 ) -> Result<Response> {
     let ws = parse_uuid(&id).map(WorkspaceId)?;
@@ -728,7 +756,7 @@ pub async fn restore_workspace(
 pub async fn override_plan(
     State(state): State<AppState>,
     staff: Staff,
-    Path(id): Path<String>,
+    Key(id): Key,
     Form(form): Form<ReasonForm>,
 ) -> Result<Response> {
     let ws = parse_uuid(&id).map(WorkspaceId)?;
@@ -767,7 +795,7 @@ pub struct AttributionForm {
 pub async fn set_reseller(
     State(state): State<AppState>,
     staff: Staff,
-    Path(id): Path<String>,
+    Key(id): Key,
     Form(form): Form<AttributionForm>,
 ) -> Result<Response> {
     let ws = parse_uuid(&id).map(WorkspaceId)?;
@@ -803,7 +831,7 @@ pub struct StaffForm {
 pub async fn set_staff(
     State(state): State<AppState>,
     staff: Staff,
-    Path(id): Path<String>,
+    Key(id): Key,
     Form(form): Form<StaffForm>,
 ) -> Result<Response> {
     let user = parse_uuid(&id).map(UserId)?;
@@ -827,7 +855,7 @@ pub async fn set_staff(
 pub async fn suspend_user(
     State(state): State<AppState>,
     staff: Staff,
-    Path(id): Path<String>,
+    Key(id): Key,
     Form(form): Form<StaffForm>,
 ) -> Result<Response> {
     let user = parse_uuid(&id).map(UserId)?;
@@ -851,7 +879,7 @@ pub async fn suspend_user(
 pub async fn approve_commission(
     State(state): State<AppState>,
     staff: Staff,
-    Path(id): Path<String>,
+    Key(id): Key,
 ) -> Result<Response> {
     let message = run_bulk(
         &state,
@@ -869,7 +897,7 @@ pub async fn approve_commission(
 pub async fn void_commission(
     State(state): State<AppState>,
     staff: Staff,
-    Path(id): Path<String>,
+    Key(id): Key,
     Form(form): Form<ReasonForm>,
 ) -> Result<Response> {
     let commission = parse_uuid(&id).map(CommissionId)?;
@@ -931,7 +959,7 @@ pub struct MarkPaidForm {
 pub async fn mark_payout_paid(
     State(state): State<AppState>,
     staff: Staff,
-    Path(id): Path<String>,
+    Key(id): Key,
     Form(form): Form<MarkPaidForm>,
 ) -> Result<Response> {
     let payout = parse_uuid(&id).map(PayoutId)?;
@@ -985,7 +1013,7 @@ pub async fn mark_payout_paid(
 pub async fn payout_csv(
     State(state): State<AppState>,
     _staff: Staff,
-    Path(id): Path<String>,
+    Key(id): Key,
 ) -> Result<Response> {
     let payout = parse_uuid(&id).map(PayoutId)?;
     let mut conn = state.db.acquire().await.map_err(anyhow::Error::from)?;
@@ -1038,7 +1066,7 @@ async fn replay_event(state: &AppState, staff: &Staff, id: &str) -> Result<bool>
 pub async fn replay_webhook_event(
     State(state): State<AppState>,
     staff: Staff,
-    Path(id): Path<String>,
+    Key(id): Key,
 ) -> Result<Response> {
     let message = if replay_event(&state, &staff, &id).await? {
         "Queued to run again now."
@@ -1053,7 +1081,7 @@ pub async fn replay_webhook_event(
 pub async fn skip_webhook_event(
     State(state): State<AppState>,
     staff: Staff,
-    Path(id): Path<String>,
+    Key(id): Key,
     Form(form): Form<ReasonForm>,
 ) -> Result<Response> {
     let event = id.clone();
@@ -1143,7 +1171,7 @@ pub struct RefundForm {
 pub async fn refund_top_up(
     State(state): State<AppState>,
     staff: Staff,
-    Path(id): Path<String>,
+    Key(id): Key,
     Form(form): Form<RefundForm>,
 ) -> Result<Response> {
     let ws = parse_uuid(&id).map(WorkspaceId)?;
@@ -1219,7 +1247,7 @@ pub struct FeatureForm {
 pub async fn edit_feature(
     State(state): State<AppState>,
     staff: Staff,
-    Path(code): Path<String>,
+    Key(code): Key,
     Form(form): Form<FeatureForm>,
 ) -> Result<Response> {
     staff_write!(
@@ -1274,7 +1302,7 @@ pub struct PlanForm {
 pub async fn edit_plan(
     State(state): State<AppState>,
     staff: Staff,
-    Path(code): Path<String>,
+    Key(code): Key,
     Form(form): Form<PlanForm>,
 ) -> Result<Response> {
     staff_write!(
@@ -1314,7 +1342,7 @@ pub struct PackForm {
 pub async fn edit_credit_pack(
     State(state): State<AppState>,
     staff: Staff,
-    Path(code): Path<String>,
+    Key(code): Key,
     Form(form): Form<PackForm>,
 ) -> Result<Response> {
     staff_write!(
@@ -1373,7 +1401,7 @@ pub struct TermsForm {
 pub async fn edit_reseller_terms(
     State(state): State<AppState>,
     staff: Staff,
-    Path(id): Path<String>,
+    Key(id): Key,
     Form(form): Form<TermsForm>,
 ) -> Result<Response> {
     let reseller = parse_uuid(&id).map(crate::ids::ResellerId)?;
@@ -1417,7 +1445,7 @@ pub struct MemberForm {
 pub async fn add_reseller_member(
     State(state): State<AppState>,
     staff: Staff,
-    Path(id): Path<String>,
+    Key(id): Key,
     Form(form): Form<MemberForm>,
 ) -> Result<Response> {
     let reseller = parse_uuid(&id).map(crate::ids::ResellerId)?;
@@ -1450,7 +1478,7 @@ pub struct BrandingFields {
 pub async fn edit_reseller_branding(
     State(state): State<AppState>,
     staff: Staff,
-    Path(id): Path<String>,
+    Key(id): Key,
     Form(form): Form<BrandingFields>,
 ) -> Result<Response> {
     let reseller = parse_uuid(&id).map(crate::ids::ResellerId)?;
