@@ -39,4 +39,5 @@ pub mod stripe_events;
 pub mod subscriptions;
 pub mod telemetry;
 pub mod top_ups;
+pub mod usage;
 pub mod web;

@@ -32,3 +32,38 @@ document.addEventListener("DOMContentLoaded", function () {
     });
   });
 });
+
+// The phone menu: below 720 px the nav collapses behind a Menu button (CSS hides it
+// only once this script marks the page with `js`, so without JavaScript the links
+// stay visible and wrap).
+document.documentElement.classList.add("js");
+document.addEventListener("DOMContentLoaded", function () {
+  var toggle = document.querySelector(".menu-toggle");
+  if (!toggle) return;
+  var row = toggle.closest(".topbar-row");
+  toggle.hidden = false;
+  toggle.addEventListener("click", function () {
+    var open = row.classList.toggle("open");
+    toggle.setAttribute("aria-expanded", open ? "true" : "false");
+  });
+  document.addEventListener("keydown", function (e) {
+    if (e.key === "Escape" && row.classList.contains("open")) {
+      row.classList.remove("open");
+      toggle.setAttribute("aria-expanded", "false");
+      toggle.focus();
+    }
+  });
+});
+
+// A <dialog> swapped in by htmx (the upgrade preview) opens as a modal: focus moves
+// into it and Esc closes it. Closing it empties its container; `data-close-dialog`
+// links close it instead of leaving the page.
+document.addEventListener("htmx:afterSwap", function (e) {
+  var dialog = e.detail.target.querySelector("dialog:not([open])");
+  if (!dialog || typeof dialog.showModal !== "function") return;
+  dialog.addEventListener("close", function () { dialog.remove(); });
+  dialog.querySelectorAll("[data-close-dialog]").forEach(function (link) {
+    link.addEventListener("click", function (ev) { ev.preventDefault(); dialog.close(); });
+  });
+  dialog.showModal();
+});

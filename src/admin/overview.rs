@@ -104,10 +104,10 @@ pub async fn load(conn: &mut PgConnection, now: OffsetDateTime) -> anyhow::Resul
     let today = now.date();
     let from = today - time::Duration::days(29);
     let credits_by_day: Vec<(Date, i64)> = sqlx::query_as(
-        "select d::date, coalesce(sum(u.credits_charged), 0)::bigint
+        "select d::date, coalesce(sum(h.credits), 0)::bigint
            from generate_series($1::date, $2::date, interval '1 day') d
-           left join usage_events u
-             on u.created_at >= d and u.created_at < d + interval '1 day'
+           left join usage_hourly h
+             on h.hour >= d and h.hour < d + interval '1 day'
           group by d order by d",
     )
     .bind(from)

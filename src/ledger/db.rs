@@ -174,28 +174,6 @@ pub async fn count_entries(
     )
 }
 
-/// Credits consumed per UTC day over the last `days` days, oldest first, with zero
-/// for days without usage.
-pub async fn daily_usage(
-    conn: &mut PgConnection,
-    workspace_id: WorkspaceId,
-    days: i32,
-) -> anyhow::Result<Vec<(time::Date, i64)>> {
-    Ok(sqlx::query_as::<_, (time::Date, i64)>(
-        "select d::date, coalesce(sum(u.credits_charged), 0)::bigint
-           from generate_series((now() at time zone 'utc')::date - ($2 - 1), (now() at time zone 'utc')::date, interval '1 day') d
-           left join usage_events u
-             on u.workspace_id = $1
-            and u.created_at >= d::date::timestamp at time zone 'utc'
-            and u.created_at < (d::date + 1)::timestamp at time zone 'utc'
-          group by d order by d",
-    )
-    .bind(workspace_id)
-    .bind(days)
-    .fetch_all(conn)
-    .await?)
-}
-
 /// Distinct features a workspace used since `since` (downgrade checks).
 pub async fn features_used_since(
     conn: &mut PgConnection,

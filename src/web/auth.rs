@@ -89,9 +89,19 @@ pub type AuthSession = axum_login::AuthSession<Backend>;
 /// Session key of the sign-in time (unix seconds).
 const SIGNED_IN_AT: &str = "auth.signed_in_at";
 
+/// Session key of the last time the session's idle expiry was renewed (unix seconds).
+const RENEWED_AT: &str = "auth.renewed_at";
+
+/// How often a signed-in session's idle expiry is pushed forward. tower-sessions writes a
+/// session back only when its data changed; changing this stamp at most once an hour
+/// renews the 7-day idle expiry without a durable write on every request.
+const RENEW_EVERY_SECS: i64 = 3600;
+
 /// Middleware: a signed-in session older than `Config::session_lifetime` (30 days;
 /// OWASP Session Management Cheat Sheet, "absolute timeout"; besides the 7-day idle
 /// expiry), or from before sign-in times were kept, is ended and sent to sign in again.
+/// A live one has its idle expiry renewed at most once an hour ([`RENEW_EVERY_SECS`]),
+/// so it ends after 7 days (less up to an hour) without a request.
 pub async fn enforce_session_lifetime(
     State(state): State<AppState>,
     mut auth: AuthSession,
@@ -119,6 +129,12 @@ pub async fn enforce_session_lifetime(
                     .collect::<String>()
             );
             return Redirect::to(&target).into_response();
+        }
+        let renewed_at = session.get::<i64>(RENEWED_AT).await.ok().flatten();
+        if renewed_at.is_none_or(|at| now - at >= RENEW_EVERY_SECS)
+            && let Err(e) = session.insert(RENEWED_AT, now).await
+        {
+            tracing::warn!(error = %e, "could not renew the session's idle expiry");
         }
     }
     next.run(req).await
@@ -224,13 +240,13 @@ async fn sign_in(
         .await
         .map_err(|e| AppError::Internal(anyhow::anyhow!("login: {e}")))?;
     super::csrf::renew(session).await?;
-    session
-        .insert(
-            SIGNED_IN_AT,
-            time::OffsetDateTime::now_utc().unix_timestamp(),
-        )
-        .await
-        .map_err(|e| AppError::Internal(anyhow::anyhow!("session: {e}")))?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    for key in [SIGNED_IN_AT, RENEWED_AT] {
+        session
+            .insert(key, now)
+            .await
+            .map_err(|e| AppError::Internal(anyhow::anyhow!("session: {e}")))?;
+    }
     accounts::remember_login_address(&state.db, user.user_id, client.0).await?;
     Ok(())
 }

@@ -257,6 +257,8 @@ pub struct ChangeQuery {
 struct ChangePartial {
     csrf_token: String,
     preview: UpgradePreview,
+    /// Swapped in by htmx and opened as a modal (else rendered open in the page).
+    modal: bool,
 }
 
 #[derive(Template, WebTemplate)]
@@ -288,11 +290,13 @@ pub async fn preview_change(
         Ok(p) => p,
         Err(e) => return refused(&member, e).await,
     };
+    let modal = headers.contains_key("hx-request");
     let partial = ChangePartial {
         csrf_token: member.csrf_token.clone(),
         preview,
+        modal,
     };
-    if headers.contains_key("hx-request") {
+    if modal {
         return Ok(partial.into_response());
     }
     Ok(ChangePage {

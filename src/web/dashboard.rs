@@ -11,13 +11,14 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 
 use super::AppState;
-use super::error::{AppError, Result};
+use super::error::Result;
 use super::extract::{AccountMember, Query};
 use super::views::{PageCtx, filters};
+use crate::charts;
 use crate::ledger::db::StatementPage as Page;
 use crate::ledger::{self, Balance, LedgerEntry};
 use crate::telemetry::spawn_blocking_with_tracing;
-use crate::{catalog, charts};
+use crate::usage::{self, DashboardSummary};
 
 /// `GET /`: the dashboard for the signed-in (else the login page).
 pub async fn root() -> Redirect {
@@ -34,11 +35,9 @@ struct UsageDay {
 #[template(path = "dashboard/dashboard.html")]
 struct DashboardPage {
     page: PageCtx,
-    plan: catalog::Plan,
-    balance: Balance,
+    live: LiveFigures,
     chart_svg: String,
     usage_days: Vec<UsageDay>,
-    usage_total: i64,
     entries: Vec<LedgerEntry>,
     /// The workspace shows its owner's email to the reseller it came through.
     shares_email: bool,
@@ -46,25 +45,50 @@ struct DashboardPage {
     can_manage: bool,
 }
 
+/// The dashboard's figures that refresh themselves: plan, balance, quota, prediction
+/// and the 30-day total (`templates/dashboard/_live.html`).
+struct LiveFigures {
+    summary: DashboardSummary,
+    /// The user may buy credits or change the plan (owner or admin).
+    can_manage: bool,
+}
+
+/// `GET /dashboard/live`'s answer: the live figures alone, for htmx to swap in.
+#[derive(Template, WebTemplate)]
+#[template(path = "dashboard/live.html")]
+struct LivePanel {
+    live: LiveFigures,
+}
+
 /// Days shown on the usage chart.
 const CHART_DAYS: i32 = 30;
 
-/// `GET /dashboard`.
+async fn summary(state: &AppState, member: &AccountMember) -> Result<DashboardSummary> {
+    let mut conn = state.db.acquire().await.map_err(anyhow::Error::from)?;
+    Ok(usage::db::dashboard_summary(
+        &mut conn,
+        member.workspace.workspace_id,
+        &member.workspace.plan_code,
+        CHART_DAYS,
+        "UTC",
+    )
+    .await?)
+}
+
+/// `GET /dashboard`: five SQL round trips in all (session, user, membership, the
+/// summary, the recent entries).
 pub async fn show_dashboard(
     State(state): State<AppState>,
     member: AccountMember,
 ) -> Result<Response> {
     let ws = member.workspace.workspace_id;
-    let mut conn = state.db.acquire().await.map_err(anyhow::Error::from)?;
-    let plan = catalog::db::plan(&mut conn, &member.workspace.plan_code)
-        .await?
-        .ok_or(AppError::NotFound)?;
-    let balance = ledger::db::balance(&mut conn, ws).await?;
-    let days = ledger::db::daily_usage(&mut conn, ws, CHART_DAYS).await?;
-    let entries = ledger::db::entries(&mut conn, ws, Page::NewestBefore(None), 8).await?;
-    drop(conn);
-    let usage_total = days.iter().map(|(_, c)| c).sum();
-    let usage_days = days
+    let summary = summary(&state, &member).await?;
+    let entries = {
+        let mut conn = state.db.acquire().await.map_err(anyhow::Error::from)?;
+        ledger::db::entries(&mut conn, ws, Page::NewestBefore(None), 8).await?
+    };
+    let usage_days = summary
+        .daily
         .iter()
         .rev()
         .filter(|(_, c)| *c > 0)
@@ -73,22 +97,40 @@ pub async fn show_dashboard(
             credits: *c,
         })
         .collect();
+    let days = summary.daily.clone();
     let chart_svg = spawn_blocking_with_tracing(move || {
         charts::usage_svg(&days, "Credits used per day, last 30 days", (720, 240))
     })
     .await
     .map_err(anyhow::Error::from)?
     .map_err(anyhow::Error::from)?;
+    let can_manage = member.workspace.role.can_manage();
     Ok(DashboardPage {
         page: member.page_with_flash("dashboard").await,
-        plan,
-        balance,
+        live: LiveFigures {
+            summary,
+            can_manage,
+        },
         chart_svg,
         usage_days,
-        usage_total,
         entries,
         shares_email: member.workspace.shares_email,
-        can_manage: member.workspace.role.can_manage(),
+        can_manage,
+    }
+    .into_response())
+}
+
+/// `GET /dashboard/live`: the dashboard's live figures alone, for htmx to swap in
+/// every few seconds; `no-store` like every session page.
+pub async fn show_live_panel(
+    State(state): State<AppState>,
+    member: AccountMember,
+) -> Result<Response> {
+    Ok(LivePanel {
+        live: LiveFigures {
+            summary: summary(&state, &member).await?,
+            can_manage: member.workspace.role.can_manage(),
+        },
     }
     .into_response())
 }

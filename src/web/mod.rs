@@ -139,6 +139,7 @@ pub fn router(
         .route("/login", get(auth::login_form).post(auth::log_in))
         .route("/logout", post(auth::log_out))
         .route("/dashboard", get(dashboard::show_dashboard))
+        .route("/dashboard/live", get(dashboard::show_live_panel))
         .route("/credits", get(dashboard::show_statement))
         .route("/credits.csv", get(dashboard::download_statement))
         .route(

@@ -40,9 +40,16 @@ pub async fn set_flash(session: &Session, message: impl Into<String>) {
     }
 }
 
-/// Takes the pending flash message, if any.
+/// Takes the pending flash message, if any. Reads first: `Session::remove` marks the
+/// session modified even when the key is absent, and a modified session is written back
+/// to PostgreSQL at the end of the request, so removing unconditionally would cost every
+/// page view a durable write.
 pub async fn take_flash(session: &Session) -> Option<String> {
-    session.remove::<String>(FLASH_KEY).await.ok().flatten()
+    let message = session.get::<String>(FLASH_KEY).await.ok().flatten()?;
+    if let Err(e) = session.remove::<String>(FLASH_KEY).await {
+        tracing::warn!(error = %e, "could not clear flash message");
+    }
+    Some(message)
 }
 
 /// askama filters: `{{ n|credits }}`, `{{ n|signed_credits }}`, `{{ t|datetime }}`,
@@ -81,11 +88,33 @@ pub mod filters {
         Ok(if n > 0 { format!("+{s}") } else { s })
     }
 
+    /// A calendar day however askama hands it over: a `time::Date`, or an instant
+    /// (its UTC day).
+    pub trait Day {
+        /// The day.
+        fn day(&self) -> time::Date;
+    }
+    impl Day for time::Date {
+        fn day(&self) -> time::Date {
+            *self
+        }
+    }
+    impl Day for OffsetDateTime {
+        fn day(&self) -> time::Date {
+            self.to_offset(time::UtcOffset::UTC).date()
+        }
+    }
+    impl<T: Day + ?Sized> Day for &T {
+        fn day(&self) -> time::Date {
+            (**self).day()
+        }
+    }
+
     /// `21 Nov 2026`.
     #[askama::filter_fn]
-    pub fn date(t: &OffsetDateTime, _: &dyn askama::Values) -> askama::Result<String> {
+    pub fn date<D: Day>(t: D, _: &dyn askama::Values) -> askama::Result<String> {
         let f = format_description!("[day padding:none] [month repr:short] [year]");
-        t.to_offset(time::UtcOffset::UTC)
+        t.day()
             .format(&f)
             .map_err(|e| askama::Error::Custom(Box::new(e)))
     }

@@ -289,3 +289,46 @@ async fn login_attempts_are_rate_limited_per_email(pool: PgPool) {
         .await;
     assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+/// The session row's idle expiry: it moves only when the session is written back.
+async fn session_expiries(app: &TestApp) -> Vec<time::OffsetDateTime> {
+    sqlx::query_scalar("select expiry_date from tower_sessions.session order by id")
+        .fetch_all(&app.db)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test]
+async fn reading_pages_does_not_write_the_session_back(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    app.sign_up("reader@example.com").await;
+    // The first page shows (and so takes out of the session) the welcome message.
+    app.get("/dashboard").await;
+    let before = session_expiries(&app).await;
+    assert_eq!(before.len(), 1, "one signed-in session");
+    for path in ["/dashboard", "/credits", "/billing", "/settings/api-keys"] {
+        for _ in 0..3 {
+            assert_eq!(app.get(path).await.status(), StatusCode::OK, "{path}");
+        }
+    }
+    assert_eq!(
+        session_expiries(&app).await,
+        before,
+        "page views must not write the session (its expiry would move)"
+    );
+
+    // A flash message still shows once, and taking it is a write.
+    app.create_api_key("flash check").await;
+    let key_id: uuid::Uuid = sqlx::query_scalar("select api_key_id from api_keys")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    let res = app
+        .post_form(&format!("/settings/api-keys/{key_id}/revoke"), &[])
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let (_, html) = app.get_html(&location(&res)).await;
+    assert!(text(&html, "[role=status]").is_some(), "the flash shows");
+    let (_, html) = app.get_html(&location(&res)).await;
+    assert!(text(&html, "[role=status]").is_none(), "and only once");
+}

@@ -185,8 +185,10 @@ impl Browser {
         self.wait_for("#balance-total").await;
     }
 
-    /// Screenshots the page at 1280 and 375 px wide (`{name}.png`, `{name}-375.png`)
-    /// and checks it with axe-core (WCAG 2.1 A and AA): no violation allowed.
+    /// Screenshots the page at 1280 and 375 px wide (`{name}.png`, `{name}-375.png`),
+    /// checks that it fits a 375 px screen (no horizontal page scroll: wide tables
+    /// scroll inside their card) and checks it with axe-core (WCAG 2.1 A and AA and
+    /// axe's best practices, `region` included): no violation allowed.
     async fn screenshot(&self, name: &str) {
         // The CSP refuses inline styles: a page must not carry any (htmx injected one
         // until it was configured not to, and every page logged a violation).
@@ -213,19 +215,21 @@ impl Browser {
             .screenshot(&self.shots.join(format!("{name}-375.png")))
             .await
             .unwrap();
-        self.driver.set_window_rect(0, 0, 1280, 1000).await.unwrap();
-        self.assert_accessible(name).await;
-    }
-
-    /// Screenshots like [`Browser::screenshot`] and checks that the page fits a 375 px
-    /// wide screen: no horizontal page scroll (wide tables scroll inside their card).
-    async fn screenshot_fitting_phone(&self, name: &str) {
-        self.screenshot(name).await;
-        self.driver.set_window_rect(0, 0, 375, 812).await.unwrap();
-        let width: i64 = self
+        // The page's width when it is wider than the screen, with the elements that
+        // stick out (innermost first) to say why.
+        let overflow: Vec<String> = self
             .driver
             .execute(
-                "return document.documentElement.clientWidth >= document.documentElement.scrollWidth ? 0 : document.documentElement.scrollWidth;",
+                "const root = document.documentElement;
+                 if (root.clientWidth >= root.scrollWidth) return [];
+                 const out = [String(root.scrollWidth)];
+                 for (const el of document.body.querySelectorAll('*')) {
+                   if (el.getBoundingClientRect().right > root.clientWidth + 1 && !(el.parentElement && el.parentElement.closest('.table-scroll'))
+                       && ![...el.children].some(c => c.getBoundingClientRect().right > root.clientWidth + 1)) {
+                     out.push(el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') + (el.className ? '.' + String(el.className).split(' ').join('.') : ''));
+                   }
+                 }
+                 return out.slice(0, 8);",
                 Vec::new(),
             )
             .await
@@ -233,7 +237,11 @@ impl Browser {
             .convert()
             .unwrap();
         self.driver.set_window_rect(0, 0, 1280, 1000).await.unwrap();
-        assert_eq!(width, 0, "{name} is {width} px wide on a 375 px screen");
+        assert!(
+            overflow.is_empty(),
+            "{name} is {overflow:?} px wide on a 375 px screen (width, then what sticks out)"
+        );
+        self.assert_accessible(name).await;
     }
 
     /// Runs axe-core (vendored, pinned) on the current page; panics listing every
@@ -245,7 +253,7 @@ impl Browser {
             .driver
             .execute_async(
                 "const done = arguments[arguments.length - 1];
-                 axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})
+                 axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice']}})
                     .then(r => done(r.violations.map(v => v.id + ': ' + v.help + ' (' + v.nodes.map(n => n.target.join(' ')).join(', ') + ')')))
                     .catch(e => done(['axe failed: ' + e]));",
                 Vec::new(),
@@ -895,7 +903,7 @@ async fn staff_adjusts_credits_approves_commissions_pays_a_payout_and_replays_an
         b.wait_for("#balance-total").await;
         b.driver.goto(format!("{}/admin", app.base)).await.unwrap();
         b.wait_for("#conversion").await;
-        b.screenshot_fitting_phone("admin-overview").await;
+        b.screenshot("admin-overview").await;
 
         // Finds the customer by email and adjusts their credits, confirming the password.
         b.driver
@@ -909,7 +917,7 @@ async fn staff_adjusts_credits_approves_commissions_pays_a_payout_and_replays_an
             .await
             .unwrap();
         b.wait_for_text("#result-count", "1 workspace").await;
-        b.screenshot_fitting_phone("admin-workspaces").await;
+        b.screenshot("admin-workspaces").await;
         b.wait_for("#rows tbody tr td a").await.click().await.unwrap();
         b.wait_for("#adjust-form").await;
         b.wait_for("#credits").await.send_keys("250").await.unwrap();
@@ -923,7 +931,7 @@ async fn staff_adjusts_credits_approves_commissions_pays_a_payout_and_replays_an
             .send_keys(PASSWORD)
             .await
             .unwrap();
-        b.screenshot_fitting_phone("admin-workspace").await;
+        b.screenshot("admin-workspace").await;
         b.wait_for("#adjust-form button[type=submit]")
             .await
             .click()
@@ -947,7 +955,7 @@ async fn staff_adjusts_credits_approves_commissions_pays_a_payout_and_replays_an
             .unwrap();
         b.wait_for_text("#rows", "workspace.credits_adjusted").await;
         assert!(b.text_of("#rows").await.contains("staff@example.com"));
-        b.screenshot_fitting_phone("admin-audit-log").await;
+        b.screenshot("admin-audit-log").await;
 
         // Approves the pending commissions in bulk, with a confirmation step.
         b.driver
@@ -958,14 +966,14 @@ async fn staff_adjusts_credits_approves_commissions_pays_a_payout_and_replays_an
         for checkbox in b.driver.find_all(By::Css("#rows input[type=checkbox]")).await.unwrap() {
             checkbox.click().await.unwrap();
         }
-        b.screenshot_fitting_phone("admin-commissions").await;
+        b.screenshot("admin-commissions").await;
         b.wait_for("#bulk-form button[type=submit]")
             .await
             .click()
             .await
             .unwrap();
         b.wait_for_text("#confirm-summary", "8 rows").await;
-        b.screenshot_fitting_phone("admin-bulk-confirm").await;
+        b.screenshot("admin-bulk-confirm").await;
         b.wait_for("#confirm-bulk").await.click().await.unwrap();
         b.wait_for_text(".flash", "8 of 8 selected commissions approved").await;
 
@@ -985,7 +993,7 @@ async fn staff_adjusts_credits_approves_commissions_pays_a_payout_and_replays_an
         b.wait_for("#mark-paid-form button").await.click().await.unwrap();
         b.wait_for_text(".flash", "Payout marked paid").await;
         assert!(b.text_of("#fields").await.contains("SEPA-2026-12-001"));
-        b.screenshot_fitting_phone("admin-payout").await;
+        b.screenshot("admin-payout").await;
 
         // Replays the failed webhook event: the job runs again and applies it.
         b.driver
@@ -1002,7 +1010,7 @@ async fn staff_adjusts_credits_approves_commissions_pays_a_payout_and_replays_an
             "applied",
         )
         .await;
-        b.screenshot_fitting_phone("admin-webhook-event").await;
+        b.screenshot("admin-webhook-event").await;
 
         // Every other back-office page, looked at on a laptop and a phone.
         let grace: uuid::Uuid =
@@ -1023,7 +1031,7 @@ async fn staff_adjusts_credits_approves_commissions_pays_a_payout_and_replays_an
         ] {
             b.driver.goto(format!("{}{path}", app.base)).await.unwrap();
             b.wait_for(marker).await;
-            b.screenshot_fitting_phone(name).await;
+            b.screenshot(name).await;
         }
 
         // Opens the customer's portal read-only and leaves it.

@@ -20,4 +20,5 @@ mod security;
 mod slow_stripe;
 mod statement;
 mod top_up;
+mod usage;
 mod webhooks;

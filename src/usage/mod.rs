@@ -1,0 +1,186 @@
+//! Usage insight: what a workspace consumed, read from the hourly roll-ups
+//! (`usage_hourly`, kept by a trigger on `usage_events`), so a page's cost does not
+//! grow with the number of usage events. Days are cut in a time zone given by name
+//! (IANA, as PostgreSQL knows it; whole-hour offsets are exact, half-hour zones are
+//! rounded to the hour the roll-up holds).
+
+pub mod db;
+
+use time::Date;
+
+use crate::catalog::Plan;
+use crate::ledger::Balance;
+
+/// Days of usage the run-out prediction averages over.
+pub const PACE_DAYS: usize = 7;
+
+/// Share of the monthly allowance used (percent) from which the dashboard suggests an
+/// upgrade or a top-up.
+pub const SUGGEST_FROM_PERCENT: i64 = 80;
+
+/// What the dashboard shows, read in one round trip ([`db::dashboard_summary`]).
+#[derive(Debug, Clone)]
+pub struct DashboardSummary {
+    /// The workspace's plan.
+    pub plan: Plan,
+    /// Its credits now.
+    pub balance: Balance,
+    /// The current allowance period, if the workspace has one.
+    pub period: Option<AllowancePeriod>,
+    /// Today in the time zone asked for.
+    pub today: Date,
+    /// Credits consumed per day, oldest first, ending today (one entry per day).
+    pub daily: Vec<(Date, i64)>,
+}
+
+/// The allowance period in force: plan credits granted in it and when it resets.
+#[derive(Debug, Clone, Copy)]
+pub struct AllowancePeriod {
+    /// Plan credits granted in this period (the allowance plus pro-rata upgrades).
+    pub granted_credits: i64,
+    /// When the allowance resets (the period's end).
+    pub resets_at: time::OffsetDateTime,
+}
+
+impl DashboardSummary {
+    /// Credits consumed over the days shown.
+    pub fn total(&self) -> i64 {
+        self.daily.iter().map(|(_, c)| c).sum()
+    }
+
+    /// The share of this period's plan credits already used, 0–100; `None` on an
+    /// unlimited plan or without a period that granted credits.
+    pub fn quota_used_percent(&self) -> Option<i64> {
+        self.plan.monthly_credits?;
+        let granted = self.period?.granted_credits;
+        if granted <= 0 {
+            return None;
+        }
+        let used = (granted - self.balance.plan).clamp(0, granted);
+        Some(used * 100 / granted)
+    }
+
+    /// Credits per day at the pace of the last [`PACE_DAYS`] days (rounded up); `None`
+    /// when nothing was used in them.
+    pub fn daily_pace(&self) -> Option<i64> {
+        let recent: i64 = self
+            .daily
+            .iter()
+            .rev()
+            .take(PACE_DAYS)
+            .map(|(_, c)| c)
+            .sum();
+        (recent > 0).then(|| (recent + PACE_DAYS as i64 - 1) / PACE_DAYS as i64)
+    }
+
+    /// The day the credits run out at [`Self::daily_pace`]: the balance (plan plus
+    /// purchased, less what is owed) divided by the pace, counted from today. `None` on
+    /// an unlimited plan or when nothing was used recently. Plan credits granted at the
+    /// next reset are not counted, so a date after the reset means "not before then".
+    pub fn runs_out_on(&self) -> Option<Date> {
+        self.plan.monthly_credits?;
+        let pace = self.daily_pace()?;
+        let left = (self.balance.total() - self.balance.debt).max(0);
+        let days = left / pace;
+        self.today.checked_add(time::Duration::days(days.min(3650)))
+    }
+
+    /// At least [`SUGGEST_FROM_PERCENT`] of the allowance is used.
+    pub fn allowance_nearly_used(&self) -> bool {
+        self.quota_used_percent()
+            .is_some_and(|p| p >= SUGGEST_FROM_PERCENT)
+    }
+
+    /// The predicted run-out day is on or after the allowance's reset.
+    pub fn lasts_past_reset(&self) -> bool {
+        match (self.runs_out_on(), self.period) {
+            (Some(day), Some(p)) => day >= p.resets_at.date(),
+            _ => false,
+        }
+    }
+
+    /// Whether the dashboard should suggest an upgrade or a top-up: at least
+    /// [`SUGGEST_FROM_PERCENT`] of the allowance is used, or the credits run out before
+    /// the allowance resets.
+    pub fn suggest_more_credits(&self) -> bool {
+        self.allowance_nearly_used() || (self.runs_out_on().is_some() && !self.lasts_past_reset())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::{date, datetime};
+
+    fn summary(balance: i64, granted: i64, daily: &[i64]) -> DashboardSummary {
+        let today = date!(2026 - 12 - 08);
+        DashboardSummary {
+            plan: Plan {
+                plan_code: "starter".into(),
+                name: "Starter".into(),
+                monthly_price_minor: 2900,
+                currency: "eur".into(),
+                monthly_credits: Some(granted),
+                rate_limit_per_min: Some(60),
+                max_members: Some(3),
+                max_api_keys: Some(3),
+                stripe_price_id: None,
+            },
+            balance: Balance {
+                plan: balance,
+                purchased: 0,
+                debt: 0,
+            },
+            period: Some(AllowancePeriod {
+                granted_credits: granted,
+                resets_at: datetime!(2026-12-20 0:00 UTC),
+            }),
+            today,
+            daily: daily
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    (
+                        today - time::Duration::days((daily.len() - 1 - i) as i64),
+                        *c,
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn quota_and_run_out_follow_the_pace_of_the_last_week() {
+        // 1,000 granted, 200 left: 80 % used; 70 a day over the last week: 2 days left.
+        let s = summary(200, 1000, &[0, 0, 0, 70, 70, 70, 70, 70, 70, 70]);
+        assert_eq!(s.quota_used_percent(), Some(80));
+        assert_eq!(s.daily_pace(), Some(70));
+        assert_eq!(s.runs_out_on(), Some(date!(2026 - 12 - 10)));
+        assert!(s.suggest_more_credits());
+    }
+
+    #[test]
+    fn no_usage_means_no_prediction_and_no_suggestion() {
+        let s = summary(900, 1000, &[0; 30]);
+        assert_eq!(s.quota_used_percent(), Some(10));
+        assert_eq!(s.runs_out_on(), None);
+        assert!(!s.suggest_more_credits());
+    }
+
+    #[test]
+    fn a_slow_pace_lasting_past_the_reset_suggests_nothing() {
+        // 1 credit a day (rounded up from 3 in a week), 500 left: lasts past the 20th.
+        let s = summary(500, 1000, &[0, 0, 0, 0, 1, 1, 1]);
+        assert_eq!(s.daily_pace(), Some(1));
+        assert!(s.runs_out_on().unwrap() > date!(2026 - 12 - 20));
+        assert!(!s.suggest_more_credits());
+    }
+
+    #[test]
+    fn unlimited_plans_have_no_quota() {
+        let mut s = summary(0, 1000, &[5; 10]);
+        s.plan.monthly_credits = None;
+        assert_eq!(s.quota_used_percent(), None);
+        assert_eq!(s.runs_out_on(), None);
+    }
+}
