@@ -120,6 +120,7 @@ async fn create_user_and_api_key_create_make_a_working_key(pool: PgPool) {
             feature: "manager.process",
             quantity: 5,
             idempotency_key: "cli",
+            quality: billfold::ledger::Quality::Standard,
         },
     )
     .await

@@ -284,12 +284,13 @@ pub async fn consume(
     conn: &mut PgConnection,
     c: &Consumption<'_>,
 ) -> anyhow::Result<ConsumeOutcome> {
-    sqlx::query_as::<_, ConsumeRow>("select * from consume_credits($1, $2, $3, $4, $5)")
+    sqlx::query_as::<_, ConsumeRow>("select * from consume_credits($1, $2, $3, $4, $5, $6)")
         .bind(c.key_hash)
         .bind(c.feature)
         .bind(c.quantity)
         .bind(c.idempotency_key)
-        .bind(request_hash(c.feature, c.quantity))
+        .bind(request_hash(c.feature, c.quantity, c.quality))
+        .bind(c.quality.as_str())
         .fetch_one(conn)
         .await?
         .into_domain()
@@ -308,7 +309,13 @@ pub async fn record_past_usage(
 ) -> anyhow::Result<()> {
     let event_id = Uuid::new_v4();
     let reference = event_id.to_string();
-    let description = format!("{feature} × {quantity}");
+    // Named as consume_credits names it: the feature's name, not its code.
+    let name: String =
+        sqlx::query_scalar("select description from features where feature_code = $1")
+            .bind(feature)
+            .fetch_one(&mut *conn)
+            .await?;
+    let description = format!("{name} × {quantity}");
     let mut entry = NewEntry::new(
         workspace_id,
         LedgerEntryKind::Usage,
@@ -331,7 +338,7 @@ pub async fn record_past_usage(
     .bind(quantity)
     .bind(credits)
     .bind(idempotency_key)
-    .bind(request_hash(feature, quantity))
+    .bind(request_hash(feature, quantity, super::Quality::Standard))
     .bind(entry.plan_balance_after)
     .bind(entry.purchased_balance_after)
     .bind(at)

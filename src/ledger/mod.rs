@@ -296,6 +296,8 @@ pub struct Consumption<'a> {
     pub quantity: i64,
     /// Client-chosen key; a retry with the same key and body is answered, not charged.
     pub idempotency_key: &'a str,
+    /// The quality asked for: the feature's cost times its multiplier.
+    pub quality: Quality,
 }
 
 /// Where a workspace stands against its plan's rate limit after a call (for the
@@ -402,11 +404,50 @@ impl ConsumeOutcome {
     }
 }
 
-/// Fingerprint of the request body an idempotency key is bound to.
-pub fn request_hash(feature: &str, quantity: i64) -> Vec<u8> {
+/// Fingerprint of the request body an idempotency key is bound to: feature, quantity
+/// and, when not standard, the quality (so hashes of standard calls are those recorded
+/// before qualities existed).
+pub fn request_hash(feature: &str, quantity: i64, quality: Quality) -> Vec<u8> {
     let mut h = Sha256::new();
     h.update(feature.as_bytes());
     h.update([0]);
     h.update(quantity.to_be_bytes());
+    if quality != Quality::Standard {
+        h.update([0]);
+        h.update(quality.as_str().as_bytes());
+    }
     h.finalize().to_vec()
+}
+
+/// The quality a metering call is served at, and what it multiplies the feature's cost
+/// by (DESIGN.md "Credits": standard 1, pro 2). JSON: `"standard"`, `"pro"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Quality {
+    /// The feature's cost as listed.
+    #[default]
+    Standard,
+    /// Twice the feature's cost.
+    Pro,
+}
+
+impl Quality {
+    /// Every quality, cheapest first.
+    pub const ALL: [Quality; 2] = [Quality::Standard, Quality::Pro];
+
+    /// The factor on the feature's credit cost.
+    pub fn multiplier(self) -> i64 {
+        match self {
+            Quality::Standard => 1,
+            Quality::Pro => 2,
+        }
+    }
+
+    /// The name in the API and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quality::Standard => "standard",
+            Quality::Pro => "pro",
+        }
+    }
 }

@@ -25,7 +25,7 @@ use super::AppState;
 use super::api_error::ApiError;
 use crate::api_keys;
 use crate::ledger::{
-    self, Balance, ConsumeOutcome, Consumption, MAX_IDEMPOTENCY_KEY_LEN, MAX_QUANTITY,
+    self, Balance, ConsumeOutcome, Consumption, MAX_IDEMPOTENCY_KEY_LEN, MAX_QUANTITY, Quality,
     RateLimitState,
 };
 
@@ -49,6 +49,9 @@ struct UsageRequest {
     #[serde(default = "one")]
     quantity: i64,
     idempotency_key: Option<String>,
+    /// `"standard"` (default) or `"pro"` (twice the feature's cost).
+    #[serde(default)]
+    quality: Quality,
 }
 
 fn one() -> i64 {
@@ -148,7 +151,7 @@ async fn consume(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<R
     let key = bearer(headers).ok_or_else(|| ApiError::unauthorized().into_response())?;
     let req: UsageRequest = serde_json::from_slice(body).map_err(|e| {
         ApiError::invalid(format!(
-            "body must be JSON {{\"feature\", \"quantity\", \"idempotency_key\"}}: {e}"
+            "body must be JSON {{\"feature\", \"quantity\", \"idempotency_key\", \"quality\"}}: {e}"
         ))
         .into_response()
     })?;
@@ -173,6 +176,7 @@ async fn consume(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<R
         feature,
         quantity: req.quantity,
         idempotency_key: &idempotency_key,
+        quality: req.quality,
     };
     let retry_same_key = |e: ApiError| {
         e.with("idempotency_key", idempotency_key.clone())
@@ -211,6 +215,7 @@ async fn consume(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<R
             StatusCode::OK,
             axum::Json(json!({
                 "charged": charged,
+                "quality": req.quality,
                 "balance": balance_json(balance),
                 "idempotency_key": idempotency_key,
             })),

@@ -28,7 +28,7 @@ async fn a_call_consumes_feature_cost_times_quantity(pool: PgPool) {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         body,
-        json!({"charged": 6, "balance": {"plan": 94, "purchased": 0, "total": 94, "debt": 0}, "idempotency_key": "a"})
+        json!({"charged": 6, "quality": "standard", "balance": {"plan": 94, "purchased": 0, "total": 94, "debt": 0}, "idempotency_key": "a"})
     );
 
     let res = app
@@ -532,4 +532,79 @@ async fn a_call_that_times_out_answers_json_and_its_key_replays_the_outcome(pool
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["charged"], 3);
     assert_eq!(app.assert_ledger_consistent(ws).await, (97, 0));
+}
+
+#[sqlx::test]
+async fn a_pro_quality_call_costs_twice_and_says_so_on_the_statement(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let (ws, key) = customer_with_key(&app).await;
+
+    // graph.query costs 3; pro doubles it; quantity 2: 12 credits.
+    let (status, body) = app
+        .consume(
+            &key,
+            json!({"feature": "graph.query", "quantity": 2, "quality": "pro", "idempotency_key": "q-1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["charged"], 12);
+    assert_eq!(body["quality"], "pro");
+    // Standard is the default and costs the listed price.
+    let (_, body) = app
+        .consume(
+            &key,
+            json!({"feature": "graph.query", "quantity": 2, "idempotency_key": "q-2"}),
+        )
+        .await;
+    assert_eq!(
+        (body["charged"].clone(), body["quality"].clone()),
+        (json!(6), json!("standard"))
+    );
+    assert_eq!(app.assert_ledger_consistent(ws).await, (100 - 18, 0));
+
+    // The key is bound to the quality: the same key at standard is a conflict, and a
+    // replay at pro answers the first charge without charging again.
+    let (status, body) = app
+        .consume(
+            &key,
+            json!({"feature": "graph.query", "quantity": 2, "quality": "standard", "idempotency_key": "q-1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (status, body) = app
+        .consume(
+            &key,
+            json!({"feature": "graph.query", "quantity": 2, "quality": "pro", "idempotency_key": "q-1"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["charged"].clone()),
+        (StatusCode::OK, json!(12))
+    );
+    assert_eq!(app.assert_ledger_consistent(ws).await, (100 - 18, 0));
+
+    // An unknown quality is the caller's mistake: 422, nothing charged.
+    let (status, body) = app
+        .consume(
+            &key,
+            json!({"feature": "graph.query", "quality": "ultra", "idempotency_key": "q-3"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_request");
+    assert_eq!(app.assert_ledger_consistent(ws).await, (100 - 18, 0));
+
+    // The statement names the feature and the quality.
+    let (_, html) = app.get_html("/credits").await;
+    let statement = crate::helpers::text(&html, "#statement").unwrap();
+    assert!(
+        statement.contains("Graph query × 2 (pro, ×2)"),
+        "{statement}"
+    );
+    let quality: String =
+        sqlx::query_scalar("select quality from usage_events where idempotency_key = 'q-1'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(quality, "pro");
 }

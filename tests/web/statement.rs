@@ -92,7 +92,7 @@ async fn the_statement_downloads_as_csv(pool: PgPool) {
     assert_eq!(&rows[0][2], "Plan allowance");
     assert_eq!(&rows[0][11], "100");
     assert_eq!(&rows[1][2], "Usage");
-    assert_eq!(&rows[1][3], "graph.query × 2");
+    assert_eq!(&rows[1][3], "Graph query × 2");
     assert_eq!(&rows[1][7], "-6");
     assert_eq!(&rows[1][11], "94");
 
