@@ -76,7 +76,7 @@ pub async fn any_credit_pack(
 /// Every feature with its cost, by code.
 pub async fn features(conn: &mut PgConnection) -> anyhow::Result<Vec<Feature>> {
     Ok(sqlx::query_as::<_, Feature>(
-        "select feature_code, credit_cost from features order by feature_code",
+        "select feature_code, description as name, credit_cost from features order by feature_code",
     )
     .fetch_all(conn)
     .await?)

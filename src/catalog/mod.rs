@@ -73,6 +73,8 @@ impl CreditPack {
 pub struct Feature {
     /// `group.operation`, e.g. `planner.create_plan`.
     pub feature_code: String,
+    /// What customers read (`Graph query`): the catalog's description.
+    pub name: String,
     /// Credits per unit of quantity.
     pub credit_cost: i64,
 }

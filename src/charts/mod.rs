@@ -60,6 +60,101 @@ pub fn money_svg(
     )
 }
 
+/// The colours of stacked series, in order (the page's legend uses the same, as CSS
+/// classes `series-0` to `series-7`). At most this many series are drawn.
+pub const SERIES_COLOURS: [(u8, u8, u8); 8] = [
+    (79, 70, 229),
+    (14, 165, 233),
+    (16, 185, 129),
+    (245, 158, 11),
+    (239, 68, 68),
+    (168, 85, 247),
+    (100, 116, 139),
+    (236, 72, 153),
+];
+
+/// A stacked bar chart of credits per day: one bar per day in `days`, one segment per
+/// series (`(name, credits per day)`, each as long as `days`, at most
+/// [`SERIES_COLOURS`] of them; more are ignored) in [`SERIES_COLOURS`] order, as an SVG
+/// document with a `<title>`. Names are not drawn: the page shows the legend.
+pub fn stacked_usage_svg(
+    days: &[Date],
+    series: &[(String, Vec<i64>)],
+    title: &str,
+    size: (u32, u32),
+) -> Result<String, ChartError> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        let err = |e: &dyn std::fmt::Display| ChartError(e.to_string());
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let series = &series[..series.len().min(SERIES_COLOURS.len())];
+        let totals: Vec<i64> = (0..days.len())
+            .map(|i| {
+                series
+                    .iter()
+                    .map(|(_, v)| v.get(i).copied().unwrap_or(0).max(0))
+                    .sum()
+            })
+            .collect();
+        let max = totals.iter().copied().max().unwrap_or(0).max(1);
+        let y_top = max + max / 10 + 1;
+        let n = days.len().max(1) as u32;
+        let mut chart = ChartBuilder::on(&root)
+            .margin(12)
+            .x_label_area_size(28)
+            .y_label_area_size(56)
+            .build_cartesian_2d((0u32..n).into_segmented(), 0i64..y_top)
+            .map_err(|e| err(&e))?;
+        let label = |i: &SegmentValue<u32>| match i {
+            SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => days
+                .get(*i as usize)
+                .map(|d| format!("{} {}", d.day(), month_abbrev(d.month())))
+                .unwrap_or_default(),
+            SegmentValue::Last => String::new(),
+        };
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .light_line_style(RGBColor(235, 238, 242))
+            .bold_line_style(RGBColor(225, 229, 235))
+            .axis_style(RGBColor(180, 186, 196))
+            .x_labels(8)
+            .x_label_formatter(&label)
+            .y_labels(5)
+            .y_label_formatter(&|v| crate::money::format_credits(*v))
+            .label_style(("sans-serif", 12).into_font().color(&RGBColor(90, 98, 112)))
+            .draw()
+            .map_err(|e| err(&e))?;
+        let mut base = vec![0i64; days.len()];
+        for (s, (_, values)) in series.iter().enumerate() {
+            let (r, g, b) = SERIES_COLOURS[s];
+            let colour = RGBColor(r, g, b);
+            let mut bars = Vec::new();
+            for (i, bottom) in base.iter_mut().enumerate() {
+                let v = values.get(i).copied().unwrap_or(0).max(0);
+                if v == 0 {
+                    continue;
+                }
+                let i = i as u32;
+                let mut bar = Rectangle::new(
+                    [
+                        (SegmentValue::Exact(i), *bottom),
+                        (SegmentValue::Exact(i + 1), *bottom + v),
+                    ],
+                    colour.filled(),
+                );
+                bar.set_margin(0, 0, 2, 2);
+                bars.push(bar);
+                *bottom += v;
+            }
+            chart.draw_series(bars).map_err(|e| err(&e))?;
+        }
+        root.present().map_err(|e| err(&e))?;
+    }
+    Ok(with_title(svg, title))
+}
+
 /// A referral funnel: one horizontal bar per step (`(label, count)`, labels are ours),
 /// with its count and its share of the first step.
 pub fn funnel_svg(
@@ -243,6 +338,20 @@ fn month_abbrev(m: time::Month) -> &'static str {
 mod tests {
     use super::*;
     use time::macros::date;
+
+    #[test]
+    fn stacks_one_segment_per_series_and_day() {
+        let days = [date!(2026 - 12 - 01), date!(2026 - 12 - 02)];
+        let series = vec![
+            ("Graph query".to_owned(), vec![3, 0]),
+            ("Risk score".to_owned(), vec![2, 4]),
+        ];
+        let svg = stacked_usage_svg(&days, &series, "Credits by feature", (600, 200)).unwrap();
+        assert!(svg.contains("<title>Credits by feature</title>"));
+        // Three non-empty segments, in the first two series' colours.
+        assert_eq!(svg.matches("fill=\"#4F46E5\"").count(), 1, "{svg}");
+        assert_eq!(svg.matches("fill=\"#0EA5E9\"").count(), 2, "{svg}");
+    }
 
     #[test]
     fn draws_one_bar_per_day_with_a_title() {

@@ -83,3 +83,73 @@ pub async fn dashboard_summary(
         daily,
     })
 }
+
+/// The roll-ups of the days `from..=to` (cut in `time_zone`) summed per day, feature
+/// and API key, with the features' and keys' names: everything a usage report needs,
+/// in one round trip, read from at most 24 rows per day, feature and key.
+pub async fn report_rows(
+    conn: &mut PgConnection,
+    workspace_id: WorkspaceId,
+    from: Date,
+    to: Date,
+    time_zone: &str,
+) -> anyhow::Result<Vec<super::ReportRow>> {
+    Ok(sqlx::query_as(
+        "select (h.hour at time zone $4)::date as day, h.feature_code, f.description as feature_name,
+                h.api_key_id, k.name as key_name, k.key_prefix,
+                sum(h.events)::bigint as events, sum(h.credits)::bigint as credits
+           from usage_hourly h
+           join features f using (feature_code)
+           left join api_keys k on k.api_key_id = h.api_key_id
+          where h.workspace_id = $1
+            and h.hour >= ($2::date::timestamp at time zone $4)
+            and h.hour < (($3::date + 1)::timestamp at time zone $4)
+          group by 1, 2, 3, 4, 5, 6
+          order by 1, 2",
+    )
+    .bind(workspace_id)
+    .bind(from)
+    .bind(to)
+    .bind(time_zone)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Usage events matching `filter`, newest first, older than the event `before` (keyset
+/// on time and id; an unknown `before` starts from the newest), at most `limit`.
+pub async fn events(
+    conn: &mut PgConnection,
+    workspace_id: WorkspaceId,
+    filter: &super::EventFilter<'_>,
+    before: Option<uuid::Uuid>,
+    limit: i64,
+) -> anyhow::Result<Vec<super::UsageEvent>> {
+    Ok(sqlx::query_as(
+        "select u.usage_event_id, u.created_at, u.feature_code, f.description as feature_name,
+                u.quality, u.quantity, u.credits_charged, k.name as key_name, u.idempotency_key
+           from usage_events u
+           join features f using (feature_code)
+           left join api_keys k on k.api_key_id = u.api_key_id
+          where u.workspace_id = $1
+            and u.created_at >= ($2::date::timestamp at time zone $4)
+            and u.created_at < (($3::date + 1)::timestamp at time zone $4)
+            and ($5::text is null or u.feature_code = $5)
+            and ($6::uuid is null or u.api_key_id = $6)
+            and ($7::uuid is null or (u.created_at, u.usage_event_id) <
+                 coalesce((select (p.created_at, p.usage_event_id) from usage_events p
+                            where p.usage_event_id = $7 and p.workspace_id = $1),
+                          ('infinity'::timestamptz, null::uuid)))
+          order by u.created_at desc, u.usage_event_id desc
+          limit $8",
+    )
+    .bind(workspace_id)
+    .bind(filter.from)
+    .bind(filter.to)
+    .bind(filter.time_zone)
+    .bind(filter.feature)
+    .bind(filter.api_key_id)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}

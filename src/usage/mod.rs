@@ -184,3 +184,182 @@ mod tests {
         assert_eq!(s.runs_out_on(), None);
     }
 }
+
+/// Days a usage report may span at most (a custom range longer than this is refused).
+pub const MAX_RANGE_DAYS: i64 = 366;
+
+/// One row of the hourly roll-ups summed per day, feature and API key in a range
+/// ([`db::report_rows`]).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ReportRow {
+    /// The day, in the report's time zone.
+    pub day: Date,
+    /// Feature code (`graph.query`).
+    pub feature_code: String,
+    /// The feature's name (`Graph query`).
+    pub feature_name: String,
+    /// The key the calls came through; `None` for usage not recorded through a key.
+    pub api_key_id: Option<uuid::Uuid>,
+    /// The key's name, if any.
+    pub key_name: Option<String>,
+    /// The key's first characters, if any.
+    pub key_prefix: Option<String>,
+    /// Metering calls.
+    pub events: i64,
+    /// Credits charged.
+    pub credits: i64,
+}
+
+/// Usage of one feature (or one key) over a report's range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageTotal {
+    /// Feature code, or the key's id (empty for usage not through a key).
+    pub code: String,
+    /// Feature name, or the key's name and prefix.
+    pub name: String,
+    /// Metering calls.
+    pub events: i64,
+    /// Credits charged.
+    pub credits: i64,
+}
+
+impl UsageTotal {
+    /// Share of `total` credits, in whole percent (0 when `total` is 0).
+    pub fn percent_of(&self, total: i64) -> i64 {
+        if total <= 0 {
+            0
+        } else {
+            (self.credits * 100 + total / 2) / total
+        }
+    }
+}
+
+/// What a usage report shows for a range of days: credits per day and feature (the
+/// stacked chart), and totals per feature and per API key, most credits first.
+#[derive(Debug, Clone)]
+pub struct UsageReport {
+    /// Every day of the range, oldest first.
+    pub days: Vec<Date>,
+    /// Per feature (most credits first): its name and credits per day (same length as
+    /// `days`).
+    pub series: Vec<(String, Vec<i64>)>,
+    /// Totals per feature, most credits first.
+    pub by_feature: Vec<UsageTotal>,
+    /// Totals per API key, most credits first.
+    pub by_key: Vec<UsageTotal>,
+    /// Credits over the range.
+    pub total_credits: i64,
+    /// Calls over the range.
+    pub total_events: i64,
+}
+
+impl UsageReport {
+    /// Builds the report for the days `from..=to` from roll-up rows (rows outside the
+    /// range are ignored).
+    pub fn new(from: Date, to: Date, rows: &[ReportRow]) -> UsageReport {
+        let mut days = Vec::new();
+        let mut d = from;
+        while d <= to {
+            days.push(d);
+            match d.next_day() {
+                Some(next) => d = next,
+                None => break,
+            }
+        }
+        let index = |day: Date| (day - from).whole_days();
+        let mut by_feature: Vec<UsageTotal> = Vec::new();
+        let mut by_key: Vec<UsageTotal> = Vec::new();
+        let mut series: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+        let add = |totals: &mut Vec<UsageTotal>, code: &str, name: &str, r: &ReportRow| match totals
+            .iter_mut()
+            .find(|t| t.code == code)
+        {
+            Some(t) => {
+                t.events += r.events;
+                t.credits += r.credits;
+            }
+            None => totals.push(UsageTotal {
+                code: code.to_owned(),
+                name: name.to_owned(),
+                events: r.events,
+                credits: r.credits,
+            }),
+        };
+        for r in rows.iter().filter(|r| r.day >= from && r.day <= to) {
+            add(&mut by_feature, &r.feature_code, &r.feature_name, r);
+            let (key_code, key_name) = match (&r.api_key_id, &r.key_name, &r.key_prefix) {
+                (Some(id), Some(name), Some(prefix)) => {
+                    (id.to_string(), format!("{name} ({prefix})"))
+                }
+                (Some(id), _, _) => (id.to_string(), "A deleted key".to_owned()),
+                (None, _, _) => (String::new(), "Not through a key".to_owned()),
+            };
+            add(&mut by_key, &key_code, &key_name, r);
+            let per_day = series
+                .entry(r.feature_name.clone())
+                .or_insert_with(|| vec![0; days.len()]);
+            if let Some(slot) = usize::try_from(index(r.day))
+                .ok()
+                .and_then(|i| per_day.get_mut(i))
+            {
+                *slot += r.credits;
+            }
+        }
+        let most_first = |a: &UsageTotal, b: &UsageTotal| {
+            b.credits.cmp(&a.credits).then_with(|| a.name.cmp(&b.name))
+        };
+        by_feature.sort_by(most_first);
+        by_key.sort_by(most_first);
+        let series = by_feature
+            .iter()
+            .filter_map(|t| series.remove(&t.name).map(|v| (t.name.clone(), v)))
+            .collect();
+        UsageReport {
+            days,
+            series,
+            total_credits: by_feature.iter().map(|t| t.credits).sum(),
+            total_events: by_feature.iter().map(|t| t.events).sum(),
+            by_feature,
+            by_key,
+        }
+    }
+}
+
+/// One usage event as the usage page's history lists it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UsageEvent {
+    /// Its id (the history's page cursor).
+    pub usage_event_id: uuid::Uuid,
+    /// When it was recorded.
+    pub created_at: time::OffsetDateTime,
+    /// Feature code.
+    pub feature_code: String,
+    /// Feature name.
+    pub feature_name: String,
+    /// `standard` or `pro`.
+    pub quality: String,
+    /// Uses in the call.
+    pub quantity: i64,
+    /// Credits charged.
+    pub credits_charged: i64,
+    /// The key's name, if it came through one.
+    pub key_name: Option<String>,
+    /// The caller's idempotency key.
+    pub idempotency_key: String,
+}
+
+/// Which events the history lists: a range of days (in `time_zone`) and optionally one
+/// feature and one API key.
+#[derive(Debug, Clone)]
+pub struct EventFilter<'a> {
+    /// First day, inclusive.
+    pub from: Date,
+    /// Last day, inclusive.
+    pub to: Date,
+    /// IANA time zone the days are cut in.
+    pub time_zone: &'a str,
+    /// Only this feature code.
+    pub feature: Option<&'a str>,
+    /// Only this API key.
+    pub api_key_id: Option<uuid::Uuid>,
+}

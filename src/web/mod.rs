@@ -25,6 +25,7 @@ pub mod reseller_api;
 pub mod sandbox_guard;
 pub mod settings;
 pub mod top_up;
+pub mod usage;
 pub mod views;
 pub mod webhooks;
 
@@ -142,6 +143,8 @@ pub fn router(
         .route("/dashboard/live", get(dashboard::show_live_panel))
         .route("/credits", get(dashboard::show_statement))
         .route("/credits.csv", get(dashboard::download_statement))
+        .route("/usage", get(usage::show_usage))
+        .route("/usage.csv", get(usage::download_usage))
         .route(
             "/billing/top-up",
             get(top_up::top_up_form).post(top_up::create_top_up),

@@ -144,6 +144,28 @@ impl Browser {
         }
     }
 
+    /// Runs `script` (a function body returning a boolean) in the page.
+    async fn script_is_true(&self, script: &str) -> bool {
+        self.driver
+            .execute(script, Vec::new())
+            .await
+            .unwrap()
+            .convert()
+            .unwrap()
+    }
+
+    /// Waits (up to 15 s) until the JavaScript expression `expr` is true.
+    async fn wait_until_true(&self, expr: &str) {
+        let script = format!("return Boolean({expr});");
+        for _ in 0..150 {
+            if self.script_is_true(&script).await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{expr} never became true");
+    }
+
     async fn text_of(&self, css: &str) -> String {
         self.wait_for(css).await.text().await.unwrap()
     }
@@ -187,8 +209,8 @@ impl Browser {
 
     /// Screenshots the page at 1280 and 375 px wide (`{name}.png`, `{name}-375.png`),
     /// checks that it fits a 375 px screen (no horizontal page scroll: wide tables
-    /// scroll inside their card) and checks it with axe-core (WCAG 2.1 A and AA and
-    /// axe's best practices, `region` included): no violation allowed.
+    /// scroll inside their card) and checks it at both widths with axe-core (WCAG 2.1
+    /// A and AA and axe's best practices, `region` included): no violation allowed.
     async fn screenshot(&self, name: &str) {
         // The CSP refuses inline styles: a page must not carry any (htmx injected one
         // until it was configured not to, and every page logged a violation).
@@ -236,11 +258,23 @@ impl Browser {
             .unwrap()
             .convert()
             .unwrap();
-        self.driver.set_window_rect(0, 0, 1280, 1000).await.unwrap();
         assert!(
             overflow.is_empty(),
             "{name} is {overflow:?} px wide on a 375 px screen (width, then what sticks out)"
         );
+        // Narrow, tables scroll: axe checks they can be reached by keyboard.
+        self.assert_accessible(&format!("{name} at 375 px")).await;
+        self.driver.set_window_rect(0, 0, 1280, 1000).await.unwrap();
+        self.assert_accessible(name).await;
+    }
+
+    /// Screenshots the page at the window's current (phone) width as `{name}-375.png`
+    /// and checks it with axe-core: for states only a phone shows (the open menu).
+    async fn screenshot_at_phone_width(&self, name: &str) {
+        self.driver
+            .screenshot(&self.shots.join(format!("{name}-375.png")))
+            .await
+            .unwrap();
         self.assert_accessible(name).await;
     }
 
@@ -444,6 +478,30 @@ async fn a_customer_subscribes_cancels_in_the_portal_and_is_back_on_free_after_t
         b.screenshot("billing-pro").await;
 
         // Upgrade to Business after seeing Stripe's preview in the htmx dialog.
+        b.wait_for("button[data-upgrade=business]")
+            .await
+            .click()
+            .await
+            .unwrap();
+        b.wait_for("#change-preview #confirm-change").await;
+        // A real modal: focus moves in, Esc closes it, the page is as it was.
+        assert!(
+            b.script_is_true(
+                "const d = document.querySelector('#change-preview');
+                 return d.matches(':modal') && d.contains(document.activeElement);"
+            )
+            .await,
+            "the upgrade preview is a modal dialog holding the focus"
+        );
+        b.driver
+            .active_element()
+            .await
+            .unwrap()
+            .send_keys(Key::Escape)
+            .await
+            .unwrap();
+        b.wait_until_true("document.querySelector('#change-preview') === null")
+            .await;
         b.wait_for("button[data-upgrade=business]")
             .await
             .click()
@@ -1049,4 +1107,115 @@ async fn staff_adjusts_credits_approves_commissions_pays_a_payout_and_replays_an
     })
     .await
     .expect("the back-office flow finished in time");
+}
+
+#[sqlx::test]
+async fn a_customer_watches_usage_live_on_the_dashboard_and_explores_it_by_range(pool: PgPool) {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let app = TestApp::spawn(pool).await;
+        app.lift_rate_limits().await;
+        let b = Browser::start().await;
+        b.sign_up(&app.base, "maya@example.com").await;
+
+        // A key from the API keys page, shown once.
+        b.driver
+            .goto(format!("{}/settings/api-keys", app.base))
+            .await
+            .unwrap();
+        b.wait_for("#name").await.send_keys("Backend").await.unwrap();
+        b.wait_for("form[action='/settings/api-keys'] button[type=submit]")
+            .await
+            .click()
+            .await
+            .unwrap();
+        let key = b.text_of("#new-key-value").await;
+
+        // The dashboard follows usage without a reload: a marker set on the page
+        // survives while the figures change.
+        b.driver
+            .goto(format!("{}/dashboard", app.base))
+            .await
+            .unwrap();
+        assert_eq!(b.text_of("#quota-percent").await, "0 %");
+        b.driver
+            .execute("window.notReloaded = true;", Vec::new())
+            .await
+            .unwrap();
+        for i in 0..28 {
+            let feature = if i % 2 == 0 { "graph.query" } else { "risk.score" };
+            let quality = if i == 0 { "pro" } else { "standard" };
+            let (status, body) = app
+                .consume(
+                    &key,
+                    serde_json::json!({"feature": feature, "quality": quality, "idempotency_key": format!("live-{i}")}),
+                )
+                .await;
+            assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+        }
+        // 14 × 3 + 14 × 2 + 3 (the first call at pro): 73 of 100 credits.
+        b.wait_until_true(
+            "document.querySelector('#quota-percent')?.textContent === '73 %'",
+        )
+        .await;
+        assert!(b.script_is_true("return window.notReloaded === true;").await);
+        assert_eq!(b.text_of("#balance-total").await, "27 credits");
+        assert!(b.text_of("#run-out").await.contains("credits last until about"));
+        b.screenshot("dashboard-live").await;
+
+        // The phone menu: collapsed behind a button, opened and closed with Esc.
+        b.driver.set_window_rect(0, 0, 375, 812).await.unwrap();
+        assert!(!b.wait_for("#main-nav").await.is_displayed().await.unwrap());
+        let menu = b.wait_for(".menu-toggle").await;
+        menu.click().await.unwrap();
+        assert!(b.wait_for("#main-nav").await.is_displayed().await.unwrap());
+        assert_eq!(menu.attr("aria-expanded").await.unwrap().as_deref(), Some("true"));
+        b.screenshot_at_phone_width("dashboard-menu-open").await;
+        b.driver
+            .active_element()
+            .await
+            .unwrap()
+            .send_keys(Key::Escape)
+            .await
+            .unwrap();
+        assert!(!b.wait_for("#main-nav").await.is_displayed().await.unwrap());
+        b.driver.set_window_rect(0, 0, 1280, 1000).await.unwrap();
+
+        // The usage page: a range switch swaps the report in place and updates the
+        // address; the history names the feature and the quality.
+        b.wait_for("#main-nav a[href='/usage']")
+            .await
+            .click()
+            .await
+            .unwrap();
+        assert_eq!(b.text_of("#usage-credits").await, "73");
+        b.driver
+            .execute("window.notReloaded = true;", Vec::new())
+            .await
+            .unwrap();
+        b.wait_for(".range a[href='/usage?range=7']")
+            .await
+            .click()
+            .await
+            .unwrap();
+        b.wait_until_true(
+            "document.querySelector(\".range a[aria-current]\")?.textContent === '7 days'",
+        )
+        .await;
+        assert!(b.script_is_true("return window.notReloaded === true;").await);
+        assert!(b.driver.current_url().await.unwrap().as_str().ends_with("/usage?range=7"));
+        assert_eq!(b.text_of("#usage-credits").await, "73");
+        let history = b.text_of("#usage-events").await;
+        assert!(history.contains("Graph query") && history.contains("Pro ×2"), "{history}");
+        b.screenshot("usage").await;
+        // A custom range that cannot be shown says why.
+        b.driver
+            .goto(format!("{}/usage?from=2026-12-31&to=2026-01-01", app.base))
+            .await
+            .unwrap();
+        assert!(b.text_of("#range-error").await.contains("must not be after"));
+        b.screenshot("usage-bad-range").await;
+        b.driver.clone().quit().await.unwrap();
+    })
+    .await
+    .expect("browser flow timed out");
 }
