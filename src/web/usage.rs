@@ -135,10 +135,10 @@ struct UsagePage {
 }
 
 impl UsagePage {
-    fn from_label(&self) -> String {
+    fn start_label(&self) -> String {
         self.range.from.format(DATE_FORMAT).unwrap_or_default()
     }
-    fn to_label(&self) -> String {
+    fn end_label(&self) -> String {
         self.range.to.format(DATE_FORMAT).unwrap_or_default()
     }
     fn is_preset(&self, days: &i64) -> bool {
