@@ -76,7 +76,8 @@ pub async fn any_credit_pack(
 /// Every feature with its cost, by code.
 pub async fn features(conn: &mut PgConnection) -> anyhow::Result<Vec<Feature>> {
     Ok(sqlx::query_as::<_, Feature>(
-        "select feature_code, description as name, credit_cost from features order by feature_code",
+        "select feature_code, description as name, credit_cost from features
+          order by feature_group, feature_code",
     )
     .fetch_all(conn)
     .await?)
@@ -162,4 +163,17 @@ pub async fn all_plans_on_sale(conn: &mut PgConnection) -> anyhow::Result<bool> 
     )
     .fetch_one(conn)
     .await?)
+}
+
+/// The whole price list in three round trips: plans, features, entitlements.
+pub async fn price_list(conn: &mut PgConnection) -> anyhow::Result<super::PriceList> {
+    Ok(super::PriceList {
+        plans: plans(&mut *conn).await?,
+        features: features(&mut *conn).await?,
+        entitled: sqlx::query_as(
+            "select plan_code, feature_group from plan_entitlements order by 1, 2",
+        )
+        .fetch_all(&mut *conn)
+        .await?,
+    })
 }

@@ -79,6 +79,81 @@ pub struct Feature {
     pub credit_cost: i64,
 }
 
+/// A feature group as customers read it: `ux_expert` → "UX expert", `ai_agent` →
+/// "AI agent", `graph` → "Graph".
+pub fn group_name(group: &str) -> String {
+    let words: Vec<String> = group
+        .split('_')
+        .filter(|w| !w.is_empty())
+        .enumerate()
+        .map(|(i, w)| match w {
+            "ai" | "ux" | "api" => w.to_uppercase(),
+            _ if i == 0 => {
+                let mut c = w.chars();
+                c.next()
+                    .map(|f| f.to_uppercase().chain(c).collect())
+                    .unwrap_or_default()
+            }
+            _ => w.to_owned(),
+        })
+        .collect();
+    words.join(" ")
+}
+
+/// Everything the pricing page compares: plans (cheapest first), features (by group,
+/// then code) and which plan includes which feature group.
+#[derive(Debug, Clone)]
+pub struct PriceList {
+    /// Every plan, in the catalog's order.
+    pub plans: Vec<Plan>,
+    /// Every feature with its credit cost.
+    pub features: Vec<Feature>,
+    /// `(plan code, feature group)` pairs.
+    pub entitled: Vec<(String, String)>,
+}
+
+impl PriceList {
+    /// Whether `plan` includes the features of `group`.
+    pub fn includes(&self, plan: &Plan, group: &str) -> bool {
+        self.entitled
+            .iter()
+            .any(|(p, g)| p == plan.plan_code.as_str() && g == group)
+    }
+
+    /// The feature groups `plan` includes, as names ("Graph", "UX expert").
+    pub fn group_names_of(&self, plan: &Plan) -> Vec<String> {
+        let mut groups: Vec<&str> = self
+            .features
+            .iter()
+            .map(|f| f.group())
+            .filter(|g| self.includes(plan, g))
+            .collect();
+        groups.dedup();
+        groups.into_iter().map(group_name).collect()
+    }
+
+    /// The cheapest plan that includes `feature`.
+    pub fn first_plan_with(&self, feature: &Feature) -> Option<&Plan> {
+        self.plans
+            .iter()
+            .find(|p| self.includes(p, feature.group()))
+    }
+}
+
+impl Feature {
+    /// The part of the code before the dot: what plans are entitled to.
+    pub fn group(&self) -> &str {
+        self.feature_code
+            .split_once('.')
+            .map_or(self.feature_code.as_str(), |(g, _)| g)
+    }
+
+    /// Credits per unit at `quality`.
+    pub fn cost_at(&self, quality: crate::ledger::Quality) -> i64 {
+        self.credit_cost * quality.multiplier()
+    }
+}
+
 /// Custom top-up bounds (DESIGN.md): 5 to 1,000 EUR, 10 credits per EUR.
 pub mod custom_top_up {
     /// Currency of custom top-ups.

@@ -153,3 +153,64 @@ pub async fn events(
     .fetch_all(conn)
     .await?)
 }
+
+/// The workspace against its plan's caps, in one round trip: members, active API keys,
+/// the rate limiter's state, the allowance period in force and plan credits left.
+pub async fn limits(
+    conn: &mut PgConnection,
+    workspace_id: WorkspaceId,
+    plan_code: &PlanCode,
+) -> anyhow::Result<super::WorkspaceLimits> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        plan: Plan,
+        members: i64,
+        api_keys: i64,
+        tat_us: Option<i64>,
+        now_us: i64,
+        granted_credits: Option<i64>,
+        period_end: Option<OffsetDateTime>,
+        plan_credits: i64,
+    }
+    let row: Row = sqlx::query_as(
+        "select p.plan_code, p.name, p.monthly_price_minor, p.currency, p.monthly_credits,
+                p.rate_limit_per_min, p.max_members, p.max_api_keys, p.stripe_price_id,
+                (select count(*) from memberships m where m.workspace_id = b.workspace_id) as members,
+                (select count(*) from api_keys k
+                  where k.workspace_id = b.workspace_id and k.revoked_at is null) as api_keys,
+                (select r.tat_us from rate_limit_states r where r.workspace_id = b.workspace_id) as tat_us,
+                (extract(epoch from clock_timestamp()) * 1000000)::bigint as now_us,
+                ap.granted_credits, ap.period_end, b.plan_credits
+           from balances b
+           join plans p on p.plan_code = $2
+           left join lateral (
+                select a.granted_credits, a.period_end from allowance_periods a
+                 where a.workspace_id = b.workspace_id and a.period_start <= now()
+                 order by a.period_start desc limit 1) ap on true
+          where b.workspace_id = $1",
+    )
+    .bind(workspace_id)
+    .bind(plan_code)
+    .fetch_one(conn)
+    .await?;
+    let now = OffsetDateTime::now_utc();
+    let period = match (row.granted_credits, row.period_end) {
+        (Some(granted_credits), Some(resets_at)) if resets_at > now => Some(AllowancePeriod {
+            granted_credits,
+            resets_at,
+        }),
+        _ => None,
+    };
+    Ok(super::WorkspaceLimits {
+        calls_available: row
+            .plan
+            .rate_limit_per_min
+            .map(|limit| super::calls_available(limit, row.tat_us, row.now_us)),
+        plan: row.plan,
+        members: row.members,
+        api_keys: row.api_keys,
+        period,
+        plan_credits: row.plan_credits,
+    })
+}

@@ -177,6 +177,19 @@ mod tests {
     }
 
     #[test]
+    fn gcra_counts_calls_available_as_the_metering_function_does() {
+        let now = 1_000_000_000_000;
+        // 60 a minute: one every second. A fresh limiter has the whole burst.
+        assert_eq!(calls_available(60, None, now), 60);
+        // 10 calls just made: the arrival time is 10 s ahead.
+        assert_eq!(calls_available(60, Some(now + 10_000_000), now), 50);
+        // Past arrival times are the present.
+        assert_eq!(calls_available(60, Some(now - 5_000_000), now), 60);
+        // Exhausted.
+        assert_eq!(calls_available(60, Some(now + 60_000_000), now), 0);
+    }
+
+    #[test]
     fn unlimited_plans_have_no_quota() {
         let mut s = summary(0, 1000, &[5; 10]);
         s.plan.monthly_credits = None;
@@ -362,4 +375,56 @@ pub struct EventFilter<'a> {
     pub feature: Option<&'a str>,
     /// Only this API key.
     pub api_key_id: Option<uuid::Uuid>,
+}
+
+/// A workspace against its plan's limits ("Your limits"), read in one round trip
+/// ([`db::limits`]).
+#[derive(Debug, Clone)]
+pub struct WorkspaceLimits {
+    /// The workspace's plan: its caps.
+    pub plan: Plan,
+    /// Members now.
+    pub members: i64,
+    /// Active (unrevoked) API keys now.
+    pub api_keys: i64,
+    /// Metering calls that may be made right now under the rate limit (`None` without
+    /// a limit): the plan's burst less what the last minute used.
+    pub calls_available: Option<i64>,
+    /// The allowance period in force, if any.
+    pub period: Option<AllowancePeriod>,
+    /// Plan credits left.
+    pub plan_credits: i64,
+}
+
+impl WorkspaceLimits {
+    /// Calls used of the rate limit's burst (the last minute's, as GCRA counts them).
+    pub fn calls_used(&self) -> Option<i64> {
+        let limit = i64::from(self.plan.rate_limit_per_min?);
+        Some(limit - self.calls_available.unwrap_or(limit).clamp(0, limit))
+    }
+
+    /// Plan credits used this period.
+    pub fn allowance_used(&self) -> Option<i64> {
+        let granted = self.period?.granted_credits;
+        Some((granted - self.plan_credits).clamp(0, granted))
+    }
+
+    /// `used` of `cap` in whole percent for a meter (0 without a cap or when it is 0).
+    pub fn percent(used: i64, cap: Option<i64>) -> i64 {
+        match cap {
+            Some(cap) if cap > 0 => (used * 100 / cap).clamp(0, 100),
+            _ => 0,
+        }
+    }
+}
+
+/// Calls available now under GCRA (the metering function's rate limit): with `limit`
+/// calls a minute, a theoretical arrival time `tat_us` and the time `now_us`, both in
+/// microseconds since the epoch.
+pub fn calls_available(limit: i32, tat_us: Option<i64>, now_us: i64) -> i64 {
+    let limit = i64::from(limit.max(1));
+    let period = 60_000_000 / limit;
+    let tau = period * (limit - 1);
+    let tat = tat_us.unwrap_or(now_us).max(now_us);
+    ((tau + period - (tat - now_us)) / period).clamp(0, limit)
 }

@@ -19,6 +19,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod limits;
+pub mod pricing;
 pub mod referral;
 pub mod reseller;
 pub mod reseller_api;
@@ -144,6 +145,8 @@ pub fn router(
         .route("/credits", get(dashboard::show_statement))
         .route("/credits.csv", get(dashboard::download_statement))
         .route("/usage", get(usage::show_usage))
+        .route("/limits", get(pricing::show_limits))
+        .route("/pricing", get(pricing::show_pricing))
         .route("/usage.csv", get(usage::download_usage))
         .route(
             "/billing/top-up",

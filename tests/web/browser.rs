@@ -1115,6 +1115,10 @@ async fn a_customer_watches_usage_live_on_the_dashboard_and_explores_it_by_range
         let app = TestApp::spawn(pool).await;
         app.lift_rate_limits().await;
         let b = Browser::start().await;
+        // Prices in plain sight before signing up.
+        b.driver.goto(format!("{}/pricing", app.base)).await.unwrap();
+        assert!(b.text_of("#feature-costs").await.contains("Graph query"));
+        b.screenshot("pricing-public").await;
         b.sign_up(&app.base, "maya@example.com").await;
 
         // A key from the API keys page, shown once.
@@ -1214,6 +1218,13 @@ async fn a_customer_watches_usage_live_on_the_dashboard_and_explores_it_by_range
             .unwrap();
         assert!(b.text_of("#range-error").await.contains("must not be after"));
         b.screenshot("usage-bad-range").await;
+        // Limits against use, and the plans compared from inside the portal.
+        b.driver.goto(format!("{}/limits", app.base)).await.unwrap();
+        assert!(b.text_of("#limit-allowance").await.contains("73 of 100 credits used"));
+        b.screenshot("limits").await;
+        b.driver.goto(format!("{}/pricing", app.base)).await.unwrap();
+        assert!(b.text_of("[data-plan=free] h2").await.contains("Your plan"));
+        b.screenshot("pricing").await;
         b.driver.clone().quit().await.unwrap();
     })
     .await

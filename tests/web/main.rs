@@ -14,6 +14,7 @@ mod billing;
 mod browser;
 mod catalog;
 mod jobs;
+mod pricing;
 mod refunds;
 mod resellers;
 mod security;
