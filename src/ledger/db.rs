@@ -174,22 +174,6 @@ pub async fn count_entries(
     )
 }
 
-/// Distinct features a workspace used since `since` (downgrade checks).
-pub async fn features_used_since(
-    conn: &mut PgConnection,
-    workspace_id: WorkspaceId,
-    since: OffsetDateTime,
-) -> anyhow::Result<Vec<String>> {
-    Ok(sqlx::query_scalar(
-        "select distinct feature_code from usage_events
-          where workspace_id = $1 and created_at > $2 order by 1",
-    )
-    .bind(workspace_id)
-    .bind(since)
-    .fetch_all(conn)
-    .await?)
-}
-
 /// `consume_credits`' outcome column (Postgres enum `consume_outcome`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
 #[sqlx(type_name = "consume_outcome", rename_all = "snake_case")]

@@ -21,7 +21,7 @@ use crate::ids::{PlanCode, WorkspaceId};
 use crate::money::Money;
 use crate::stripe::billing::SubscriptionCheckout;
 use crate::stripe::{StripeCallError, StripeClient};
-use crate::{accounts, allowances, api_keys, ledger};
+use crate::{accounts, allowances, api_keys};
 
 /// Why a plan change could not be made. Each variant is something the customer can be
 /// told; `Provider` and `Unexpected` are logged.
@@ -86,8 +86,11 @@ pub enum Blocker {
     Features {
         /// The plan's name.
         plan: String,
-        /// Feature codes.
+        /// Feature names ("Start a trace").
         features: Vec<String>,
+        /// When the downgrade becomes possible if none of them is used again: 30 days
+        /// after the last use of any of them.
+        possible_from: OffsetDateTime,
     },
 }
 
@@ -102,11 +105,21 @@ impl std::fmt::Display for Blocker {
                 f,
                 "{plan} allows {allowed} active API keys; this workspace has {has}. Revoke keys first."
             ),
-            Self::Features { plan, features } => write!(
-                f,
-                "{plan} does not include features used in the last 30 days: {}.",
-                features.join(", ")
-            ),
+            Self::Features {
+                plan,
+                features,
+                possible_from,
+            } => {
+                let day = time::macros::format_description!(
+                    "[day padding:none] [month repr:short] [year]"
+                );
+                write!(
+                    f,
+                    "{plan} does not include {}, which this workspace used in the last 30 days. Without further use, the downgrade becomes possible on {}.",
+                    join_names(features),
+                    possible_from.format(&day).unwrap_or_default()
+                )
+            }
         }
     }
 }
@@ -130,6 +143,30 @@ pub enum PlanOption {
     Unavailable(String),
 }
 
+/// "A, B and C".
+fn join_names(names: &[String]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+/// A feature used recently: its code, name and (an upper bound of) its last use.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct FeatureUse {
+    /// Feature code.
+    pub feature_code: String,
+    /// Feature name.
+    pub name: String,
+    /// The end of the hour of its last use (the roll-ups count by hour).
+    pub last_used_before: OffsetDateTime,
+}
+
+/// How long a feature counts as used after its last use (DESIGN.md: a downgrade is
+/// refused while the workspace used, in the last 30 days, a feature the plan lacks).
+pub const FEATURE_USE_WINDOW: time::Duration = time::Duration::days(30);
+
 /// What the workspace uses, for downgrade checks.
 #[derive(Debug, Clone, Default)]
 pub struct Usage {
@@ -137,8 +174,8 @@ pub struct Usage {
     pub members: i64,
     /// Active API keys.
     pub api_keys: i64,
-    /// Features (codes) used in the last 30 days.
-    pub features: Vec<String>,
+    /// Features used in the last 30 days.
+    pub features: Vec<FeatureUse>,
 }
 
 /// Reads the workspace's usage for downgrade checks.
@@ -148,7 +185,7 @@ pub async fn usage(db: &PgPool, workspace_id: WorkspaceId) -> anyhow::Result<Usa
     Ok(Usage {
         members: accounts::db::member_count(&mut conn, workspace_id).await?,
         api_keys: api_keys::db::active_count(&mut conn, workspace_id).await?,
-        features: ledger::db::features_used_since(&mut conn, workspace_id, since).await?,
+        features: crate::usage::db::features_used_since(&mut conn, workspace_id, since).await?,
     })
 }
 
@@ -173,19 +210,19 @@ pub fn blockers(target: &Plan, entitled: &[String], usage: &Usage) -> Vec<Blocke
             has: usage.api_keys,
         });
     }
-    let missing: Vec<String> = usage
+    let missing: Vec<&FeatureUse> = usage
         .features
         .iter()
         .filter(|f| {
-            let group = f.split('.').next().unwrap_or_default();
+            let group = f.feature_code.split('.').next().unwrap_or_default();
             !entitled.iter().any(|e| e == group)
         })
-        .cloned()
         .collect();
-    if !missing.is_empty() {
+    if let Some(last) = missing.iter().map(|f| f.last_used_before).max() {
         out.push(Blocker::Features {
             plan: target.name.clone(),
-            features: missing,
+            features: missing.iter().map(|f| f.name.clone()).collect(),
+            possible_from: last + FEATURE_USE_WINDOW,
         });
     }
     out
@@ -691,13 +728,37 @@ mod tests {
         }
     }
 
+    fn used(code: &str, name: &str, last: OffsetDateTime) -> FeatureUse {
+        FeatureUse {
+            feature_code: code.into(),
+            name: name.into(),
+            last_used_before: last,
+        }
+    }
+
     #[test]
     fn a_downgrade_names_what_blocks_it() {
         let starter = plan("starter", 2_900, 500, 3);
         let usage = Usage {
             members: 4,
             api_keys: 2,
-            features: vec!["manager.process".into(), "trace.start".into()],
+            features: vec![
+                used(
+                    "manager.process",
+                    "Process a request",
+                    time::macros::datetime!(2026-12-05 10:00 UTC),
+                ),
+                used(
+                    "trace.start",
+                    "Start a trace",
+                    time::macros::datetime!(2026-12-01 10:00 UTC),
+                ),
+                used(
+                    "pattern.detect",
+                    "Detect patterns",
+                    time::macros::datetime!(2026-12-03 10:00 UTC),
+                ),
+            ],
         };
         let b = blockers(&starter, &["manager".into()], &usage);
         assert_eq!(b.len(), 2);
@@ -705,7 +766,11 @@ mod tests {
             b[0].to_string()
                 .contains("allows 3 members; this workspace has 4")
         );
-        assert!(b[1].to_string().contains("trace.start"));
+        // Names, not codes, and the day the last of them falls out of the window.
+        assert_eq!(
+            b[1].to_string(),
+            "STARTER does not include Start a trace and Detect patterns, which this workspace used in the last 30 days. Without further use, the downgrade becomes possible on 2 Jan 2027."
+        );
     }
 
     #[test]

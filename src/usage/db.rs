@@ -214,3 +214,24 @@ pub async fn limits(
         plan_credits: row.plan_credits,
     })
 }
+
+/// Features the workspace used since `since`, with their names and the end of the hour
+/// of their last use, from the roll-ups (so at most an hour later than the last event:
+/// a downgrade check may wait up to an hour longer, never less).
+pub async fn features_used_since(
+    conn: &mut PgConnection,
+    workspace_id: WorkspaceId,
+    since: OffsetDateTime,
+) -> anyhow::Result<Vec<crate::subscriptions::plan_change::FeatureUse>> {
+    Ok(sqlx::query_as(
+        "select h.feature_code, f.description as name,
+                max(h.hour) + interval '1 hour' as last_used_before
+           from usage_hourly h join features f using (feature_code)
+          where h.workspace_id = $1 and h.hour + interval '1 hour' > $2
+          group by 1, 2 order by 1",
+    )
+    .bind(workspace_id)
+    .bind(since)
+    .fetch_all(conn)
+    .await?)
+}

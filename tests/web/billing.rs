@@ -658,7 +658,24 @@ async fn a_downgrade_is_refused_with_reasons_while_the_workspace_uses_more(pool:
         reasons.contains("Starter allows 5 active API keys; this workspace has 6"),
         "{reasons}"
     );
-    assert!(reasons.contains("visual.interpret_image"), "{reasons}");
+    // The feature by name, and the day the downgrade becomes possible (30 days after
+    // its last use, which was just now; the roll-ups count by the hour, so the hour's
+    // end, which may be tomorrow).
+    let day = |t: time::OffsetDateTime| {
+        t.format(time::macros::format_description!(
+            "[day padding:none] [month repr:short] [year]"
+        ))
+        .unwrap()
+    };
+    let in_30_days = time::OffsetDateTime::now_utc() + time::Duration::days(30);
+    assert!(
+        [day(in_30_days), day(in_30_days + time::Duration::hours(1))]
+            .iter()
+            .any(|possible| reasons.contains(&format!(
+                "Starter does not include Interpret an image, which this workspace used in the last 30 days. Without further use, the downgrade becomes possible on {possible}."
+            ))),
+        "{reasons}"
+    );
     let scheduled: Option<String> =
         sqlx::query_scalar("select scheduled_plan_code from subscriptions")
             .fetch_one(&app.db)
