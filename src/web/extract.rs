@@ -53,6 +53,7 @@ impl AccountMember {
             sandbox: self.sandbox,
             flash: None,
             past_due: self.workspace.past_due,
+            can_manage: self.workspace.role.can_manage(),
             branding: self.workspace.branding(),
             reseller: self.workspace.is_reseller,
             staff: self.user.is_staff,

@@ -20,6 +20,9 @@ pub struct PageCtx {
     pub flash: Option<String>,
     /// Show the failed-payment banner (with a button to the customer portal).
     pub past_due: bool,
+    /// The user may manage billing and keys (owner or admin): buttons that lead to
+    /// owner-only actions show only then.
+    pub can_manage: bool,
     /// The reseller whose branding the page shows ("with …", logo, accent colour):
     /// the workspace's, or on public pages the one serving the request's host.
     pub branding: Option<crate::resellers::Branding>,

@@ -140,6 +140,28 @@ async fn members_see_billing_read_only(pool: PgPool) {
             .await,
         0
     );
+
+    // A failed payment: the banner shows to both, the portal button only to the owner
+    // (a member's click would be refused).
+    sqlx::query(
+        "insert into subscriptions (stripe_subscription_id, workspace_id, stripe_customer_id, status,
+                stripe_item_id, stripe_price_id, plan_code, current_period_start, current_period_end)
+         values ('sub_past_due', $1, 'cus_past_due', 'past_due', 'si_past_due', 'price_pro', 'pro',
+                 now() - interval '1 day', now() + interval '29 days')",
+    )
+    .bind(owner_ws)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let (_, html) = member.get_html("/dashboard").await;
+    let banner = text(&html, "#past-due-banner").expect("the member sees the banner");
+    assert!(banner.contains("ask an owner or admin"), "{banner}");
+    assert!(select(&html, "#past-due-banner form").is_empty());
+    let (_, html) = app.get_html("/dashboard").await;
+    assert_eq!(
+        select(&html, "#past-due-banner form[action='/billing/portal']").len(),
+        1
+    );
 }
 
 /// Subscribes the signed-in workspace to `plan` through Checkout and waits for it.
