@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::{AppError, Result};
 use super::extract::{AccountMember, Form};
-use super::views::{PageCtx, filters, set_flash};
+use super::views::{ConfirmForm, ConfirmPage, PageCtx, filters, set_flash};
 use crate::catalog::{self, Plan};
 use crate::ids::PlanCode;
 use crate::ledger::{self, Balance};
@@ -213,11 +213,38 @@ pub async fn create_portal_session(
     }
 }
 
-/// `POST /billing/cancel`: cancel at period end (the plan stays until then).
+/// `POST /billing/cancel`: asks for confirmation (what ends when, what stays), then
+/// (with `confirm=yes`) cancels at period end: the plan stays until then.
 pub async fn cancel_subscription(
     State(state): State<AppState>,
     member: AccountMember,
+    Form(form): Form<ConfirmForm>,
 ) -> Result<Response> {
+    member.require_manager()?;
+    if !form.confirmed() {
+        let sub = {
+            let mut conn = state.db.acquire().await.map_err(anyhow::Error::from)?;
+            subscriptions::db::current(&mut conn, member.workspace.workspace_id).await?
+        };
+        let Some(sub) = sub.filter(|s| s.is_live() && !s.cancel_at_period_end) else {
+            set_flash(&member.session, "There is no subscription to cancel.").await;
+            return Ok(Redirect::to("/billing").into_response());
+        };
+        let ends = filters::day_label(&sub.current_period_end);
+        return Ok(ConfirmPage {
+            page: member.page("billing"),
+            title: "Cancel your subscription?".to_owned(),
+            lines: vec![
+                format!("Your plan stays active until {ends}; nothing more is charged. Then the workspace moves to the Free plan and its plan credits reset to Free's allowance."),
+                "Purchased credits stay yours. You can resume the subscription until it ends.".to_owned(),
+            ],
+            action: "/billing/cancel".to_owned(),
+            button: "Cancel at period end".to_owned(),
+            back: "/billing".to_owned(),
+            back_label: "Keep my subscription".to_owned(),
+        }
+        .into_response());
+    }
     set_cancel(state, member, true).await
 }
 

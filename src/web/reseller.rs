@@ -16,7 +16,7 @@ use time::{Date, OffsetDateTime};
 use super::AppState;
 use super::error::{AppError, Result};
 use super::extract::{AccountMember, Form, Query};
-use super::views::{PageCtx, filters, set_flash};
+use super::views::{ConfirmForm, ConfirmPage, PageCtx, filters, set_flash};
 use crate::charts;
 use crate::ids::{PayoutId, ResellerApiKeyId, WorkspaceId};
 use crate::money::Money;
@@ -786,9 +786,33 @@ pub async fn revoke_api_key(
     State(state): State<AppState>,
     user: ResellerUser,
     Path(key_id): Path<String>,
+    Form(form): Form<ConfirmForm>,
 ) -> Result<Response> {
     user.require_owner()?;
     let key_id: ResellerApiKeyId = key_id.parse().map_err(|_| AppError::NotFound)?;
+    if !form.confirmed() {
+        let key = resellers::api_keys(
+            &mut *state.db.acquire().await.map_err(anyhow::Error::from)?,
+            user.reseller.reseller_id,
+        )
+        .await?
+        .into_iter()
+        .find(|k| k.api_key_id == key_id && k.revoked_at.is_none())
+        .ok_or(AppError::NotFound)?;
+        return Ok(ConfirmPage {
+            page: user.page(),
+            title: format!("Revoke the key “{}”?", key.name),
+            lines: vec![format!(
+                "Calls to the reseller API with {}… will be refused with 401 from now on. A revoked key cannot be restored.",
+                key.key_prefix.trim_end_matches('…')
+            )],
+            action: format!("/reseller/api-keys/{key_id}/revoke"),
+            button: "Revoke key".to_owned(),
+            back: "/reseller/settings".to_owned(),
+            back_label: "Keep the key".to_owned(),
+        }
+        .into_response());
+    }
     if !resellers::revoke_api_key(
         &mut *state.db.acquire().await.map_err(anyhow::Error::from)?,
         user.reseller.reseller_id,

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::AppState;
 use super::error::{AppError, Result};
 use super::extract::{AccountMember, Form};
-use super::views::{PageCtx, filters, set_flash};
+use super::views::{ConfirmForm, ConfirmPage, PageCtx, filters, set_flash};
 use crate::api_keys::{self, ApiKey, ApiKeyError};
 use crate::ids::ApiKeyId;
 
@@ -99,16 +99,41 @@ pub async fn create_api_key(
     }
 }
 
-/// `POST /settings/api-keys/{id}/revoke`: revokes a key of this workspace; another
-/// workspace's key (or an unknown id) is a 404.
+/// `POST /settings/api-keys/{id}/revoke`: asks for confirmation, then (with
+/// `confirm=yes`) revokes a key of this workspace; another workspace's key (or an
+/// unknown id) is a 404.
 pub async fn revoke_api_key(
     State(state): State<AppState>,
     member: AccountMember,
     Path(api_key_id): Path<String>,
+    Form(form): Form<ConfirmForm>,
 ) -> Result<Response> {
     member.require_manager()?;
     let api_key_id: ApiKeyId = api_key_id.parse().map_err(|_| AppError::NotFound)?;
     let mut conn = state.db.acquire().await.map_err(anyhow::Error::from)?;
+    if !form.confirmed() {
+        let key = api_keys::db::list(&mut conn, member.workspace.workspace_id)
+            .await?
+            .into_iter()
+            .find(|k| k.api_key_id == api_key_id && k.revoked_at.is_none())
+            .ok_or(AppError::NotFound)?;
+        return Ok(ConfirmPage {
+            page: member.page("api-keys"),
+            title: format!("Revoke the key “{}”?", key.name),
+            lines: vec![
+                format!(
+                    "Calls made with {}… will be refused with 401 from now on. A revoked key cannot be restored; your product needs a new key to go on.",
+                    key.key_prefix.trim_end_matches('…')
+                ),
+                "Usage already recorded with it stays on your statement.".to_owned(),
+            ],
+            action: format!("/settings/api-keys/{api_key_id}/revoke"),
+            button: "Revoke key".to_owned(),
+            back: "/settings/api-keys".to_owned(),
+            back_label: "Keep the key".to_owned(),
+        }
+        .into_response());
+    }
     if !api_keys::db::revoke(&mut conn, member.workspace.workspace_id, api_key_id).await? {
         return Err(AppError::NotFound);
     }

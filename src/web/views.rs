@@ -34,6 +34,42 @@ pub struct PageCtx {
     pub view_as: bool,
 }
 
+/// The confirmation an irreversible action asks for before it runs
+/// (`templates/confirm.html`): the action's form posts once more with `confirm=yes`.
+/// Without JavaScript as with it, nothing happens until the second post.
+#[derive(askama::Template, askama_web::WebTemplate)]
+#[template(path = "confirm.html")]
+pub struct ConfirmPage {
+    /// Page chrome.
+    pub page: PageCtx,
+    /// The question ("Revoke the key “Backend”?").
+    pub title: String,
+    /// What happens, one paragraph each.
+    pub lines: Vec<String>,
+    /// Where the confirmed form posts (the action's own address).
+    pub action: String,
+    /// The confirming button's label.
+    pub button: String,
+    /// Where "keep" leads.
+    pub back: String,
+    /// The link that changes nothing ("Keep the key").
+    pub back_label: String,
+}
+
+/// The confirmation field of an irreversible action's form: `confirm=yes` once the
+/// user confirmed on [`ConfirmPage`].
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct ConfirmForm {
+    confirm: Option<String>,
+}
+
+impl ConfirmForm {
+    /// Whether the user confirmed.
+    pub fn confirmed(&self) -> bool {
+        self.confirm.as_deref() == Some("yes")
+    }
+}
+
 const FLASH_KEY: &str = "web.flash";
 
 /// Stores a message shown once on the next page.
@@ -116,10 +152,13 @@ pub mod filters {
     /// `21 Nov 2026`.
     #[askama::filter_fn]
     pub fn date<D: Day>(t: D, _: &dyn askama::Values) -> askama::Result<String> {
+        Ok(day_label(&t))
+    }
+
+    /// `21 Nov 2026`: the one date format of every page.
+    pub fn day_label<D: Day>(t: &D) -> String {
         let f = format_description!("[day padding:none] [month repr:short] [year]");
-        t.day()
-            .format(&f)
-            .map_err(|e| askama::Error::Custom(Box::new(e)))
+        t.day().format(&f).unwrap_or_default()
     }
 
     /// `2026-11-21 14:05 UTC`.

@@ -229,8 +229,34 @@ async fn api_keys_are_shown_once_listed_and_revocable(pool: PgPool) {
         .fetch_one(&app.db)
         .await
         .unwrap();
+    // Revoking asks first; the key works until confirmed.
     let res = app
         .post_form(&format!("/settings/api-keys/{id}/revoke"), &[])
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let html = scraper::Html::parse_document(&res.text().await.unwrap());
+    assert!(
+        text(&html, "#confirm-h")
+            .unwrap()
+            .starts_with("Revoke the key")
+    );
+    assert_eq!(
+        crate::helpers::attr(&html, "#confirm input[name=confirm]", "value").unwrap(),
+        "yes"
+    );
+    let (status, _) = app
+        .consume(&key, serde_json::json!({"feature": "manager.process"}))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "not revoked before the confirmation"
+    );
+    let res = app
+        .post_form(
+            &format!("/settings/api-keys/{id}/revoke"),
+            &[("confirm", "yes")],
+        )
         .await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     let (status, body) = app
@@ -239,10 +265,12 @@ async fn api_keys_are_shown_once_listed_and_revocable(pool: PgPool) {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["error"]["code"], "invalid_api_key");
     // Revoking again, or another workspace's key, is a 404.
-    let res = app
-        .post_form(&format!("/settings/api-keys/{id}/revoke"), &[])
-        .await;
-    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    for fields in [&[][..], &[("confirm", "yes")][..]] {
+        let res = app
+            .post_form(&format!("/settings/api-keys/{id}/revoke"), fields)
+            .await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    }
 }
 
 #[sqlx::test]
@@ -324,7 +352,10 @@ async fn reading_pages_does_not_write_the_session_back(pool: PgPool) {
         .await
         .unwrap();
     let res = app
-        .post_form(&format!("/settings/api-keys/{key_id}/revoke"), &[])
+        .post_form(
+            &format!("/settings/api-keys/{key_id}/revoke"),
+            &[("confirm", "yes")],
+        )
         .await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     let (_, html) = app.get_html(&location(&res)).await;

@@ -403,7 +403,21 @@ async fn cancel_and_resume_from_the_billing_page(pool: PgPool) {
     let ws = app.sign_up("ada@example.com").await;
     subscribe(&app, ws, "pro", 2_000).await;
 
+    // Cancelling asks first, saying until when the plan stays; nothing changes yet.
     let res = app.post_form("/billing/cancel", &[]).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let html = scraper::Html::parse_document(&res.text().await.unwrap());
+    let confirm = text(&html, "#confirm").unwrap();
+    assert!(
+        confirm.contains("Your plan stays active until")
+            && confirm.contains("Purchased credits stay"),
+        "{confirm}"
+    );
+    let (_, html) = app.get_html("/billing").await;
+    assert!(text(&html, "#current-plan").unwrap().contains("Renews on"));
+    let res = app
+        .post_form("/billing/cancel", &[("confirm", "yes")])
+        .await;
     assert_eq!(location(&res), "/billing");
     let (_, html) = app.get_html("/billing").await;
     assert!(text(&html, "#current-plan").unwrap().contains("Cancels on"));

@@ -1225,6 +1225,20 @@ async fn a_customer_watches_usage_live_on_the_dashboard_and_explores_it_by_range
         b.driver.goto(format!("{}/pricing", app.base)).await.unwrap();
         assert!(b.text_of("[data-plan=free] h2").await.contains("Your plan"));
         b.screenshot("pricing").await;
+        // Revoking a key asks first; keeping it changes nothing, confirming revokes it.
+        b.driver
+            .goto(format!("{}/settings/api-keys", app.base))
+            .await
+            .unwrap();
+        b.wait_for("#api-keys button.danger").await.click().await.unwrap();
+        assert!(b.text_of("#confirm-h").await.contains("Revoke the key “Backend”?"));
+        b.screenshot("api-key-revoke-confirm").await;
+        b.wait_for("#confirm-back").await.click().await.unwrap();
+        b.wait_for_text("#api-keys", "Active").await;
+        b.wait_for("#api-keys button.danger").await.click().await.unwrap();
+        b.wait_for("#confirm-action").await.click().await.unwrap();
+        b.wait_for_text(".flash", "API key revoked").await;
+        assert!(b.text_of("#api-keys").await.contains("Revoked"));
         b.driver.clone().quit().await.unwrap();
     })
     .await
