@@ -288,7 +288,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("{email} has no workspace"))?;
             let created =
-                api_keys::create(&mut tx, ws.workspace_id, Some(user.user_id), &name).await?;
+                api_keys::create(&mut tx, ws.workspace_id, Some(user.user_id), &name, None).await?;
             tx.commit().await?;
             db.close().await;
             println!("{}", created.plaintext);

@@ -129,7 +129,7 @@ async fn seed_customer(db: &PgPool, user_id: UserId) -> anyhow::Result<()> {
         )
         .await?;
     }
-    crate::api_keys::create(&mut tx, workspace_id, Some(user_id), "Demo key").await?;
+    crate::api_keys::create(&mut tx, workspace_id, Some(user_id), "Demo key", None).await?;
     tx.commit().await?;
     Ok(())
 }

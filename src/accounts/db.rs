@@ -97,7 +97,8 @@ const MEMBERSHIP_SELECT: &str =
             r.reseller_id as brand_reseller_id, coalesce(r.display_name, r.name) as brand_name,
             r.accent_color as brand_accent, l.sha256 as brand_logo,
             w.share_email_with_reseller as shares_email,
-            exists (select 1 from reseller_members rm where rm.user_id = m.user_id) as is_reseller
+            exists (select 1 from reseller_members rm where rm.user_id = m.user_id) as is_reseller,
+            w.time_zone
        from memberships m
        join workspaces w using (workspace_id)
        join plans p on p.plan_code = w.plan_code
@@ -273,5 +274,38 @@ pub async fn is_known_login_address(
     .bind(email)
     .bind(sqlx::types::ipnetwork::IpNetwork::from(address))
     .fetch_one(conn)
+    .await?)
+}
+
+/// Sets the workspace's time zone if PostgreSQL knows the name (`pg_timezone_names`);
+/// `false` (nothing changed) for an unknown one.
+pub async fn set_time_zone(
+    conn: &mut PgConnection,
+    workspace_id: WorkspaceId,
+    time_zone: &str,
+) -> anyhow::Result<bool> {
+    Ok(sqlx::query(
+        "update workspaces set time_zone = $2
+          where workspace_id = $1
+            and exists (select 1 from pg_timezone_names where name = $2)",
+    )
+    .bind(workspace_id)
+    .bind(time_zone)
+    .execute(conn)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+/// The time zones a workspace may choose: `UTC` and the IANA region names
+/// (`Europe/Berlin`) PostgreSQL knows, sorted.
+pub async fn time_zones(conn: &mut PgConnection) -> anyhow::Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "select name from pg_timezone_names
+          where name = 'UTC'
+             or name ~ '^(Africa|America|Antarctica|Asia|Atlantic|Australia|Europe|Indian|Pacific)/'
+          order by name <> 'UTC', name",
+    )
+    .fetch_all(conn)
     .await?)
 }

@@ -87,6 +87,9 @@ pub struct WorkspaceMembership {
     pub shares_email: bool,
     /// Whether the user works for a reseller (the nav shows its dashboard).
     pub is_reseller: bool,
+    /// The workspace's time zone (IANA name, default `UTC`): dates and days on its
+    /// pages are in it.
+    pub time_zone: String,
 }
 
 impl WorkspaceMembership {

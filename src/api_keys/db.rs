@@ -41,10 +41,12 @@ pub async fn insert(
     key_prefix: &str,
     key_hash: &[u8],
     created_by: Option<UserId>,
-) -> anyhow::Result<ApiKey> {
+    form_key: Option<uuid::Uuid>,
+) -> anyhow::Result<Option<ApiKey>> {
     Ok(sqlx::query_as::<_, ApiKey>(
-        "insert into api_keys (workspace_id, name, key_prefix, key_hash, created_by)
-         values ($1, $2, $3, $4, $5)
+        "insert into api_keys (workspace_id, name, key_prefix, key_hash, created_by, form_key)
+         values ($1, $2, $3, $4, $5, $6)
+         on conflict (workspace_id, form_key) where form_key is not null do nothing
          returning api_key_id, name, key_prefix, created_at, last_used_at, revoked_at",
     )
     .bind(workspace_id)
@@ -52,7 +54,8 @@ pub async fn insert(
     .bind(key_prefix)
     .bind(key_hash)
     .bind(created_by)
-    .fetch_one(conn)
+    .bind(form_key)
+    .fetch_optional(conn)
     .await?)
 }
 
@@ -102,5 +105,20 @@ pub async fn authenticate_with_status(
     )
     .bind(hash_key(plaintext))
     .fetch_optional(conn)
+    .await?)
+}
+
+/// Whether a key was created by the form with this one-time key.
+pub async fn form_key_used(
+    conn: &mut PgConnection,
+    workspace_id: WorkspaceId,
+    form_key: uuid::Uuid,
+) -> anyhow::Result<bool> {
+    Ok(sqlx::query_scalar(
+        "select exists (select 1 from api_keys where workspace_id = $1 and form_key = $2)",
+    )
+    .bind(workspace_id)
+    .bind(form_key)
+    .fetch_one(conn)
     .await?)
 }

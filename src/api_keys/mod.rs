@@ -60,6 +60,10 @@ pub enum ApiKeyError {
     /// The limit on active keys (the plan's, or a reseller's 10) is reached.
     #[error("{0} API keys are already active, the most allowed here; revoke one first")]
     LimitReached(i32),
+    /// The form that asked was already used to create a key (its secret was shown
+    /// once then).
+    #[error("this form already created a key, whose secret was shown once")]
+    AlreadyCreated,
     /// Database failure.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
@@ -109,15 +113,25 @@ impl NewKey {
 /// Creates a key for a workspace, enforcing the plan's `max_api_keys`, in the caller's
 /// transaction (the workspace row is locked so two concurrent creations cannot both
 /// pass the limit). The name: 1 to [`MAX_NAME_LEN`] characters, no control characters.
+/// `form_key`: the creating form's one-time key; a second creation with the same one
+/// is [`ApiKeyError::AlreadyCreated`] (a reloaded or double-clicked form makes one key).
 pub async fn create(
     conn: &mut PgConnection,
     workspace_id: WorkspaceId,
     created_by: Option<UserId>,
     name: &str,
+    form_key: Option<uuid::Uuid>,
 ) -> Result<CreatedKey, ApiKeyError> {
     let name = check_name(name)?;
     let new = NewKey::generate(KEY_PREFIX);
-    if let Some(limit) = db::lock_key_limit(conn, workspace_id).await? {
+    let limit = db::lock_key_limit(conn, workspace_id).await?;
+    // Under the workspace's lock: a form already used says so before any limit does.
+    if let Some(form_key) = form_key
+        && db::form_key_used(conn, workspace_id, form_key).await?
+    {
+        return Err(ApiKeyError::AlreadyCreated);
+    }
+    if let Some(limit) = limit {
         let active = db::active_count(conn, workspace_id).await?;
         if active >= i64::from(limit) {
             return Err(ApiKeyError::LimitReached(limit));
@@ -130,8 +144,10 @@ pub async fn create(
         &new.key_prefix,
         &new.key_hash,
         created_by,
+        form_key,
     )
-    .await?;
+    .await?
+    .ok_or(ApiKeyError::AlreadyCreated)?;
     Ok(CreatedKey {
         key,
         plaintext: new.plaintext,

@@ -11,6 +11,17 @@ use time::Date;
 use crate::catalog::Plan;
 use crate::ledger::Balance;
 
+/// Today in the time zone `tz` (IANA name; unknown names count as UTC).
+pub fn today_in(tz: &str) -> Date {
+    let zone = jiff::tz::TimeZone::get(tz).unwrap_or(jiff::tz::TimeZone::UTC);
+    let now = time::OffsetDateTime::now_utc();
+    let offset = jiff::Timestamp::from_second(now.unix_timestamp())
+        .map(|stamp| zone.to_offset(stamp).seconds())
+        .unwrap_or(0);
+    now.to_offset(time::UtcOffset::from_whole_seconds(offset).unwrap_or(time::UtcOffset::UTC))
+        .date()
+}
+
 /// Days of usage the run-out prediction averages over.
 pub const PACE_DAYS: usize = 7;
 

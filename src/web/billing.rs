@@ -230,7 +230,7 @@ pub async fn cancel_subscription(
             set_flash(&member.session, "There is no subscription to cancel.").await;
             return Ok(Redirect::to("/billing").into_response());
         };
-        let ends = filters::day_label(&sub.current_period_end);
+        let ends = filters::local_day(&sub.current_period_end, &member.workspace.time_zone);
         return Ok(ConfirmPage {
             page: member.page("billing"),
             title: "Cancel your subscription?".to_owned(),
@@ -286,6 +286,8 @@ struct ChangePartial {
     preview: UpgradePreview,
     /// Swapped in by htmx and opened as a modal (else rendered open in the page).
     modal: bool,
+    /// The workspace's time zone (the renewal date).
+    time_zone: String,
 }
 
 #[derive(Template, WebTemplate)]
@@ -322,6 +324,7 @@ pub async fn preview_change(
         csrf_token: member.csrf_token.clone(),
         preview,
         modal,
+        time_zone: member.workspace.time_zone.clone(),
     };
     if modal {
         return Ok(partial.into_response());

@@ -49,6 +49,8 @@ struct DashboardPage {
 /// and the 30-day total (`templates/dashboard/_live.html`).
 struct LiveFigures {
     summary: DashboardSummary,
+    /// The workspace's time zone (dates and days).
+    time_zone: String,
     /// The user may buy credits or change the plan (owner or admin).
     can_manage: bool,
 }
@@ -70,7 +72,7 @@ async fn summary(state: &AppState, member: &AccountMember) -> Result<DashboardSu
         member.workspace.workspace_id,
         &member.workspace.plan_code,
         CHART_DAYS,
-        "UTC",
+        &member.workspace.time_zone,
     )
     .await?)
 }
@@ -109,6 +111,7 @@ pub async fn show_dashboard(
         page: member.page_with_flash("dashboard").await,
         live: LiveFigures {
             summary,
+            time_zone: member.workspace.time_zone.clone(),
             can_manage,
         },
         chart_svg,
@@ -129,6 +132,7 @@ pub async fn show_live_panel(
     Ok(LivePanel {
         live: LiveFigures {
             summary: summary(&state, &member).await?,
+            time_zone: member.workspace.time_zone.clone(),
             can_manage: member.workspace.role.can_manage(),
         },
     }

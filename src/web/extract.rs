@@ -54,6 +54,7 @@ impl AccountMember {
             flash: None,
             past_due: self.workspace.past_due,
             can_manage: self.workspace.role.can_manage(),
+            time_zone: self.workspace.time_zone.clone(),
             branding: self.workspace.branding(),
             reseller: self.workspace.is_reseller,
             staff: self.user.is_staff,

@@ -167,6 +167,10 @@ pub fn router(
         .route("/billing/top-up/success", get(top_up::show_top_up_success))
         .route("/billing/top-up/status", get(top_up::top_up_status_partial))
         .route(
+            "/settings",
+            get(settings::show_workspace_settings).post(settings::update_workspace_settings),
+        )
+        .route(
             "/settings/api-keys",
             get(settings::list_api_keys).post(settings::create_api_key),
         )

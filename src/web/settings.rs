@@ -1,4 +1,5 @@
-//! API key settings: create (the key is shown once), list with last use, revoke.
+//! Settings: API keys (create, shown once; list with last use; revoke) and the
+//! workspace's own settings (its time zone).
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -11,6 +12,7 @@ use super::AppState;
 use super::error::{AppError, Result};
 use super::extract::{AccountMember, Form};
 use super::views::{ConfirmForm, ConfirmPage, PageCtx, filters, set_flash};
+use crate::accounts;
 use crate::api_keys::{self, ApiKey, ApiKeyError};
 use crate::ids::ApiKeyId;
 
@@ -25,6 +27,8 @@ struct ApiKeysPage {
     error: Option<String>,
     can_manage: bool,
     base_url: String,
+    /// A fresh one-time key for the create form.
+    form_key: uuid::Uuid,
 }
 
 async fn render(state: &AppState, member: &AccountMember) -> Result<ApiKeysPage> {
@@ -41,6 +45,7 @@ async fn render(state: &AppState, member: &AccountMember) -> Result<ApiKeysPage>
         error: None,
         can_manage: member.workspace.role.can_manage(),
         base_url: state.base_url.to_string(),
+        form_key: uuid::Uuid::new_v4(),
     })
 }
 
@@ -55,11 +60,15 @@ pub async fn list_api_keys(
 #[derive(Debug, Deserialize)]
 pub struct CreateKeyForm {
     name: String,
+    /// The form's one-time key (a reload posts it again: one key is created).
+    form_key: Option<uuid::Uuid>,
 }
 
 /// `POST /settings/api-keys`: creates a key and answers with the page showing it
 /// once. Unlike other forms this does not redirect: the plaintext key must never be
-/// stored, not even in the session for one redirect.
+/// stored, not even in the session for one redirect. The form's one-time `form_key`
+/// makes a reload (or a double click) harmless: the second post creates nothing and
+/// redirects to the list, saying the key exists.
 pub async fn create_api_key(
     State(state): State<AppState>,
     member: AccountMember,
@@ -73,6 +82,7 @@ pub async fn create_api_key(
             member.workspace.workspace_id,
             Some(member.user.user_id),
             &form.name,
+            form.form_key,
         )
         .await?;
         tx.commit().await.map_err(anyhow::Error::from)?;
@@ -87,6 +97,14 @@ pub async fn create_api_key(
             Ok((StatusCode::CREATED, [("cache-control", "no-store")], page).into_response())
         }
         Err(ApiKeyError::Unexpected(e)) => Err(AppError::Internal(e)),
+        Err(ApiKeyError::AlreadyCreated) => {
+            set_flash(
+                &member.session,
+                "This form already created that key; its secret was shown once. Create another key if you need one.",
+            )
+            .await;
+            Ok(Redirect::to("/settings/api-keys").into_response())
+        }
         Err(e) => {
             let mut page = render(&state, &member).await?;
             page.name = form.name.chars().filter(|c| !c.is_control()).collect();
@@ -143,4 +161,79 @@ pub async fn revoke_api_key(
     )
     .await;
     Ok(Redirect::to("/settings/api-keys").into_response())
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "settings/workspace.html")]
+struct WorkspaceSettingsPage {
+    page: PageCtx,
+    time_zones: Vec<String>,
+    time_zone: String,
+    error: Option<String>,
+    can_manage: bool,
+}
+
+async fn workspace_settings(
+    state: &AppState,
+    member: &AccountMember,
+    time_zone: String,
+    error: Option<String>,
+) -> Result<WorkspaceSettingsPage> {
+    let mut conn = state.db.acquire().await.map_err(anyhow::Error::from)?;
+    Ok(WorkspaceSettingsPage {
+        page: member.page_with_flash("settings").await,
+        time_zones: accounts::db::time_zones(&mut conn).await?,
+        time_zone,
+        error,
+        can_manage: member.workspace.role.can_manage(),
+    })
+}
+
+/// `GET /settings`: the workspace's settings (its time zone).
+pub async fn show_workspace_settings(
+    State(state): State<AppState>,
+    member: AccountMember,
+) -> Result<Response> {
+    let tz = member.workspace.time_zone.clone();
+    Ok(workspace_settings(&state, &member, tz, None)
+        .await?
+        .into_response())
+}
+
+/// The settings form.
+#[derive(Debug, Deserialize)]
+pub struct WorkspaceSettingsForm {
+    time_zone: String,
+}
+
+/// `POST /settings` (owner or admin): sets the time zone the workspace's pages show
+/// dates and cut days in. An unknown zone re-renders the form with 422 and changes
+/// nothing.
+pub async fn update_workspace_settings(
+    State(state): State<AppState>,
+    member: AccountMember,
+    Form(form): Form<WorkspaceSettingsForm>,
+) -> Result<Response> {
+    member.require_manager()?;
+    let time_zone = form.time_zone.trim();
+    let saved = {
+        let mut conn = state.db.acquire().await.map_err(anyhow::Error::from)?;
+        accounts::db::set_time_zone(&mut conn, member.workspace.workspace_id, time_zone).await?
+    };
+    if !saved {
+        let page = workspace_settings(
+            &state,
+            &member,
+            member.workspace.time_zone.clone(),
+            Some("Choose a time zone from the list, such as Europe/Berlin or UTC.".to_owned()),
+        )
+        .await?;
+        return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
+    }
+    set_flash(
+        &member.session,
+        format!("Dates and days now show in {time_zone}."),
+    )
+    .await;
+    Ok(Redirect::to("/settings").into_response())
 }

@@ -176,11 +176,6 @@ fn query_string(range: &Range, feature: &str, key: &str) -> String {
     q.finish()
 }
 
-/// Today in the workspace's time zone.
-fn today() -> Date {
-    time::OffsetDateTime::now_utc().date()
-}
-
 /// `GET /usage`: the report for the range asked for. A range that cannot be shown
 /// answers 422 with the reason and the last 30 days. Five SQL round trips besides the
 /// session's three: report, features, keys, events.
@@ -189,14 +184,15 @@ pub async fn show_usage(
     member: AccountMember,
     Query(q): Query<UsageQuery>,
 ) -> Result<Response> {
-    let today = today();
+    let tz = member.workspace.time_zone.clone();
+    let today = usage::today_in(&tz);
     let (range, error) = match range(&q, today) {
         Ok(r) => (r, None),
         Err(e) => (preset(today, 30), Some(e)),
     };
     let ws = member.workspace.workspace_id;
     let mut conn = state.db.acquire().await.map_err(anyhow::Error::from)?;
-    let rows = usage::db::report_rows(&mut conn, ws, range.from, range.to, "UTC").await?;
+    let rows = usage::db::report_rows(&mut conn, ws, range.from, range.to, &tz).await?;
     let features = catalog::db::features(&mut conn).await?;
     let keys = api_keys::db::list(&mut conn, ws).await?;
     let feature = q
@@ -217,7 +213,7 @@ pub async fn show_usage(
     let filter = EventFilter {
         from: range.from,
         to: range.to,
-        time_zone: "UTC",
+        time_zone: &tz,
         feature: (!feature.is_empty()).then_some(feature.as_str()),
         api_key_id: key_id,
     };
@@ -308,7 +304,8 @@ pub async fn download_usage(
     member: AccountMember,
     Query(q): Query<UsageQuery>,
 ) -> Result<Response> {
-    let range = range(&q, today()).map_err(super::error::AppError::Invalid)?;
+    let tz = member.workspace.time_zone.clone();
+    let range = range(&q, usage::today_in(&tz)).map_err(super::error::AppError::Invalid)?;
     let feature = q.feature.filter(|f| !f.is_empty());
     let key = q.key.as_deref().and_then(|k| k.parse::<uuid::Uuid>().ok());
     let ws = member.workspace.workspace_id;
@@ -326,6 +323,7 @@ pub async fn download_usage(
     let rows =
         futures_util::stream::unfold((db, None::<uuid::Uuid>, false), move |(db, after, done)| {
             let feature = feature.clone();
+            let tz = tz.clone();
             async move {
                 if done {
                     return None;
@@ -333,7 +331,7 @@ pub async fn download_usage(
                 let filter = EventFilter {
                     from: range.from,
                     to: range.to,
-                    time_zone: "UTC",
+                    time_zone: &tz,
                     feature: feature.as_deref(),
                     api_key_id: key,
                 };

@@ -23,6 +23,9 @@ pub struct PageCtx {
     /// The user may manage billing and keys (owner or admin): buttons that lead to
     /// owner-only actions show only then.
     pub can_manage: bool,
+    /// The workspace's time zone (IANA name; empty means UTC): customer pages show
+    /// times and days in it (`{{ t|local_datetime(page.time_zone) }}`).
+    pub time_zone: String,
     /// The reseller whose branding the page shows ("with …", logo, accent colour):
     /// the workspace's, or on public pages the one serving the request's host.
     pub branding: Option<crate::resellers::Branding>,
@@ -155,18 +158,68 @@ pub mod filters {
         Ok(day_label(&t))
     }
 
+    /// `21 Nov 2026 15:05 CET`: an instant in the time zone `tz` (IANA name; unknown
+    /// or empty names show UTC).
+    #[askama::filter_fn]
+    pub fn local_datetime(
+        t: &OffsetDateTime,
+        _: &dyn askama::Values,
+        tz: &str,
+    ) -> askama::Result<String> {
+        Ok(datetime_in(t, tz))
+    }
+
+    /// `21 Nov 2026`: the day of an instant in the time zone `tz`.
+    #[askama::filter_fn]
+    pub fn local_date(
+        t: &OffsetDateTime,
+        _: &dyn askama::Values,
+        tz: &str,
+    ) -> askama::Result<String> {
+        Ok(local_day(t, tz))
+    }
+
+    /// `21 Nov 2026`: the day of an instant in the time zone `tz`.
+    pub fn local_day(t: &OffsetDateTime, tz: &str) -> String {
+        day_label(&in_zone(t, tz).0.date())
+    }
+
+    /// The instant as a local date-time in `tz`, and the zone's abbreviation then.
+    fn in_zone(t: &OffsetDateTime, tz: &str) -> (time::PrimitiveDateTime, String) {
+        let zone = jiff::tz::TimeZone::get(tz).unwrap_or(jiff::tz::TimeZone::UTC);
+        let stamp =
+            jiff::Timestamp::from_second(t.unix_timestamp()).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        let info = zone.to_offset_info(stamp);
+        let offset = time::UtcOffset::from_whole_seconds(info.offset().seconds())
+            .unwrap_or(time::UtcOffset::UTC);
+        let local = t.to_offset(offset);
+        (
+            time::PrimitiveDateTime::new(local.date(), local.time()),
+            info.abbreviation().to_owned(),
+        )
+    }
+
+    /// `21 Nov 2026 15:05 CET`.
+    pub fn datetime_in(t: &OffsetDateTime, tz: &str) -> String {
+        let (local, zone) = in_zone(t, tz);
+        let f = format_description!("[hour]:[minute]");
+        format!(
+            "{} {} {zone}",
+            day_label(&local.date()),
+            local.format(&f).unwrap_or_default()
+        )
+    }
+
     /// `21 Nov 2026`: the one date format of every page.
     pub fn day_label<D: Day>(t: &D) -> String {
         let f = format_description!("[day padding:none] [month repr:short] [year]");
         t.day().format(&f).unwrap_or_default()
     }
 
-    /// `2026-11-21 14:05 UTC`.
+    /// `21 Nov 2026 14:05 UTC`: the same format as [`local_datetime`], in UTC (the
+    /// back office and reseller pages, which no single workspace's zone fits).
     #[askama::filter_fn]
     pub fn datetime(t: &OffsetDateTime, _: &dyn askama::Values) -> askama::Result<String> {
-        let f = format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
-        t.to_offset(time::UtcOffset::UTC)
-            .format(&f)
-            .map_err(|e| askama::Error::Custom(Box::new(e)))
+        Ok(datetime_in(t, "UTC"))
     }
 }

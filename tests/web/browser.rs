@@ -342,7 +342,7 @@ async fn a_customer_buys_a_pack_sees_balance_and_chart_and_a_refund_shows_the_de
         let ws = app.workspace_of("grace@example.com").await;
         let key = {
             let mut tx = app.db.begin().await.unwrap();
-            let key = billfold::api_keys::create(&mut tx, ws, None, "Backend")
+            let key = billfold::api_keys::create(&mut tx, ws, None, "Backend", None)
                 .await
                 .unwrap();
             tx.commit().await.unwrap();

@@ -18,6 +18,7 @@ mod pricing;
 mod refunds;
 mod resellers;
 mod security;
+mod settings;
 mod slow_stripe;
 mod statement;
 mod top_up;
