@@ -390,7 +390,10 @@ pub async fn start_subscription(
             customer_id,
             client_reference_id: who.workspace_id.to_string(),
             metadata,
-            success_url: format!("{}/billing?subscribed=1", who.base_url),
+            success_url: format!(
+                "{}/billing/subscribed?plan={}",
+                who.base_url, target.plan_code
+            ),
             cancel_url: format!("{}/billing", who.base_url),
             idempotency_key: format!("subscribe-{}-{}", who.form_key, target.plan_code),
         })

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{AppError, Result};
-use super::extract::{AccountMember, Form};
+use super::extract::{AccountMember, Form, Query};
 use super::views::{ConfirmForm, ConfirmPage, PageCtx, filters, set_flash};
 use crate::catalog::{self, Plan};
 use crate::ids::PlanCode;
@@ -51,6 +51,80 @@ impl BillingPage {
     fn live(&self) -> bool {
         self.subscription.as_ref().is_some_and(|s| s.is_live())
     }
+}
+
+/// Where a subscription's Checkout returns: the plan it was for.
+#[derive(Debug, Deserialize)]
+pub struct SubscribedQuery {
+    plan: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "billing/subscribed.html")]
+struct SubscribedPage {
+    page: PageCtx,
+    status: SubscribedStatus,
+}
+
+/// Whether the plan paid for in Checkout is active yet (the webhook may land after the
+/// customer is back).
+#[derive(Template, WebTemplate)]
+#[template(path = "billing/subscribed_status_partial.html")]
+struct SubscribedStatus {
+    /// The plan paid for.
+    plan: Plan,
+    /// The workspace is on it with a live subscription.
+    active: bool,
+    balance: Balance,
+}
+
+async fn subscribed_status(
+    state: &AppState,
+    member: &AccountMember,
+    plan_code: &str,
+) -> Result<SubscribedStatus> {
+    let mut conn = state.db.acquire().await.map_err(anyhow::Error::from)?;
+    let plan = catalog::db::plan(&mut conn, &plan_code.into())
+        .await?
+        .filter(Plan::is_paid)
+        .ok_or(AppError::NotFound)?;
+    let ws = member.workspace.workspace_id;
+    let active = member.workspace.plan_code == plan.plan_code
+        && subscriptions::db::current(&mut conn, ws)
+            .await?
+            .is_some_and(|s| s.is_live());
+    Ok(SubscribedStatus {
+        plan,
+        active,
+        balance: ledger::db::balance(&mut conn, ws).await?,
+    })
+}
+
+/// `GET /billing/subscribed?plan=pro`: where a subscription's Checkout returns:
+/// "payment received, the plan is activating", updating itself (htmx polls the
+/// status fragment) until Stripe's webhook has moved the workspace onto the plan.
+/// A plan that is not a paid one of the catalog is a 404.
+pub async fn show_subscribed(
+    State(state): State<AppState>,
+    member: AccountMember,
+    Query(q): Query<SubscribedQuery>,
+) -> Result<Response> {
+    Ok(SubscribedPage {
+        page: member.page("billing"),
+        status: subscribed_status(&state, &member, &q.plan).await?,
+    }
+    .into_response())
+}
+
+/// `GET /billing/subscribed/status?plan=pro`: the fragment the return page polls.
+pub async fn subscribed_status_partial(
+    State(state): State<AppState>,
+    member: AccountMember,
+    Query(q): Query<SubscribedQuery>,
+) -> Result<Response> {
+    Ok(subscribed_status(&state, &member, &q.plan)
+        .await?
+        .into_response())
 }
 
 /// `GET /billing`.

@@ -164,6 +164,11 @@ pub fn router(
         .route("/billing/change/preview", post(billing::preview_change))
         .route("/billing/change", post(billing::change_plan))
         .route("/billing/resume", post(billing::resume_subscription))
+        .route("/billing/subscribed", get(billing::show_subscribed))
+        .route(
+            "/billing/subscribed/status",
+            get(billing::subscribed_status_partial),
+        )
         .route("/billing/top-up/success", get(top_up::show_top_up_success))
         .route("/billing/top-up/status", get(top_up::top_up_status_partial))
         .route(

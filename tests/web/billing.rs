@@ -63,10 +63,33 @@ async fn subscribing_through_checkout_puts_the_workspace_on_the_plan_with_its_al
     let page = app.get(&checkout).await.text().await.unwrap();
     assert!(page.contains("€49.00"), "checkout shows the plan price");
     let back = pay(&app, &checkout).await;
-    assert_eq!(back, format!("{}/billing?subscribed=1", app.base));
+    assert_eq!(back, format!("{}/billing/subscribed?plan=pro", app.base));
 
     // Plan credits reset to the Pro allowance (no rollover of the 100 free credits).
     wait_for_balance(&app, ws, 2_000).await;
+    // The return page says the plan is active once the webhook landed; until then it
+    // says the payment was received and polls (shown here for a plan not active).
+    let (status, html) = app.get_html("/billing/subscribed?plan=pro").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        text(&html, "#subscribed-status h1").unwrap(),
+        "You are on Pro"
+    );
+    let (_, html) = app.get_html("/billing/subscribed?plan=business").await;
+    assert_eq!(
+        text(&html, "#subscribed-status h1").unwrap(),
+        "Payment received"
+    );
+    assert_eq!(
+        crate::helpers::attr(&html, "#subscribed-status", "hx-get").unwrap(),
+        "/billing/subscribed/status?plan=business"
+    );
+    let res = app.get("/billing/subscribed/status?plan=pro").await;
+    assert!(res.text().await.unwrap().contains("You are on Pro"));
+    for plan in ["free", "nope"] {
+        let res = app.get(&format!("/billing/subscribed?plan={plan}")).await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND, "{plan}");
+    }
     assert_eq!(app.plan_of(ws).await, "pro");
     assert_eq!(app.assert_ledger_consistent(ws).await, (2_000, 0));
     let grants = app

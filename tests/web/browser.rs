@@ -470,8 +470,12 @@ async fn a_customer_subscribes_cancels_in_the_portal_and_is_back_on_free_after_t
         b.screenshot("sandbox-checkout-subscription").await;
         pay.click().await.unwrap();
 
-        // Back on /billing; the webhook lands within moments.
-        b.wait_for("#current-plan").await;
+        // Back from Checkout: "payment received", and the page updates itself to the
+        // active plan when the webhook lands.
+        b.wait_for("#subscribed-status").await;
+        b.wait_for_text("#subscribed-status h1", "You are on Pro")
+            .await;
+        b.screenshot("subscribed").await;
         let billing = format!("{}/billing", app.base);
         b.reload_until(&billing, "#invoices", "€49.00").await;
         assert_eq!(b.text_of("#current-plan-name").await, "Pro");
@@ -636,7 +640,8 @@ async fn a_referred_customer_pays_and_the_reseller_follows_commissions_to_a_paid
             .click()
             .await
             .unwrap();
-        b.wait_for("#current-plan").await;
+        b.wait_for_text("#subscribed-status h1", "You are on Pro")
+            .await;
         b.reload_until(&billing, "#invoices", "€49.00").await;
         b.driver
             .goto(format!("{}/dashboard", app.base))
