@@ -421,7 +421,9 @@ pub fn request_hash(feature: &str, quantity: i64, quality: Quality) -> Vec<u8> {
 
 /// The quality a metering call is served at, and what it multiplies the feature's cost
 /// by (DESIGN.md "Credits": standard 1, pro 2). JSON: `"standard"`, `"pro"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Quality {
     /// The feature's cost as listed.

@@ -18,8 +18,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::api_error::ApiError;
@@ -38,20 +37,128 @@ pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-fn balance_json(b: Balance) -> Value {
-    json!({"plan": b.plan, "purchased": b.purchased, "total": b.total(), "debt": b.debt})
+/// A workspace's credits in the API's answers (credits, all ≥ 0).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BalanceBody {
+    /// Plan credits left this period.
+    pub plan: i64,
+    /// Purchased credits left (never expire).
+    pub purchased: i64,
+    /// `plan + purchased`.
+    pub total: i64,
+    /// Credits owed after a refund or dispute; while above zero, calls are refused.
+    pub debt: i64,
 }
 
-#[derive(Debug, Deserialize)]
+impl From<Balance> for BalanceBody {
+    fn from(b: Balance) -> Self {
+        BalanceBody {
+            plan: b.plan,
+            purchased: b.purchased,
+            total: b.total(),
+            debt: b.debt,
+        }
+    }
+}
+
+/// A metering call: what the product used, charged `credit cost × quantity ×
+/// quality multiplier` credits.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UsageRequest {
+pub struct UsageRequest {
+    /// A feature code of the catalog, `group.operation` (`graph.query`).
+    #[schema(example = "graph.query", max_length = 100)]
     feature: String,
+    /// Uses in this call, 1 to 1,000,000 (default 1).
     #[serde(default = "one")]
+    #[schema(minimum = 1, maximum = 1_000_000, default = 1)]
     quantity: i64,
+    /// The retry key: the same key with the same body answers the first outcome and
+    /// charges nothing (also accepted as the `Idempotency-Key` header). 1 to 255
+    /// characters, no control characters.
+    #[schema(min_length = 1, max_length = 255)]
     idempotency_key: Option<String>,
-    /// `"standard"` (default) or `"pro"` (twice the feature's cost).
+    /// `standard` (default) or `pro` (twice the feature's cost).
     #[serde(default)]
     quality: Quality,
+}
+
+/// A charged (or replayed) call.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Charged {
+    /// Credits the call cost.
+    pub charged: i64,
+    /// The quality it was served at.
+    pub quality: Quality,
+    /// The balance after it.
+    pub balance: BalanceBody,
+    /// Its idempotency key (generated when the call had none).
+    pub idempotency_key: String,
+}
+
+/// `GET /api/v1/balance`'s answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BalanceResponse {
+    /// The key's workspace's credits.
+    pub balance: BalanceBody,
+}
+
+/// Every error: `{"error": {"code", "message", ...}}`; some codes add fields
+/// (`required`, `available`, `top_up_url`, `debt`, `retry_after_ms`,
+/// `idempotency_key`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorResponse {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// An error's code and message.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable (`insufficient_credits`).
+    pub code: String,
+    /// For people.
+    pub message: String,
+}
+
+/// The metering API's OpenAPI 3.1 document, served at `GET /api/v1/openapi.json`.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "billfold metering API",
+        description = "Report usage, consuming credits atomically; read the balance. Authenticate with a workspace API key as a bearer token."
+    ),
+    paths(record_usage, show_balance),
+    components(schemas(UsageRequest, Charged, BalanceResponse, BalanceBody, ErrorResponse, ErrorDetail, Quality)),
+    modifiers(&BearerKey),
+    security(("api_key" = []))
+)]
+pub struct MeteringApi;
+
+/// The bearer API key security scheme.
+struct BearerKey;
+
+impl utoipa::Modify for BearerKey {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A workspace API key (`bf_…`), created under API keys.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// `GET /api/v1/openapi.json`: [`MeteringApi`].
+pub async fn openapi_document() -> Response {
+    axum::Json(<MeteringApi as utoipa::OpenApi>::openapi()).into_response()
 }
 
 fn one() -> i64 {
@@ -137,6 +244,23 @@ fn with_headers(mut res: Response, headers: Vec<(HeaderName, HeaderValue)>) -> R
 }
 
 /// `POST /api/v1/usage`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/usage",
+    request_body = UsageRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "The retry key, instead of the body's `idempotency_key` (equal if both)")),
+    responses(
+        (status = 200, description = "Charged, or the first answer again for a retried key", body = Charged),
+        (status = 401, description = "`invalid_api_key`: missing, unknown or revoked key", body = ErrorResponse),
+        (status = 402, description = "`insufficient_credits` or `credits_in_debt`: nothing charged", body = ErrorResponse),
+        (status = 403, description = "`feature_not_in_plan` or `workspace_suspended`", body = ErrorResponse),
+        (status = 409, description = "`idempotency_conflict`: the key was used with another body", body = ErrorResponse),
+        (status = 413, description = "`payload_too_large`", body = ErrorResponse),
+        (status = 422, description = "`invalid_request` or `unknown_feature`", body = ErrorResponse),
+        (status = 429, description = "`rate_limited`: over the plan's calls per minute (`Retry-After`)", body = ErrorResponse),
+        (status = 503, description = "`timeout` or `unavailable`: retry with the same idempotency key", body = ErrorResponse),
+    )
+)]
 pub async fn record_usage(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -213,12 +337,12 @@ async fn consume(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<R
     let res = match outcome {
         ConsumeOutcome::Charged { charged, balance, .. } | ConsumeOutcome::Replayed { charged, balance, .. } => (
             StatusCode::OK,
-            axum::Json(json!({
-                "charged": charged,
-                "quality": req.quality,
-                "balance": balance_json(balance),
-                "idempotency_key": idempotency_key,
-            })),
+            axum::Json(Charged {
+                charged,
+                quality: req.quality,
+                balance: balance.into(),
+                idempotency_key,
+            }),
         )
             .into_response(),
         ConsumeOutcome::InsufficientCredits { required, available, .. } => ApiError::new(
@@ -283,6 +407,16 @@ pub(super) fn is_pool_timeout(e: &anyhow::Error) -> bool {
 }
 
 /// `GET /api/v1/balance`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/balance",
+    responses(
+        (status = 200, description = "The workspace's credits", body = BalanceResponse),
+        (status = 401, description = "`invalid_api_key`", body = ErrorResponse),
+        (status = 403, description = "`workspace_suspended`", body = ErrorResponse),
+        (status = 503, description = "`unavailable`", body = ErrorResponse),
+    )
+)]
 pub async fn show_balance(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let Some(key) = bearer(&headers) else {
         return ApiError::unauthorized().into_response();
@@ -297,7 +431,7 @@ pub async fn show_balance(State(state): State<AppState>, headers: HeaderMap) -> 
     }
     .await;
     match result {
-        Ok(Some(Ok(b))) => axum::Json(json!({"balance": balance_json(b)})).into_response(),
+        Ok(Some(Ok(b))) => axum::Json(BalanceResponse { balance: b.into() }).into_response(),
         Ok(Some(Err(refused))) => refused.into_response(),
         Ok(None) => ApiError::unauthorized().into_response(),
         Err(e) if is_pool_timeout(&e) => {

@@ -328,6 +328,7 @@ pub fn router(
     let machine_routes = Router::new()
         .route("/api/v1/usage", post(api::record_usage))
         .route("/api/v1/balance", get(api::show_balance))
+        .route("/api/v1/openapi.json", get(api::openapi_document))
         .route(
             "/api/v1/reseller/customers",
             get(reseller_api::list_customers),

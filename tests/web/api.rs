@@ -608,3 +608,66 @@ async fn a_pro_quality_call_costs_twice_and_says_so_on_the_statement(pool: PgPoo
             .unwrap();
     assert_eq!(quality, "pro");
 }
+
+/// schemathesis, installed by `script/bootstrap --schemathesis`.
+fn schemathesis() -> std::path::PathBuf {
+    let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/tools/schemathesis/bin/schemathesis");
+    assert!(
+        bin.exists(),
+        "schemathesis is missing: run script/bootstrap --schemathesis (script/test does)"
+    );
+    bin
+}
+
+#[sqlx::test]
+async fn schemathesis_finds_no_server_error_in_the_metering_api(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let (ws, key) = customer_with_key(&app).await;
+    app.lift_rate_limits().await;
+    grant_purchased(&app, ws, 1_000_000).await;
+
+    // The document is served without a key and describes both operations.
+    let res = app.visitor().get("/api/v1/openapi.json").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let doc: serde_json::Value = res.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in ["/api/v1/usage", "/api/v1/balance"] {
+        assert!(doc["paths"][path].is_object(), "{path} in {doc}");
+    }
+    assert_eq!(
+        doc["components"]["schemas"]["Quality"]["enum"],
+        json!(["standard", "pro"])
+    );
+
+    // Generated calls, valid and not, with the key: none may answer 5xx, and the
+    // ledger stays whole.
+    let reports =
+        std::env::temp_dir().join(format!("billfold-schemathesis-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&reports).unwrap();
+    let out = tokio::process::Command::new(schemathesis())
+        .arg("run")
+        .arg(app.url("/api/v1/openapi.json"))
+        .args(["--checks", "not_a_server_error"])
+        .args(["--header", &format!("Authorization: Bearer {key}")])
+        .args(["--max-examples", "40", "--seed", "20261208"])
+        .args(["--generation-database", "none", "--no-color"])
+        .arg("--report-dir")
+        .arg(&reports)
+        .current_dir(&reports)
+        .output()
+        .await
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&reports);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "schemathesis found failures:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        app.count("select count(*) from usage_events").await > 0,
+        "{stdout}"
+    );
+    app.assert_ledger_consistent(ws).await;
+}
