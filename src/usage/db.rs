@@ -8,6 +8,29 @@ use crate::catalog::Plan;
 use crate::ids::{PlanCode, WorkspaceId};
 use crate::ledger::Balance;
 
+/// Joins `ap` (`granted_credits`, `period_end`): the workspace's latest allowance
+/// period that has started, for a query over `balances b`.
+const LATEST_PERIOD: &str = "left join lateral (
+                select a.granted_credits, a.period_end from allowance_periods a
+                 where a.workspace_id = b.workspace_id and a.period_start <= now()
+                 order by a.period_start desc limit 1) ap on true";
+
+/// The allowance period from [`LATEST_PERIOD`]'s columns, if it has not ended.
+fn period_in_force(
+    granted_credits: Option<i64>,
+    period_end: Option<OffsetDateTime>,
+) -> Option<AllowancePeriod> {
+    match (granted_credits, period_end) {
+        (Some(granted_credits), Some(resets_at)) if resets_at > OffsetDateTime::now_utc() => {
+            Some(AllowancePeriod {
+                granted_credits,
+                resets_at,
+            })
+        }
+        _ => None,
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct SummaryRow {
     #[sqlx(flatten)]
@@ -31,7 +54,7 @@ pub async fn dashboard_summary(
     days: i32,
     time_zone: &str,
 ) -> anyhow::Result<DashboardSummary> {
-    let row: SummaryRow = sqlx::query_as(
+    let sql = format!(
         "with today as (select (now() at time zone $4)::date as d)
          select p.plan_code, p.name, p.monthly_price_minor, p.currency, p.monthly_credits,
                 p.rate_limit_per_min, p.max_members, p.max_api_keys, p.stripe_price_id,
@@ -48,18 +71,16 @@ pub async fn dashboard_summary(
            from balances b
            cross join today
            join plans p on p.plan_code = $2
-           left join lateral (
-                select a.granted_credits, a.period_end from allowance_periods a
-                 where a.workspace_id = b.workspace_id and a.period_start <= now()
-                 order by a.period_start desc limit 1) ap on true
-          where b.workspace_id = $1",
-    )
-    .bind(workspace_id)
-    .bind(plan_code)
-    .bind(days)
-    .bind(time_zone)
-    .fetch_one(conn)
-    .await?;
+           {LATEST_PERIOD}
+          where b.workspace_id = $1"
+    );
+    let row: SummaryRow = sqlx::query_as(&sql)
+        .bind(workspace_id)
+        .bind(plan_code)
+        .bind(days)
+        .bind(time_zone)
+        .fetch_one(conn)
+        .await?;
     let first = row.today - time::Duration::days(i64::from(days) - 1);
     let daily = row
         .daily
@@ -67,14 +88,7 @@ pub async fn dashboard_summary(
         .enumerate()
         .map(|(i, c)| (first + time::Duration::days(i as i64), c))
         .collect();
-    let now = OffsetDateTime::now_utc();
-    let period = match (row.granted_credits, row.period_end) {
-        (Some(granted_credits), Some(resets_at)) if resets_at > now => Some(AllowancePeriod {
-            granted_credits,
-            resets_at,
-        }),
-        _ => None,
-    };
+    let period = period_in_force(row.granted_credits, row.period_end);
     Ok(DashboardSummary {
         plan: row.plan,
         balance: row.balance,
@@ -173,7 +187,7 @@ pub async fn limits(
         period_end: Option<OffsetDateTime>,
         plan_credits: i64,
     }
-    let row: Row = sqlx::query_as(
+    let sql = format!(
         "select p.plan_code, p.name, p.monthly_price_minor, p.currency, p.monthly_credits,
                 p.rate_limit_per_min, p.max_members, p.max_api_keys, p.stripe_price_id,
                 (select count(*) from memberships m where m.workspace_id = b.workspace_id) as members,
@@ -184,24 +198,15 @@ pub async fn limits(
                 ap.granted_credits, ap.period_end, b.plan_credits
            from balances b
            join plans p on p.plan_code = $2
-           left join lateral (
-                select a.granted_credits, a.period_end from allowance_periods a
-                 where a.workspace_id = b.workspace_id and a.period_start <= now()
-                 order by a.period_start desc limit 1) ap on true
-          where b.workspace_id = $1",
-    )
-    .bind(workspace_id)
-    .bind(plan_code)
-    .fetch_one(conn)
-    .await?;
-    let now = OffsetDateTime::now_utc();
-    let period = match (row.granted_credits, row.period_end) {
-        (Some(granted_credits), Some(resets_at)) if resets_at > now => Some(AllowancePeriod {
-            granted_credits,
-            resets_at,
-        }),
-        _ => None,
-    };
+           {LATEST_PERIOD}
+          where b.workspace_id = $1"
+    );
+    let row: Row = sqlx::query_as(&sql)
+        .bind(workspace_id)
+        .bind(plan_code)
+        .fetch_one(conn)
+        .await?;
+    let period = period_in_force(row.granted_credits, row.period_end);
     Ok(super::WorkspaceLimits {
         calls_available: row
             .plan

@@ -245,6 +245,8 @@ pub struct UsageTotal {
     pub events: i64,
     /// Credits charged.
     pub credits: i64,
+    /// Its share of the report's credits, in whole percent.
+    pub share: i64,
 }
 
 impl UsageTotal {
@@ -307,6 +309,7 @@ impl UsageReport {
                 name: name.to_owned(),
                 events: r.events,
                 credits: r.credits,
+                share: 0,
             }),
         };
         for r in rows.iter().filter(|r| r.day >= from && r.day <= to) {
@@ -334,6 +337,10 @@ impl UsageReport {
         };
         by_feature.sort_by(most_first);
         by_key.sort_by(most_first);
+        let total: i64 = by_feature.iter().map(|t| t.credits).sum();
+        for t in by_feature.iter_mut().chain(by_key.iter_mut()) {
+            t.share = t.percent_of(total);
+        }
         let series = by_feature
             .iter()
             .filter_map(|t| series.remove(&t.name).map(|v| (t.name.clone(), v)))

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::AppState;
 use super::error::Result;
 use super::extract::{AccountMember, Query};
-use super::views::{PageCtx, filters};
+use super::views::{PageCtx, csv_record, filters};
 use crate::charts;
 use crate::ledger::db::StatementPage as Page;
 use crate::ledger::{self, Balance, LedgerEntry};
@@ -196,7 +196,7 @@ pub async fn download_statement(
     member: AccountMember,
 ) -> Result<Response> {
     let ws = member.workspace.workspace_id;
-    let header_row = csv_line(&[
+    let header_row = csv_record(&[
         "ledger_entry_id",
         "created_at",
         "kind",
@@ -269,7 +269,7 @@ fn csv_entry(e: &LedgerEntry) -> String {
         .created_at
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
-    csv_line(&[
+    csv_record(&[
         &e.ledger_entry_id.to_string(),
         &created,
         e.kind.label(),
@@ -283,12 +283,4 @@ fn csv_entry(e: &LedgerEntry) -> String {
         &e.debt_after.to_string(),
         &e.balance_after().to_string(),
     ])
-}
-
-/// One CSV record with the `csv` crate's quoting rules.
-fn csv_line(fields: &[&str]) -> String {
-    let mut w = csv::WriterBuilder::new().from_writer(Vec::new());
-    let _ = w.write_record(fields);
-    let bytes = w.into_inner().unwrap_or_default();
-    String::from_utf8(bytes).unwrap_or_default()
 }

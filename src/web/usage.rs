@@ -12,10 +12,9 @@ use serde::Deserialize;
 use time::Date;
 
 use super::AppState;
-use super::admin::list::neutralise;
 use super::error::Result;
 use super::extract::{AccountMember, Query};
-use super::views::{PageCtx, filters};
+use super::views::{PageCtx, csv_record, filters};
 use crate::api_keys::{self, ApiKey};
 use crate::catalog::{self, Feature};
 use crate::charts;
@@ -143,9 +142,6 @@ impl UsagePage {
     }
     fn is_preset(&self, days: &i64) -> bool {
         self.range.preset == Some(*days)
-    }
-    fn share(&self, t: &usage::UsageTotal) -> i64 {
-        t.percent_of(self.report.total_credits)
     }
     fn per_day(&self) -> i64 {
         self.report.total_credits / (self.report.days.len() as i64).max(1)
@@ -310,7 +306,7 @@ pub async fn download_usage(
     let key = q.key.as_deref().and_then(|k| k.parse::<uuid::Uuid>().ok());
     let ws = member.workspace.workspace_id;
     let db = state.db.clone();
-    let header_row = csv_line(&[
+    let header_row = csv_record(&[
         "created_at",
         "feature",
         "feature_name",
@@ -380,7 +376,7 @@ pub async fn download_usage(
 }
 
 fn csv_event(e: &UsageEvent) -> String {
-    csv_line(&[
+    csv_record(&[
         &e.created_at
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default(),
@@ -392,14 +388,6 @@ fn csv_event(e: &UsageEvent) -> String {
         e.key_name.as_deref().unwrap_or(""),
         &e.idempotency_key,
     ])
-}
-
-/// One CSV record, every cell neutralised.
-fn csv_line(fields: &[&str]) -> String {
-    let mut w = csv::WriterBuilder::new().from_writer(Vec::new());
-    let cells: Vec<String> = fields.iter().map(|f| neutralise(f)).collect();
-    let _ = w.write_record(&cells);
-    String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
 }
 
 #[cfg(test)]

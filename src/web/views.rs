@@ -37,6 +37,18 @@ pub struct PageCtx {
     pub view_as: bool,
 }
 
+/// One CSV record (the `csv` crate's quoting), every cell a spreadsheet would run as a
+/// formula neutralised (OWASP CSV Injection): the customer's CSV downloads.
+pub fn csv_record(fields: &[&str]) -> String {
+    let mut w = csv::WriterBuilder::new().from_writer(Vec::new());
+    let cells: Vec<String> = fields
+        .iter()
+        .map(|f| super::admin::list::neutralise(f))
+        .collect();
+    let _ = w.write_record(&cells);
+    String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
+}
+
 /// The confirmation an irreversible action asks for before it runs
 /// (`templates/confirm.html`): the action's form posts once more with `confirm=yes`.
 /// Without JavaScript as with it, nothing happens until the second post.
