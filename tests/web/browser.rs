@@ -1230,6 +1230,16 @@ async fn a_customer_watches_usage_live_on_the_dashboard_and_explores_it_by_range
         b.driver.goto(format!("{}/pricing", app.base)).await.unwrap();
         assert!(b.text_of("[data-plan=free] h2").await.contains("Your plan"));
         b.screenshot("pricing").await;
+        // The workspace's time zone: saved, and times then read in it.
+        b.driver.goto(format!("{}/settings", app.base)).await.unwrap();
+        b.screenshot("settings").await;
+        b.wait_for("#time_zone option[value='Europe/Berlin']")
+            .await
+            .click()
+            .await
+            .unwrap();
+        b.wait_for("#save-settings").await.click().await.unwrap();
+        b.wait_for_text(".flash", "Europe/Berlin").await;
         // Revoking a key asks first; keeping it changes nothing, confirming revokes it.
         b.driver
             .goto(format!("{}/settings/api-keys", app.base))
